@@ -1,0 +1,343 @@
+"""The job file: one batch operation described in YAML, checked by pydantic.
+
+The same `Job` model is the flows' parameter, so the Prefect UI renders it as a form.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from batchgate.errors import ConfigError
+
+Severity = Literal["blocked", "warning"]
+DEFAULT_LEDGER_PATH = ".batchgate/ledger.db"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FileSourceConfig(_Section):
+    """Items from a CSV, JSON (a list of objects) or Parquet file."""
+
+    type: Literal["file"] = Field(description="Source kind.")
+    path: str = Field(description="File path; relative paths are resolved from the job file.")
+    format: Literal["csv", "json", "parquet"] | None = Field(
+        default=None, description="File format; taken from the extension when unset."
+    )
+    filter: dict[str, str | int | bool | list[str | int | bool]] = Field(
+        default_factory=dict,
+        description="Keep only items whose column equals the value (or one of a list).",
+    )
+    max_cell_bytes: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Largest cell accepted; a bigger one usually means a broken quote.",
+    )
+
+
+class SqlDestinationConfig(_Section):
+    """A SQL table (SQLite file or PostgreSQL) acting as the CMS."""
+
+    type: Literal["sql"] = Field(description="Destination kind.")
+    url: str = Field(
+        description="SQLAlchemy URL, e.g. sqlite:///cms.db (relative to the job file) "
+        "or postgresql+psycopg2://user@host/db."
+    )
+    table: str = Field(default="posts", description="Table that receives the items.")
+    categories: list[str] | None = Field(
+        default=None, description="Category options the destination accepts, if it has a fixed set."
+    )
+
+
+SourceConfig = Annotated[Union[FileSourceConfig], Field(discriminator="type")]
+DestinationConfig = Annotated[Union[SqlDestinationConfig], Field(discriminator="type")]
+
+
+class RuleSettings(BaseModel):
+    """Overrides for one rule of the preset: on/off, severity, and the rule's own limits."""
+
+    model_config = ConfigDict(extra="allow")
+
+    enabled: bool = Field(default=True, description="Turn the rule off with false.")
+    severity: Severity | None = Field(default=None, description="blocked or warning.")
+
+    def params(self) -> dict[str, Any]:
+        """The rule-specific limits (everything but enabled and severity)."""
+        return dict(self.model_extra or {})
+
+
+class AddedRule(BaseModel):
+    """A rule added by the job file on top of the preset."""
+
+    model_config = ConfigDict(extra="allow")
+
+    rule: str = Field(description="Rule kind, e.g. required, max_length, pattern, allowed_values.")
+    field: str = Field(description="Item field the rule checks.")
+    name: str | None = Field(default=None, description="Name shown in reports.")
+    severity: Severity | None = Field(default=None, description="blocked or warning.")
+
+    def params(self) -> dict[str, Any]:
+        """The rule-specific limits."""
+        return dict(self.model_extra or {})
+
+
+class ValidationConfig(_Section):
+    """Which checks run on every item before anything is written."""
+
+    preset: Literal["blog", "none"] = Field(default="blog", description="Base rule set.")
+    allowed_categories: list[str] | None = Field(
+        default=None,
+        description="Categories accepted when the destination does not report its own options.",
+    )
+    rules: dict[str, RuleSettings] = Field(
+        default_factory=dict, description="Per-rule overrides: enabled, severity, limits."
+    )
+    add: list[AddedRule] = Field(default_factory=list, description="Extra rules.")
+    image_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout for fetching an image's header bytes."
+    )
+
+
+class BatchConfig(_Section):
+    """How items are grouped when written."""
+
+    size: int = Field(default=5, ge=1, le=1000, description="Items per chunk.")
+
+
+class LedgerConfig(_Section):
+    """Where runs and item results are recorded."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (PostgreSQL for teams). Overrides path.",
+    )
+    path: str = Field(
+        default=DEFAULT_LEDGER_PATH,
+        description="SQLite file used when no url is set (relative to the working directory).",
+    )
+
+
+class Job(_Section):
+    """One batch operation: where items come from, where they go, and how they are checked."""
+
+    name: str = Field(default="job", description="Job name, used in run ids and reports.")
+    source: SourceConfig = Field(description="Where items come from.")
+    destination: DestinationConfig | None = Field(
+        default=None, description="Where items go (optional for a dry-run)."
+    )
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+
+    def fingerprint(self) -> str:
+        """A short hash of the job's settings, recorded with each run."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, where: str = "", env: typing.Mapping[str, str] | None = None) -> Any:
+    """Expand ${VAR} and ${VAR:-default} in every string of a parsed YAML tree."""
+    env = os.environ if env is None else env
+    if isinstance(value, dict):
+        return {k: expand_env(v, _join(where, k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"key '{where}' refers to ${{{name}}}, which is not set in the environment. "
+            f"Fix: export {name}=... before running, or write ${{{name}:-default}}."
+        )
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def load_job(path: str | Path) -> Job:
+    """Read, expand and check a job file; relative paths are resolved from its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"job file {path} does not exist. Fix: check the --job path.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"job file {path} cannot be read: {exc}.") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path} must be a YAML mapping with the sections source, destination, validation "
+            f"and batch; found {type(raw).__name__}."
+        )
+    raw.setdefault("name", path.stem if path.stem != "job" else path.resolve().parent.name)
+    try:
+        raw = expand_env(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    job = parse_job(raw, origin=str(path))
+    return resolve_paths(job, path.resolve().parent)
+
+
+def parse_job(raw: dict[str, Any], origin: str = "job") -> Job:
+    """Check a parsed job; a wrong key or value raises ConfigError naming key, value and choices."""
+    try:
+        return Job.model_validate(raw)
+    except ValidationError as exc:
+        lines = [describe_error(err) for err in exc.errors()]
+        raise ConfigError(f"{origin} is not a valid job: " + " ".join(lines)) from None
+
+
+def resolve_paths(job: Job, base: Path) -> Job:
+    """Make the source path and SQLite URLs absolute, relative to the job file's folder."""
+    source = job.source
+    if isinstance(source, FileSourceConfig) and not Path(source.path).is_absolute():
+        source = source.model_copy(update={"path": str(base / source.path)})
+    destination = job.destination
+    if isinstance(destination, SqlDestinationConfig):
+        destination = destination.model_copy(update={"url": _absolute_sqlite(destination.url, base)})
+    return job.model_copy(update={"source": source, "destination": destination})
+
+
+def _absolute_sqlite(url: str, base: Path) -> str:
+    prefix = next((p for p in ("sqlite:///", "sqlite+pysqlite:///") if url.startswith(p)), None)
+    if prefix is None or url.startswith(prefix + "/") or url == prefix + ":memory:":
+        return url
+    return prefix + str(base / url[len(prefix) :])
+
+
+# --- error messages ----------------------------------------------------------------------------
+
+
+def describe_error(err: Any) -> str:
+    """One sentence for one pydantic error: the key, the value found, and what is allowed."""
+    path, model = _walk(Job, err["loc"])
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        key = path.rsplit(".", 1)[-1]
+        allowed = list(model.model_fields) if model else []
+        hint = difflib.get_close_matches(key, allowed, n=1)
+        maybe = f" Did you mean '{hint[0]}'?" if hint else ""
+        return f"Unknown key '{path}' (value {_show(value)}); allowed keys here: {', '.join(allowed)}.{maybe}"
+    if kind == "missing":
+        return f"Missing required key '{path}'."
+    if kind in ("union_tag_invalid", "literal_error"):
+        expected = err.get("ctx", {}).get("expected_tags") or err.get("ctx", {}).get("expected")
+        if kind == "union_tag_invalid":
+            value = err.get("ctx", {}).get("tag", value)
+            path = f"{path}.type" if path else "type"
+        return f"Key '{path}' has value {_show(value)}; allowed: {expected}."
+    if kind == "union_tag_not_found":
+        return f"Key '{path}' needs a 'type' (one of: {_tags_at(err['loc'])})."
+    return f"Key '{path}' has value {_show(value)}: {err['msg']}."
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _walk(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+    """Follow a pydantic error location through the models, dropping union tags from the path."""
+    path, parent, annotation = "", model, None
+    for segment in loc:
+        if annotation is not None and _union_members(annotation):
+            members = _union_members(annotation)
+            chosen = next((m for m in members if _tag_of(m) == segment), None)
+            if chosen is not None:
+                parent, annotation = chosen, None
+                continue
+        if isinstance(segment, int):
+            path = f"{path}[{segment}]"
+            annotation = _item_type(annotation)
+        elif parent is not None and segment in parent.model_fields:
+            path = _join(path, segment)
+            annotation = parent.model_fields[segment].annotation
+        else:
+            path = _join(path, segment)
+            annotation = _item_type(annotation) if annotation is not None else None
+        model_here = _as_model(annotation)
+        parent = model_here if model_here is not None else (parent if annotation is None else None)
+    return path, parent
+
+
+def _strip(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _union_members(annotation: Any) -> list[type[BaseModel]]:
+    annotation = _strip(annotation)
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return [a for a in typing.get_args(annotation) if _as_model(a) is not None]
+    return []
+
+
+def _tag_of(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("type")
+    args = typing.get_args(field.annotation) if field else ()
+    return args[0] if args else None
+
+
+def _as_model(annotation: Any) -> type[BaseModel] | None:
+    annotation = _strip(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (Union, types.UnionType) and len(members) == 1:
+        return _as_model(members[0])
+    return None
+
+
+def _item_type(annotation: Any) -> Any:
+    annotation = _strip(annotation)
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is list and args:
+        return args[0]
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if origin in (Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _item_type(inner[0]) if len(inner) == 1 else None
+    return None
+
+
+def _tags_at(loc: tuple[Any, ...]) -> str:
+    field = Job.model_fields.get(str(loc[0])) if loc else None
+    members = _union_members(field.annotation) if field else []
+    return ", ".join(str(_tag_of(m)) for m in members)

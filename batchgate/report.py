@@ -1,0 +1,169 @@
+"""The dry-run report: one set of facts rendered for the terminal, Markdown, JSON and a table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from batchgate.models import ItemResult
+
+RULE = "━" * 46
+TABLE_ROW_LIMIT = 1000
+
+
+@dataclass(slots=True)
+class DryRunReport:
+    """Counts and per-item results of one dry-run."""
+
+    run_id: str
+    job_name: str
+    source: str
+    results: list[ItemResult]
+    filtered_out: int = 0
+    job_ref: str = "JOB.yaml"
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+    @property
+    def blocked(self) -> list[ItemResult]:
+        return [r for r in self.results if r.status == "blocked"]
+
+    @property
+    def warnings(self) -> list[ItemResult]:
+        return [r for r in self.results if r.status == "warning"]
+
+    def percent(self, count: int) -> str:
+        return f"{round(100 * count / self.total)}%" if self.total else "0%"
+
+    def next_steps(self) -> list[str]:
+        blocked, warned = len(self.blocked), len(self.warnings)
+        rerun = f"batchgate dry-run --job {self.job_ref}"
+        if blocked:
+            return [
+                f"Fix {blocked} blocked item{'s' if blocked != 1 else ''} (see details above)",
+                f"Re-run dry-run to verify fixes: {rerun}",
+                "Proceed to sample mode once nothing is blocked",
+            ]
+        if warned:
+            return [
+                f"Review {warned} warning{'s' if warned != 1 else ''} (they do not stop the run)",
+                "Proceed to sample mode: 3-5 items written as drafts for review",
+            ]
+        if not self.total:
+            return ["No item passed the source filter: check source.filter and the source data"]
+        return ["All items are ready: proceed to sample mode (3-5 drafts for review)"]
+
+    # --- renderings -------------------------------------------------------------------------
+
+    def as_text(self) -> str:
+        lines = [
+            "🔍 Dry-Run Validation Report",
+            "",
+            f"Run ID: {self.run_id}",
+            f"Source: {self.source}" + (f", {self.filtered_out} filtered out by source.filter" if self.filtered_out else ""),
+            "",
+            f"Total Items Analyzed: {self.total}",
+            f"✅ Ready: {self.count('ready')} ({self.percent(self.count('ready'))})",
+            f"⚠️  Warnings: {len(self.warnings)} ({self.percent(len(self.warnings))})",
+            f"❌ Blocked: {len(self.blocked)} ({self.percent(len(self.blocked))})",
+        ]
+        if self.blocked:
+            lines += ["", RULE, "", "❌ BLOCKED (must fix before proceeding):", ""]
+            for n, result in enumerate(self.blocked, 1):
+                lines.append(f"{n}. Item ID: {result.item_id}" + _title(result))
+                for issue in result.issues:
+                    if issue.severity == "blocked":
+                        lines += [f"   Issue: {issue.message}", f"   Fix: {issue.fix}"]
+                lines.append("")
+            lines.pop()
+        if self.warnings:
+            lines += ["", RULE, "", "⚠️  WARNINGS (can proceed, quality degradation):", ""]
+            for n, result in enumerate(self.warnings, 1):
+                lines.append(f"{n}. Item ID: {result.item_id}" + _title(result))
+                for issue in result.issues:
+                    lines += [f"   Warning: {issue.message}", f"   Impact: {issue.impact}",
+                              f"   Fix: {issue.fix}"]
+                lines.append("")
+            lines.pop()
+        lines += ["", RULE, "", "NEXT STEPS:"]
+        lines += [f"{n}. {step}" for n, step in enumerate(self.next_steps(), 1)]
+        return "\n".join(lines) + "\n"
+
+    def as_markdown(self) -> str:
+        ready, warned, blocked = self.count("ready"), len(self.warnings), len(self.blocked)
+        lines = [
+            "# 🔍 Dry-Run Validation Report",
+            "",
+            f"**Run** `{self.run_id}` · **Job** `{self.job_name}` · **Source** {self.source}"
+            + (f" · {self.filtered_out} filtered out" if self.filtered_out else ""),
+            "",
+            "| | Items | Share |",
+            "|---|---:|---:|",
+            f"| Total analyzed | {self.total} | 100% |",
+            f"| ✅ Ready | {ready} | {self.percent(ready)} |",
+            f"| ⚠️ Warnings | {warned} | {self.percent(warned)} |",
+            f"| ❌ Blocked | {blocked} | {self.percent(blocked)} |",
+        ]
+        if self.blocked:
+            lines += ["", "## ❌ Blocked (must fix before proceeding)", "",
+                      "| # | Item | Issue | Fix |", "|---:|---|---|---|"]
+            n = 0
+            for result in self.blocked:
+                for issue in (i for i in result.issues if i.severity == "blocked"):
+                    n += 1
+                    lines.append(f"| {n} | `{_md(result.item_id)}` | {_md(issue.message)} | {_md(issue.fix)} |")
+        if self.warnings:
+            lines += ["", "## ⚠️ Warnings (can proceed, quality degradation)", "",
+                      "| # | Item | Warning | Impact | Fix |", "|---:|---|---|---|---|"]
+            n = 0
+            for result in self.warnings:
+                for issue in result.issues:
+                    n += 1
+                    lines.append(
+                        f"| {n} | `{_md(result.item_id)}` | {_md(issue.message)} | "
+                        f"{_md(issue.impact or '')} | {_md(issue.fix)} |"
+                    )
+        lines += ["", "## Next steps", ""]
+        lines += [f"{n}. {step}" for n, step in enumerate(self.next_steps(), 1)]
+        return "\n".join(lines) + "\n"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "mode": "dry-run",
+            "total": self.total,
+            "ready": self.count("ready"),
+            "warnings": len(self.warnings),
+            "blocked": len(self.blocked),
+            "filtered_out": self.filtered_out,
+            "items": [result.as_dict() for result in self.results],
+        }
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per issue (blocked first), then ready items, capped for the UI."""
+        rows: list[dict[str, Any]] = []
+        for result in self.blocked + self.warnings:
+            for issue in result.issues:
+                rows.append({
+                    "item_id": result.item_id, "title": result.title, "status": result.status,
+                    "rule": issue.rule, "field": issue.field, "problem": issue.message,
+                    "fix": issue.fix, "impact": issue.impact or "",
+                })
+        for result in self.results:
+            if result.status == "ready":
+                rows.append({"item_id": result.item_id, "title": result.title, "status": "ready",
+                             "rule": "", "field": "", "problem": "", "fix": "", "impact": ""})
+        return rows[:TABLE_ROW_LIMIT]
+
+
+def _title(result: ItemResult) -> str:
+    return f' ("{result.title}")' if result.title else ""
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

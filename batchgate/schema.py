@@ -1,0 +1,205 @@
+"""Item schemas: which columns a preset needs and how raw cell values become typed fields.
+
+A cell that cannot be converted does not stop the batch: the item keeps the field as missing and
+carries a type error, which the validation turns into a blocked issue naming row, column and fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from batchgate.models import Item
+
+_TRUE = {"true", "yes", "y", "1", "t", "on"}
+_FALSE = {"false", "no", "n", "0", "f", "off"}
+
+
+class CellError(ValueError):
+    """A cell's value does not fit its column's type; args: (message, fix)."""
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip() == ""
+
+
+def to_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CellError(f"expected text, found {type(value).__name__} {value!r}", "Write the value as text.")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def to_id(value: Any) -> str:
+    return to_text(value).strip()
+
+
+def to_tags(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [t.strip() for t in value.split(",") if t.strip()]
+    if hasattr(value, "tolist"):  # numpy arrays from Parquet
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        tags = []
+        for tag in value:
+            if not isinstance(tag, str):
+                raise CellError(
+                    f"expected a list of text tags, found {tag!r} in it",
+                    "Write tags as text, e.g. [\"python\", \"data\"] or \"python, data\".",
+                )
+            if tag.strip():
+                tags.append(tag.strip())
+        return tags
+    raise CellError(
+        f"expected tags as a comma-separated text or a list, found {value!r}",
+        "Write tags as \"python, data\" (CSV) or [\"python\", \"data\"] (JSON).",
+    )
+
+
+def to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        value = value.item()
+        if isinstance(value, bool):
+            return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise CellError(f"expected true or false, found {value!r}", "Write true or false.")
+
+
+def to_int(value: Any) -> int:
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    number: float | int
+    if isinstance(value, bool):
+        raise CellError(f"expected a whole number, found {value!r}", "Write a whole number of pixels, e.g. 1600.")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = float(value.strip())
+        except ValueError:
+            raise CellError(
+                f"expected a whole number, found {value!r}", "Write a whole number of pixels, e.g. 1600."
+            ) from None
+        if not parsed.is_integer():
+            raise CellError(f"expected a whole number, found {value!r}", "Write a whole number, e.g. 1600.")
+        number = int(parsed)
+    else:
+        raise CellError(f"expected a whole number, found {value!r}", "Write a whole number, e.g. 1600.")
+    if number <= 0:
+        raise CellError(f"expected a positive number, found {number}", "Write the size in pixels, above 0.")
+    return int(number)
+
+
+def to_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if hasattr(value, "to_pydatetime"):
+        return value.to_pydatetime().date()
+    text = to_text(value).strip()
+    try:
+        return date.fromisoformat(text[:10]) if len(text) >= 10 else date.fromisoformat(text)
+    except ValueError:
+        raise CellError(f"expected a date like 2025-10-28, found {value!r}", "Write the date as YYYY-MM-DD.") from None
+
+
+def to_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if hasattr(value, "to_pydatetime"):
+        return value.to_pydatetime()
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    text = to_text(value).strip()
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CellError(
+            f"expected a timestamp like 2025-10-28T10:00:00Z, found {value!r}",
+            "Write an ISO 8601 timestamp.",
+        ) from None
+
+
+Converter = Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Columns of a preset: the required ones, and a converter per known column."""
+
+    name: str
+    required: tuple[str, ...]
+    converters: Mapping[str, Converter]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self.converters)
+
+
+BLOG = Schema(
+    name="blog",
+    required=("id", "title", "slug", "category", "hero_image_url"),
+    converters={
+        "id": to_id,
+        "title": to_text,
+        "slug": to_text,
+        "status": to_text,
+        "category": to_text,
+        "tags": to_tags,
+        "featured": to_bool,
+        "publish_date": to_date,
+        "hero_image_url": to_text,
+        "hero_width": to_int,
+        "hero_height": to_int,
+        "summary": to_text,
+        "body_markdown": to_text,
+        "last_edited": to_datetime,
+    },
+)
+GENERIC = Schema(name="none", required=("id",), converters={"id": to_id})
+SCHEMAS = {"blog": BLOG, "none": GENERIC}
+
+
+def build_items(
+    rows: Iterable[tuple[str, Mapping[str, Any]]], schema: Schema
+) -> list[Item]:
+    """Type each raw row (location, values); unconvertible cells become type errors, not exceptions."""
+    items: list[Item] = []
+    converters = schema.converters
+    for seq, (location, raw) in enumerate(rows):
+        data: dict[str, Any] = {}
+        errors: list[tuple[str, str, str]] = []
+        for column, value in raw.items():
+            if _is_missing(value):
+                data[column] = None
+                continue
+            convert = converters.get(column)
+            if convert is None:
+                data[column] = value
+                continue
+            try:
+                data[column] = convert(value)
+            except CellError as exc:
+                data[column] = None
+                errors.append((column, str(exc.args[0]), str(exc.args[1])))
+        item_id = data.get("id") or f"row-{seq + 1}"
+        items.append(Item(id=item_id, seq=seq, location=location, data=data, type_errors=errors))
+    return items

@@ -1,0 +1,103 @@
+"""Builds the rule set from a preset plus the job's overrides, and runs it over a batch."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import ValidationError
+
+from batchgate.config import Job, ValidationConfig
+from batchgate.errors import ConfigError
+from batchgate.images import ImageProbe
+from batchgate.models import Item, ItemResult
+from batchgate.validation.presets import BUILTIN, PRESETS
+from batchgate.validation.rules import KINDS, Context, FieldTypes, IdPresent, Rule, Unique
+
+_BUILTIN_KINDS: dict[str, type[Rule]] = {"id": IdPresent, "unique": Unique, "field_type": FieldTypes}
+
+
+def build_rules(config: ValidationConfig) -> list[Rule]:
+    """The preset's rules with the job's overrides applied, then the job's added rules."""
+    specs = {spec.name: spec for spec in PRESETS[config.preset]}
+    for name in config.rules:
+        if name not in specs:
+            known = ", ".join(specs) or "(none)"
+            close = difflib.get_close_matches(name, list(specs), n=1)
+            maybe = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"validation.rules.{name}: unknown rule; the '{config.preset}' preset has: "
+                f"{known}.{maybe} To add a new rule, list it under validation.add."
+            )
+    rules = [_make(_BUILTIN_KINDS[s.kind], s.name, s.field, s.severity, {}, "") for s in BUILTIN]
+    for spec in specs.values():
+        settings = config.rules.get(spec.name)
+        if settings is not None and not settings.enabled:
+            continue
+        severity = (settings.severity if settings else None) or spec.severity
+        params = {**spec.params, **(settings.params() if settings else {})}
+        where = f"validation.rules.{spec.name}"
+        rules.append(_make(KINDS[spec.kind], spec.name, spec.field, severity, params, where))
+    names = {rule.name for rule in rules}
+    for index, added in enumerate(config.add):
+        where = f"validation.add[{index}]"
+        if added.rule not in KINDS:
+            raise ConfigError(
+                f"{where}.rule: unknown rule kind {added.rule!r}; allowed: {', '.join(sorted(KINDS))}."
+            )
+        name = added.name or f"{added.rule}_{added.field}"
+        if name in names:
+            raise ConfigError(f"{where}.name: a rule named {name!r} already exists; give it another name.")
+        names.add(name)
+        rules.append(
+            _make(KINDS[added.rule], name, added.field, added.severity or "blocked", added.params(), where)
+        )
+    return rules
+
+
+def _make(kind: type[Rule], name: str, field: str, severity: Any, params: dict, where: str) -> Rule:
+    try:
+        checked = kind.Params.model_validate(params)
+    except ValidationError as exc:
+        allowed = ", ".join(["enabled", "severity", *kind.Params.model_fields]) if where else ""
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{where}.{key}: unknown key (value {err['input']!r}); allowed: {allowed}.")
+            elif err["type"] == "missing":
+                problems.append(f"{where}.{key}: missing; the {kind.kind} rule needs it.")
+            else:
+                problems.append(f"{where}.{key}: value {err.get('input')!r}: {err['msg']}.")
+        raise ConfigError(" ".join(problems)) from None
+    try:
+        return kind(name, field, severity, checked)
+    except Exception as exc:  # e.g. a regex that does not compile
+        raise ConfigError(f"{where}: {exc}.") from None
+
+
+def validate_items(items: list[Item], rules: list[Rule], context: Context) -> list[ItemResult]:
+    """Run every rule over every item; each item gets its full list of issues."""
+    for rule in rules:
+        rule.prepare(items, context)
+    results = []
+    for item in items:
+        issues = [issue for rule in rules for issue in rule.check(item, context)]
+        results.append(ItemResult(item.id, item.seq, item.title, item.location, issues))
+    return results
+
+
+def category_options(job: Job) -> tuple[list[str] | None, str]:
+    """The allowed categories and where they came from: the destination's own, else the job file's."""
+    destination = job.destination
+    reported = getattr(destination, "categories", None) if destination else None
+    if reported is not None:
+        return list(reported), f"the {destination.type} destination"  # type: ignore[union-attr]
+    return job.validation.allowed_categories, "the job file (validation.allowed_categories)"
+
+
+def make_context(job: Job, probe: ImageProbe | None = None) -> Context:
+    """The validation context for a job, with an image probe using the job's timeout."""
+    categories, origin = category_options(job)
+    probe = probe or ImageProbe(timeout=job.validation.image_timeout_s)
+    return Context(allowed_categories=categories, categories_from=origin, probe=probe)

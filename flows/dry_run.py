@@ -1,0 +1,66 @@
+"""The dry-run phase: validate every item, write nothing to the destination, report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime
+from prefect.states import Failed, State
+
+from batchgate.config import Job
+from batchgate.errors import BatchgateError
+from batchgate.ledger import Ledger, new_run_id
+from batchgate.report import DryRunReport
+from batchgate.schema import SCHEMAS
+from blocks.file_source import FileSource
+from blocks.ledger import open_ledger
+from tasks.validate import publish_report, record_results, validate_batch
+
+
+@flow(name="dry-run", log_prints=False)
+def dry_run(job: Job, json_path: str | None = None, job_ref: str = "JOB.yaml") -> dict[str, Any] | State:
+    """Validate every item of the job's source and report Ready, Warnings and Blocked."""
+    logger = get_run_logger()
+    run_id = new_run_id("dry-run")
+    ledger: Ledger | None = None
+    try:
+        ledger = open_ledger(job.ledger)
+        source = FileSource.from_config(job.source)
+        ledger.start_run(
+            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="dry-run",
+            source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
+        )
+        batch = source.read(SCHEMAS[job.validation.preset])
+        results = validate_batch(batch.items, job)
+        record_results(ledger, run_id, results)
+    except BatchgateError as exc:
+        logger.error(str(exc))
+        if ledger is not None and ledger.run(run_id) is not None:
+            ledger.finish_run(run_id, "failed", message=str(exc))
+        return Failed(message=str(exc))
+
+    report = DryRunReport(run_id, job.name, batch.description, results, batch.filtered_out, job_ref)
+    ledger.finish_run(
+        run_id, "completed", total=report.total, ready=report.count("ready"),
+        warnings=len(report.warnings), blocked=len(report.blocked), filtered_out=batch.filtered_out,
+    )
+    publish_report(report)
+    if json_path:
+        _write_json(Path(json_path), report.as_json())
+    logger.info(
+        "Dry-run %s: %d items, %d ready, %d warnings, %d blocked",
+        run_id, report.total, report.count("ready"), len(report.warnings), len(report.blocked),
+    )
+    summary = {k: v for k, v in report.as_json().items() if k != "items"}
+    return {**summary, "report": report.as_text()}
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.replace(path)

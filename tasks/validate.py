@@ -1,0 +1,37 @@
+"""Tasks of the dry-run: validate a batch, record it in the ledger, publish the report."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from batchgate.config import Job
+from batchgate.ledger import Ledger
+from batchgate.models import Item, ItemResult
+from batchgate.report import DryRunReport
+from batchgate.validation import build_rules, validate_items
+from batchgate.validation.engine import make_context
+
+
+@task(name="validate-items", cache_policy=NO_CACHE)
+def validate_batch(items: list[Item], job: Job) -> list[ItemResult]:
+    """Run the job's rules over every item."""
+    return validate_items(items, build_rules(job.validation), make_context(job))
+
+
+@task(name="record-results", cache_policy=NO_CACHE)
+def record_results(ledger: Ledger, run_id: str, results: list[ItemResult]) -> int:
+    """Write every item's result to the ledger."""
+    return ledger.record_validation(run_id, results)
+
+
+@task(name="publish-report", cache_policy=NO_CACHE)
+def publish_report(report: DryRunReport) -> None:
+    """The report as a Markdown artifact and its items as a table artifact."""
+    create_markdown_artifact(
+        key="dry-run-report", markdown=report.as_markdown(), description=f"Dry-run {report.run_id}"
+    )
+    create_table_artifact(
+        key="dry-run-items", table=report.table_rows(), description=f"Dry-run {report.run_id} items"
+    )
