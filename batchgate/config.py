@@ -280,6 +280,8 @@ def _walk(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> tuple[str, typ
             if chosen is not None:
                 parent, annotation = chosen, None
                 continue
+        if parent is not None and segment not in parent.model_fields and _tag_of(parent) == segment:
+            continue  # a one-member tagged union: the tag is in the location, not in the file
         if isinstance(segment, int):
             path = f"{path}[{segment}]"
             annotation = _item_type(annotation)

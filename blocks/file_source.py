@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,19 +119,18 @@ class FileSource(Block):
             )
         return data
 
-    def _text(self, data: bytes, header: list[str] | None = None) -> str:
+    def _text(self, data: bytes, csv_header: bool = False) -> str:
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             line = data.count(b"\n", 0, exc.start) + 1
-            start = data.rfind(b"\n", 0, exc.start) + 1
             where = f"line {line}"
-            if header is not None:
-                prefix = data[start : exc.start].decode("utf-8", "replace")
-                fields = next(csv.reader([prefix]), [""])
-                index = max(len(fields) - 1, 0)
+            if csv_header:
+                records = list(csv.reader(io.StringIO(data[: exc.start].decode("utf-8-sig"))))
+                header, row = (records[0] if records else []), len(records) - 1
+                index = max(len(records[-1]) - 1, 0) if records else 0
                 column = header[index] if index < len(header) else f"#{index + 1}"
-                where = f"line {line} (row {line - 1}), column '{column}'"
+                where = f"line {line} (row {row}), column '{column}'"
             bad = data[exc.start : exc.start + 4].hex(" ")
             raise SourceError(
                 f"{self.path} {where}: byte(s) {bad} are not valid UTF-8. Fix: save the file as "
@@ -140,24 +138,28 @@ class FileSource(Block):
             ) from None
 
     def _read_csv(self) -> pd.DataFrame:
-        data = self._bytes()
-        first_line = data.split(b"\n", 1)[0].decode("utf-8-sig", "replace")
-        header = next(csv.reader([first_line]), [])
-        text = self._text(data, header)
+        text = self._text(self._bytes(), csv_header=True)
         try:
             return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
         except pd.errors.EmptyDataError:
             raise SourceError(f"{self.path} is empty. Fix: export the data again.") from None
         except pd.errors.ParserError as exc:
-            match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
-            if match:
-                want, line, got = match.groups()
-                raise SourceError(
-                    f"{self.path} line {line} (row {int(line) - 1}) has {got} fields where the header "
-                    f"has {want}. Fix: quote any cell that holds a comma, e.g. \"Data, AI\", or remove "
-                    "the extra separators on that line."
-                ) from None
-            raise SourceError(f"{self.path} is not a well-formed CSV file: {exc}.") from None
+            raise SourceError(self._describe_ragged_row(text) or (
+                f"{self.path} is not a well-formed CSV file: {exc}. Fix: check its quoting."
+            )) from None
+
+    def _describe_ragged_row(self, text: str) -> str | None:
+        reader = csv.reader(io.StringIO(text))
+        header = next(reader, [])
+        for row, fields in enumerate(reader, start=1):
+            if len(fields) > len(header):
+                return (
+                    f"{self.path} row {row} (line {reader.line_num}) has {len(fields)} fields where "
+                    f"the header has {len(header)}; the extra value is {fields[len(header)]!r}. "
+                    "Fix: quote any cell that holds a comma, e.g. \"Data, AI\", or remove the extra "
+                    "separators in that row."
+                )
+        return None
 
     def _read_json(self) -> pd.DataFrame:
         data = self._bytes()

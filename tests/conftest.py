@@ -1,0 +1,204 @@
+"""Shared fixtures: a real Prefect API, real databases, a real HTTP server, and file builders."""
+
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_JOB = ROOT / "examples" / "blog" / "job.yaml"
+BLOG_COLUMNS = [
+    "id", "title", "slug", "status", "category", "tags", "featured", "publish_date",
+    "hero_image_url", "hero_width", "hero_height", "summary", "body_markdown", "last_edited",
+]
+PG_URL = os.environ.get("BATCHGATE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+# --- Prefect -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One throwaway Prefect server for the whole session (starting one costs 10-15 s)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+# --- databases -----------------------------------------------------------------------------------
+
+
+def _postgres_reachable() -> bool:
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The machine's PostgreSQL; skipped only when unreachable and CI is unset."""
+    if not _postgres_reachable():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}, and CI requires it")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_schema_url(postgres_url: str) -> Iterator[str]:
+    """A URL whose connections use a fresh PostgreSQL schema, dropped afterwards."""
+    schema = f"bg_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each ledger test runs on a SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("pg_schema_url")
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def blog_row(n: int, **overrides: Any) -> dict[str, Any]:
+    """A valid blog row; override any column."""
+    row = {
+        "id": f"p-{n:03d}", "title": f"Post number {n}", "slug": f"post-number-{n}",
+        "status": "Published", "category": "Data", "tags": "a, b", "featured": "false",
+        "publish_date": "2025-10-28", "hero_image_url": f"https://img.example.com/{n}.jpg",
+        "hero_width": "1600", "hero_height": "900", "summary": "A summary.",
+        "body_markdown": "# Title\n\nSome text.", "last_edited": "2025-10-28T10:00:00Z",
+    }
+    row.update(overrides)
+    return row
+
+
+@pytest.fixture
+def write_csv(tmp_path: Path) -> Callable[..., Path]:
+    def write(rows: list[dict[str, Any]], name: str = "posts.csv", columns: list[str] | None = None) -> Path:
+        path = tmp_path / name
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns or BLOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def write_job(tmp_path: Path) -> Callable[..., Path]:
+    """Write a job file next to the data; `extra` is appended YAML."""
+
+    def write(source: str = "posts.csv", extra: str = "", name: str = "job.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(
+            "source:\n"
+            "  type: file\n"
+            f"  path: {source}\n"
+            "validation:\n"
+            "  preset: blog\n"
+            "  allowed_categories: [Engineering, Data, Cloud, Security, AI]\n"
+            f"ledger:\n  path: {tmp_path / 'ledger.db'}\n" + extra,
+            encoding="utf-8",
+        )
+        return path
+
+    return write
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+class Route:
+    """What the test server answers for one path."""
+
+    def __init__(self, body: bytes = b"", status: int = 200, delay: float = 0.0,
+                 honour_range: bool = True, content_type: str = "application/octet-stream"):
+        self.body, self.status, self.delay = body, status, delay
+        self.honour_range, self.content_type = honour_range, content_type
+        self.requests: list[dict[str, str]] = []
+
+
+class HttpServer:
+    """A real HTTP server on 127.0.0.1 serving configured routes, in a thread."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        routes = self.routes
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                route = routes.get(self.path)
+                if route is None:
+                    self.send_error(404)
+                    return
+                route.requests.append(dict(self.headers))
+                if route.delay:
+                    threading.Event().wait(route.delay)
+                body, status = route.body, route.status
+                header_range = self.headers.get("Range", "")
+                if route.honour_range and status == 200 and header_range.startswith("bytes="):
+                    start, _, end = header_range[6:].partition("-")
+                    last = min(int(end) if end else len(body) - 1, len(body) - 1)
+                    body, status = body[int(start) : last + 1], 206
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", route.content_type)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def add(self, path: str, route: Route) -> str:
+        self.routes[path] = route
+        return self.base + path
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_server() -> Iterator[HttpServer]:
+    server = HttpServer()
+    yield server
+    server.close()

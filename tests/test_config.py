@@ -1,0 +1,133 @@
+"""The job file: the minimal job, ${ENV} expansion, and errors that name key, value and choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchgate.config import FileSourceConfig, Job, SqlDestinationConfig, expand_env, load_job
+from batchgate.errors import ConfigError
+
+MINIMAL = """\
+source:
+  type: file
+  path: posts.csv            # relative to the job file
+  filter: {status: Published}
+destination:
+  type: sql
+  url: sqlite:///cms.db
+validation:
+  preset: blog
+  allowed_categories: [Engineering, Data, Cloud, Security, AI]
+batch:
+  size: 5
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_minimal_job_is_accepted_as_written(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, MINIMAL))
+    assert isinstance(job.source, FileSourceConfig)
+    assert job.source.path == str(tmp_path / "posts.csv")
+    assert job.source.filter == {"status": "Published"}
+    assert isinstance(job.destination, SqlDestinationConfig)
+    assert job.destination.url == f"sqlite:///{tmp_path / 'cms.db'}"
+    assert job.validation.allowed_categories == ["Engineering", "Data", "Cloud", "Security", "AI"]
+    assert job.batch.size == 5
+
+
+def test_destination_is_optional_for_a_dry_run(tmp_path: Path) -> None:
+    job = load_job(write(tmp_path, "source: {type: file, path: /data/posts.json}\n"))
+    assert job.destination is None
+    assert job.source.path == "/data/posts.json"
+    assert job.validation.preset == "blog"
+
+
+def test_env_references_expand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BG_DATA", "/srv/data")
+    monkeypatch.delenv("BG_MISSING", raising=False)
+    text = "source: {type: file, path: '${BG_DATA}/posts.csv'}\nbatch: {size: '${BG_MISSING:-7}'}\n"
+    job = load_job(write(tmp_path, text))
+    assert job.source.path == "/srv/data/posts.csv"
+    assert job.batch.size == 7
+
+
+def test_unset_env_reference_names_key_and_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BG_NOPE", raising=False)
+    with pytest.raises(ConfigError) as err:
+        load_job(write(tmp_path, "source: {type: file, path: '${BG_NOPE}/x.csv'}\n"))
+    message = str(err.value)
+    assert "source.path" in message and "BG_NOPE" in message and "export BG_NOPE" in message
+
+
+def test_dollar_dollar_is_a_literal_dollar() -> None:
+    assert expand_env({"a": "cost $$5"}, env={}) == {"a": "cost $5"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # unknown key: names the key, the value, the allowed keys, and a suggestion
+        ("source: {type: file, path: p.csv}\nbatch: {sise: 5}\n",
+         ["batch.sise", "5", "allowed keys here: size", "Did you mean 'size'?"]),
+        # wrong literal value
+        ("source: {type: file, path: p.csv}\nvalidation: {preset: blogg}\n",
+         ["validation.preset", "'blogg'", "'blog'"]),
+        # unknown source type
+        ("source: {type: filez, path: p.csv}\n", ["source.type", "'filez'", "'file'"]),
+        # wrong type of value
+        ("source: {type: file, path: p.csv}\nbatch: {size: lots}\n",
+         ["batch.size", "'lots'", "integer"]),
+        # out of range
+        ("source: {type: file, path: p.csv}\nbatch: {size: 0}\n", ["batch.size", "0", "greater than"]),
+        # unknown key inside a tagged section
+        ("source: {type: file, path: p.csv, filtr: {status: x}}\n",
+         ["source.filtr", "allowed keys here: type, path, format, filter", "Did you mean 'filter'?"]),
+        # missing required key
+        ("source: {type: file}\n", ["Missing required key 'source.path'"]),
+        # missing section
+        ("batch: {size: 5}\n", ["Missing required key 'source'"]),
+        # unknown top-level section
+        ("source: {type: file, path: p.csv}\nvalidaton: {}\n",
+         ["validaton", "Did you mean 'validation'?"]),
+    ],
+)
+def test_wrong_key_or_value_names_key_value_and_choices(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_job(write(tmp_path, text))
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'job.yaml'} is not a valid job")
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid YAML at line \d+, column \d+"):
+        load_job(write(tmp_path, "source:\n  type: [file\n"))
+
+
+def test_missing_job_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_job(tmp_path / "nope.yaml")
+
+
+def test_job_model_is_a_form_schema() -> None:
+    """The Prefect UI renders a flow parameter from this JSON schema; fields carry descriptions."""
+    schema = Job.model_json_schema()
+    assert set(schema["properties"]) >= {"source", "destination", "validation", "batch"}
+    file_source = schema["$defs"]["FileSourceConfig"]["properties"]
+    assert file_source["path"]["description"]
+
+
+def test_postgres_and_absolute_urls_are_left_alone(tmp_path: Path) -> None:
+    text = "source: {type: file, path: p.csv}\ndestination: {type: sql, url: 'postgresql://u@h/db'}\n"
+    job = load_job(write(tmp_path, text))
+    assert job.destination.url == "postgresql://u@h/db"
