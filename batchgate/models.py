@@ -48,19 +48,20 @@ class Issue:
 
 @dataclass(slots=True)
 class ItemResult:
-    """An item's validation outcome."""
+    """An item's validation outcome; its status follows from the worst issue."""
 
     item_id: str
     seq: int
     title: str
     location: str
     issues: list[Issue]
+    status: Status = field(init=False)
 
-    @property
-    def status(self) -> Status:
+    def __post_init__(self) -> None:
         if any(i.severity == "blocked" for i in self.issues):
-            return "blocked"
-        return "warning" if self.issues else "ready"
+            self.status = "blocked"
+        else:
+            self.status = "warning" if self.issues else "ready"
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from batchgate.models import ItemResult
@@ -21,21 +21,21 @@ class DryRunReport:
     results: list[ItemResult]
     filtered_out: int = 0
     job_ref: str = "JOB.yaml"
+    blocked: list[ItemResult] = field(init=False)
+    warnings: list[ItemResult] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.blocked = [r for r in self.results if r.status == "blocked"]
+        self.warnings = [r for r in self.results if r.status == "warning"]
 
     @property
     def total(self) -> int:
         return len(self.results)
 
     def count(self, status: str) -> int:
-        return sum(1 for r in self.results if r.status == status)
-
-    @property
-    def blocked(self) -> list[ItemResult]:
-        return [r for r in self.results if r.status == "blocked"]
-
-    @property
-    def warnings(self) -> list[ItemResult]:
-        return [r for r in self.results if r.status == "warning"]
+        if status == "ready":
+            return self.total - len(self.blocked) - len(self.warnings)
+        return len(self.blocked if status == "blocked" else self.warnings)
 
     def percent(self, count: int) -> str:
         return f"{round(100 * count / self.total)}%" if self.total else "0%"

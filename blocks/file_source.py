@@ -14,7 +14,7 @@ from pydantic import Field
 
 from batchgate.config import FileSourceConfig
 from batchgate.errors import SourceError
-from batchgate.schema import Schema, build_items, to_bool
+from batchgate.schema import Schema, build_items_from_columns, to_bool
 from batchgate.sources import SourceBatch
 
 Format = Literal["csv", "json", "parquet"]
@@ -77,9 +77,11 @@ class FileSource(Block):
         total = len(frame)
         frame = self._apply_filter(frame)
         unit = "item" if fmt == "json" else "row"
-        locations = [f"{self.name} {unit} {int(i) + 1}" for i in frame.index]
-        rows = zip(locations, frame.to_dict("records"), strict=True)
-        items = build_items(rows, schema)
+        prefix = f"{self.name} {unit}"
+        locations = [f"{prefix} {int(i) + 1}" for i in frame.index]
+        columns = {str(name): frame[name].tolist() for name in frame.columns}
+        del frame
+        items = build_items_from_columns(locations, columns, schema)
         return SourceBatch(
             items=items,
             total_rows=total,
@@ -214,7 +216,11 @@ class FileSource(Block):
 
     def _check_cell_sizes(self, frame: pd.DataFrame) -> None:
         for column in frame.columns:
-            sizes = frame[column].map(lambda v: len(v) if isinstance(v, str) else 0)
+            values = frame[column]
+            if isinstance(values.dtype, pd.StringDtype):
+                sizes = values.str.len()
+            else:
+                sizes = values.map(lambda v: len(v) if isinstance(v, str) else 0)
             if len(sizes) and sizes.max() > self.max_cell_size:
                 row = int(sizes.idxmax()) + 1
                 size = int(sizes.max())

@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, runtime
 from prefect.states import Failed, State
+from prefect.utilities.annotations import quote
 
 from batchgate.config import Job
 from batchgate.errors import BatchgateError
@@ -34,8 +35,10 @@ def dry_run(job: Job, json_path: str | None = None, job_ref: str = "JOB.yaml") -
             source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
         )
         batch = source.read(SCHEMAS[job.validation.preset])
-        results = validate_batch(batch.items, job)
-        record_results(ledger, run_id, results)
+        # quote(): large item lists are passed as they are; Prefect would otherwise walk every
+        # item looking for futures, which costs more than the validation itself.
+        results = validate_batch(quote(batch.items), job)
+        record_results(quote(ledger), run_id, quote(results))
     except BatchgateError as exc:
         logger.error(str(exc))
         if ledger is not None and ledger.run(run_id) is not None:
@@ -47,7 +50,7 @@ def dry_run(job: Job, json_path: str | None = None, job_ref: str = "JOB.yaml") -
         run_id, "completed", total=report.total, ready=report.count("ready"),
         warnings=len(report.warnings), blocked=len(report.blocked), filtered_out=batch.filtered_out,
     )
-    publish_report(report)
+    publish_report(quote(report))
     if json_path:
         _write_json(Path(json_path), report.as_json())
     logger.info(
