@@ -140,13 +140,15 @@ class FileSource(Block):
             ) from None
 
     def _read_csv(self) -> pd.DataFrame:
-        text = self._text(self._bytes(), csv_header=True)
+        data = self._bytes()
+        self._text(data, csv_header=True)  # checks the encoding; pandas parses the bytes itself
         try:
-            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
+            return pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype=str,
+                               keep_default_na=False, na_filter=False)
         except pd.errors.EmptyDataError:
             raise SourceError(f"{self.path} is empty. Fix: export the data again.") from None
         except pd.errors.ParserError as exc:
-            raise SourceError(self._describe_ragged_row(text) or (
+            raise SourceError(self._describe_ragged_row(data.decode("utf-8-sig")) or (
                 f"{self.path} is not a well-formed CSV file: {exc}. Fix: check its quoting."
             )) from None
 

@@ -1,0 +1,1 @@
+"""Deployment helpers and schedules (prefect.yaml holds the deployments themselves)."""
