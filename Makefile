@@ -24,7 +24,8 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check batchgate blocks tasks flows deployments tests benchmarks
+	$(BIN)/ruff check batchgate blocks tasks flows deployments tests benchmarks examples
+	$(BIN)/ruff format --check batchgate blocks tasks flows deployments tests benchmarks examples
 
 bench: setup
 	$(BIN)/python benchmarks/validate_rows.py

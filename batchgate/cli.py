@@ -117,12 +117,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No runs recorded in {ledger.where}.")
         return EXIT_OK
-    print(f"{'RUN ID':<36} {'MODE':<8} {'STATUS':<10} {'JOB':<16} {'TOTAL':>6} {'READY':>6} "
-          f"{'WARN':>5} {'BLOCK':>6}  STARTED")
+    print(
+        f"{'RUN ID':<36} {'MODE':<8} {'STATUS':<10} {'JOB':<16} {'TOTAL':>6} {'READY':>6} "
+        f"{'WARN':>5} {'BLOCK':>6}  STARTED"
+    )
     for row in rows:
         started = row["started_at"].strftime("%Y-%m-%d %H:%M:%S") if row["started_at"] else ""
-        print(f"{row['run_id']:<36} {row['mode']:<8} {row['status']:<10} {row['job_name'][:16]:<16} "
-              f"{row['total']:>6} {row['ready']:>6} {row['warnings']:>5} {row['blocked']:>6}  {started}")
+        print(
+            f"{row['run_id']:<36} {row['mode']:<8} {row['status']:<10} {row['job_name'][:16]:<16} "
+            f"{row['total']:>6} {row['ready']:>6} {row['warnings']:>5} {row['blocked']:>6}  {started}"
+        )
         if row["status"] == "failed" and row.get("message"):
             print(f"    └ {row['message'][:200]}")
     return EXIT_OK

@@ -61,8 +61,8 @@ class SqlDestinationConfig(_Section):
     )
 
 
-SourceConfig = Annotated[Union[FileSourceConfig], Field(discriminator="type")]
-DestinationConfig = Annotated[Union[SqlDestinationConfig], Field(discriminator="type")]
+SourceConfig = Annotated[FileSourceConfig, Field(discriminator="type")]
+DestinationConfig = Annotated[SqlDestinationConfig, Field(discriminator="type")]
 
 
 class RuleSettings(BaseModel):
@@ -224,7 +224,9 @@ def resolve_paths(job: Job, base: Path) -> Job:
         source = source.model_copy(update={"path": str(base / source.path)})
     destination = job.destination
     if isinstance(destination, SqlDestinationConfig):
-        destination = destination.model_copy(update={"url": _absolute_sqlite(destination.url, base)})
+        destination = destination.model_copy(
+            update={"url": _absolute_sqlite(destination.url, base)}
+        )
     return job.model_copy(update={"source": source, "destination": destination})
 
 
@@ -270,7 +272,9 @@ def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def _walk(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
+def _walk(
+    model: type[BaseModel] | None, loc: tuple[Any, ...]
+) -> tuple[str, type[BaseModel] | None]:
     """Follow a pydantic error location through the models, dropping union tags from the path."""
     path, parent, annotation = "", model, None
     for segment in loc:

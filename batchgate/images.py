@@ -85,10 +85,10 @@ class ImageProbe:
         if not unique:
             return {}
         limits = httpx.Limits(max_connections=self.workers)
-        with httpx.Client(timeout=self.timeout, follow_redirects=True, limits=limits) as client:
-            with ThreadPoolExecutor(max_workers=min(self.workers, len(unique))) as pool:
-                results = pool.map(lambda u: self._probe(client, u), unique)
-                return dict(zip(unique, results, strict=True))
+        client = httpx.Client(timeout=self.timeout, follow_redirects=True, limits=limits)
+        with client, ThreadPoolExecutor(max_workers=min(self.workers, len(unique))) as pool:
+            results = pool.map(lambda u: self._probe(client, u), unique)
+            return dict(zip(unique, results, strict=True))
 
     def _probe(self, client: httpx.Client, url: str) -> tuple[int, int] | ProbeError:
         try:

@@ -92,7 +92,9 @@ def new_run_id(mode: str, now: datetime | None = None) -> str:
 class Ledger:
     """Runs and item results on one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine, migrations: Sequence[Callable[[Connection], None]] | None = None):
+    def __init__(
+        self, engine: Engine, migrations: Sequence[Callable[[Connection], None]] | None = None
+    ):
         self.engine = engine
         self.migrations = list(MIGRATIONS if migrations is None else migrations)
         if engine.dialect.name == "sqlite":
@@ -155,9 +157,15 @@ class Ledger:
         parent_run_id: str | None = None,
     ) -> None:
         row = {
-            "run_id": run_id, "job_name": job_name, "job_fingerprint": job_fingerprint,
-            "mode": mode, "status": "running", "source": source, "flow_run_id": flow_run_id,
-            "parent_run_id": parent_run_id, "started_at": datetime.now(UTC),
+            "run_id": run_id,
+            "job_name": job_name,
+            "job_fingerprint": job_fingerprint,
+            "mode": mode,
+            "status": "running",
+            "source": source,
+            "flow_run_id": flow_run_id,
+            "parent_run_id": parent_run_id,
+            "started_at": datetime.now(UTC),
         }
         with self._guard("recording the start of a run"), self.engine.begin() as conn:
             conn.execute(insert(runs).values(**row))
@@ -169,11 +177,18 @@ class Ledger:
         with self._guard("recording item results"), self.engine.begin() as conn:
             batch: list[dict[str, Any]] = []
             for result in results:
-                batch.append({
-                    "run_id": run_id, "seq": result.seq, "item_id": result.item_id,
-                    "title": result.title, "location": result.location, "status": result.status,
-                    "issues": json.dumps([i.as_dict() for i in result.issues]), "recorded_at": now,
-                })
+                batch.append(
+                    {
+                        "run_id": run_id,
+                        "seq": result.seq,
+                        "item_id": result.item_id,
+                        "title": result.title,
+                        "location": result.location,
+                        "status": result.status,
+                        "issues": json.dumps([i.as_dict() for i in result.issues]),
+                        "recorded_at": now,
+                    }
+                )
                 if len(batch) >= INSERT_CHUNK:
                     conn.execute(insert(items), batch)
                     count, batch = count + len(batch), []
@@ -182,7 +197,9 @@ class Ledger:
                 count += len(batch)
         return count
 
-    def finish_run(self, run_id: str, status: str, message: str | None = None, **counts: int) -> None:
+    def finish_run(
+        self, run_id: str, status: str, message: str | None = None, **counts: int
+    ) -> None:
         values = {"status": status, "finished_at": datetime.now(UTC), "message": message, **counts}
         with self._guard("recording the end of a run"), self.engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))

@@ -65,7 +65,8 @@ class DryRunReport:
             "🔍 Dry-Run Validation Report",
             "",
             f"Run ID: {self.run_id}",
-            f"Source: {self.source}" + (f", {self.filtered_out} filtered out by source.filter" if self.filtered_out else ""),
+            f"Source: {self.source}"
+            + (f", {self.filtered_out} filtered out by source.filter" if self.filtered_out else ""),
             "",
             f"Total Items Analyzed: {self.total}",
             f"✅ Ready: {self.count('ready')} ({self.percent(self.count('ready'))})",
@@ -86,8 +87,11 @@ class DryRunReport:
             for n, result in enumerate(self.warnings, 1):
                 lines.append(f"{n}. Item ID: {result.item_id}" + _title(result))
                 for issue in result.issues:
-                    lines += [f"   Warning: {issue.message}", f"   Impact: {issue.impact}",
-                              f"   Fix: {issue.fix}"]
+                    lines += [
+                        f"   Warning: {issue.message}",
+                        f"   Impact: {issue.impact}",
+                        f"   Fix: {issue.fix}",
+                    ]
                 lines.append("")
             lines.pop()
         lines += ["", RULE, "", "NEXT STEPS:"]
@@ -110,16 +114,28 @@ class DryRunReport:
             f"| ❌ Blocked | {blocked} | {self.percent(blocked)} |",
         ]
         if self.blocked:
-            lines += ["", "## ❌ Blocked (must fix before proceeding)", "",
-                      "| # | Item | Issue | Fix |", "|---:|---|---|---|"]
+            lines += [
+                "",
+                "## ❌ Blocked (must fix before proceeding)",
+                "",
+                "| # | Item | Issue | Fix |",
+                "|---:|---|---|---|",
+            ]
             n = 0
             for result in self.blocked:
                 for issue in (i for i in result.issues if i.severity == "blocked"):
                     n += 1
-                    lines.append(f"| {n} | `{_md(result.item_id)}` | {_md(issue.message)} | {_md(issue.fix)} |")
+                    lines.append(
+                        f"| {n} | `{_md(result.item_id)}` | {_md(issue.message)} | {_md(issue.fix)} |"
+                    )
         if self.warnings:
-            lines += ["", "## ⚠️ Warnings (can proceed, quality degradation)", "",
-                      "| # | Item | Warning | Impact | Fix |", "|---:|---|---|---|---|"]
+            lines += [
+                "",
+                "## ⚠️ Warnings (can proceed, quality degradation)",
+                "",
+                "| # | Item | Warning | Impact | Fix |",
+                "|---:|---|---|---|---|",
+            ]
             n = 0
             for result in self.warnings:
                 for issue in result.issues:
@@ -149,15 +165,32 @@ class DryRunReport:
         rows: list[dict[str, Any]] = []
         for result in self.blocked + self.warnings:
             for issue in result.issues:
-                rows.append({
-                    "item_id": result.item_id, "title": result.title, "status": result.status,
-                    "rule": issue.rule, "field": issue.field, "problem": issue.message,
-                    "fix": issue.fix, "impact": issue.impact or "",
-                })
+                rows.append(
+                    {
+                        "item_id": result.item_id,
+                        "title": result.title,
+                        "status": result.status,
+                        "rule": issue.rule,
+                        "field": issue.field,
+                        "problem": issue.message,
+                        "fix": issue.fix,
+                        "impact": issue.impact or "",
+                    }
+                )
         for result in self.results:
             if result.status == "ready":
-                rows.append({"item_id": result.item_id, "title": result.title, "status": "ready",
-                             "rule": "", "field": "", "problem": "", "fix": "", "impact": ""})
+                rows.append(
+                    {
+                        "item_id": result.item_id,
+                        "title": result.title,
+                        "status": "ready",
+                        "rule": "",
+                        "field": "",
+                        "problem": "",
+                        "fix": "",
+                        "impact": "",
+                    }
+                )
         return rows[:TABLE_ROW_LIMIT]
 
 

@@ -34,7 +34,9 @@ def to_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CellError(f"expected text, found {type(value).__name__} {value!r}", "Write the value as text.")
+        raise CellError(
+            f"expected text, found {type(value).__name__} {value!r}", "Write the value as text."
+        )
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -55,14 +57,14 @@ def to_tags(value: Any) -> list[str]:
             if not isinstance(tag, str):
                 raise CellError(
                     f"expected a list of text tags, found {tag!r} in it",
-                    "Write tags as text, e.g. [\"python\", \"data\"] or \"python, data\".",
+                    'Write tags as text, e.g. ["python", "data"] or "python, data".',
                 )
             if tag.strip():
                 tags.append(tag.strip())
         return tags
     raise CellError(
         f"expected tags as a comma-separated text or a list, found {value!r}",
-        "Write tags as \"python, data\" (CSV) or [\"python\", \"data\"] (JSON).",
+        'Write tags as "python, data" (CSV) or ["python", "data"] (JSON).',
     )
 
 
@@ -85,7 +87,10 @@ def to_int(value: Any) -> int:
         value = value.item()
     number: float | int
     if isinstance(value, bool):
-        raise CellError(f"expected a whole number, found {value!r}", "Write a whole number of pixels, e.g. 1600.")
+        raise CellError(
+            f"expected a whole number, found {value!r}",
+            "Write a whole number of pixels, e.g. 1600.",
+        )
     if isinstance(value, int):
         number = value
     elif isinstance(value, float) and value.is_integer():
@@ -95,15 +100,22 @@ def to_int(value: Any) -> int:
             parsed = float(value.strip())
         except ValueError:
             raise CellError(
-                f"expected a whole number, found {value!r}", "Write a whole number of pixels, e.g. 1600."
+                f"expected a whole number, found {value!r}",
+                "Write a whole number of pixels, e.g. 1600.",
             ) from None
         if not parsed.is_integer():
-            raise CellError(f"expected a whole number, found {value!r}", "Write a whole number, e.g. 1600.")
+            raise CellError(
+                f"expected a whole number, found {value!r}", "Write a whole number, e.g. 1600."
+            )
         number = int(parsed)
     else:
-        raise CellError(f"expected a whole number, found {value!r}", "Write a whole number, e.g. 1600.")
+        raise CellError(
+            f"expected a whole number, found {value!r}", "Write a whole number, e.g. 1600."
+        )
     if number <= 0:
-        raise CellError(f"expected a positive number, found {number}", "Write the size in pixels, above 0.")
+        raise CellError(
+            f"expected a positive number, found {number}", "Write the size in pixels, above 0."
+        )
     return int(number)
 
 
@@ -118,7 +130,9 @@ def to_date(value: Any) -> date:
     try:
         return date.fromisoformat(text[:10]) if len(text) >= 10 else date.fromisoformat(text)
     except ValueError:
-        raise CellError(f"expected a date like 2025-10-28, found {value!r}", "Write the date as YYYY-MM-DD.") from None
+        raise CellError(
+            f"expected a date like 2025-10-28, found {value!r}", "Write the date as YYYY-MM-DD."
+        ) from None
 
 
 def to_datetime(value: Any) -> datetime:
@@ -178,9 +192,7 @@ GENERIC = Schema(name="none", required=("id",), converters={"id": to_id})
 SCHEMAS = {"blog": BLOG, "none": GENERIC}
 
 
-def build_items(
-    rows: Iterable[tuple[str, Mapping[str, Any]]], schema: Schema
-) -> list[Item]:
+def build_items(rows: Iterable[tuple[str, Mapping[str, Any]]], schema: Schema) -> list[Item]:
     """Type each raw row (location, values); unconvertible cells become type errors, not exceptions."""
     rows = list(rows)
     names: list[str] = list(dict.fromkeys(c for _, raw in rows for c in raw))
@@ -206,7 +218,9 @@ def build_items_from_columns(
 
 
 def _convert_column(
-    name: str, values: list[Any], convert: Converter | None,
+    name: str,
+    values: list[Any],
+    convert: Converter | None,
     errors: dict[int, list[tuple[str, str, str]]],
 ) -> list[Any]:
     if convert is None:

@@ -30,17 +30,30 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-COLUMNS = [
-    "id", "title", "slug", "status", "category", "tags", "featured", "publish_date",
-    "hero_image_url", "hero_width", "hero_height", "summary", "body_markdown", "last_edited",
-]
+from batchgate.schema import BLOG  # noqa: E402
+
+COLUMNS = list(BLOG.columns)
 CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
 
 
 def make_csv(path: Path, rows: int) -> None:
     """A blog export: about 1.3 KB per row; 2% blocked, 3% warnings, the rest ready."""
     rng = random.Random(rows)
-    words = "data cloud team model query deploy cost schema event cache index token review".split()
+    words = [
+        "data",
+        "cloud",
+        "team",
+        "model",
+        "query",
+        "deploy",
+        "cost",
+        "schema",
+        "event",
+        "cache",
+        "index",
+        "token",
+        "review",
+    ]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
@@ -50,11 +63,24 @@ def make_csv(path: Path, rows: int) -> None:
             category = "DevOps" if 0.03 <= roll < 0.04 else rng.choice(CATEGORIES)
             hero = "" if 0.04 <= roll < 0.05 else f"https://img.example.com/{n}.jpg"
             body = " ".join(rng.choice(words) for _ in range(150))
-            writer.writerow([
-                f"post-{n}", f"Post {n} about {rng.choice(words)}", f"post-{n}", "Published",
-                category, "python, data", "false", "2025-10-28", hero, width, height,
-                "A short summary of the post.", f"# Post {n}\n\n{body}", "2025-10-28T10:00:00Z",
-            ])
+            writer.writerow(
+                [
+                    f"post-{n}",
+                    f"Post {n} about {rng.choice(words)}",
+                    f"post-{n}",
+                    "Published",
+                    category,
+                    "python, data",
+                    "false",
+                    "2025-10-28",
+                    hero,
+                    width,
+                    height,
+                    "A short summary of the post.",
+                    f"# Post {n}\n\n{body}",
+                    "2025-10-28T10:00:00Z",
+                ]
+            )
 
 
 def stage(name: str, csv_path: Path, workdir: Path) -> dict:
@@ -80,7 +106,9 @@ def stage(name: str, csv_path: Path, workdir: Path) -> dict:
 
         warm = workdir / "warm.csv"
         make_csv(warm, 1)
-        dry_run(job.model_copy(update={"source": job.source.model_copy(update={"path": str(warm)})}))
+        dry_run(
+            job.model_copy(update={"source": job.source.model_copy(update={"path": str(warm)})})
+        )
         started = time.perf_counter()  # the temporary Prefect server is up: time the flow alone
         summary = dry_run(job)
         counts = {k: summary[k] for k in ("total", "ready", "warnings", "blocked")}
@@ -102,7 +130,9 @@ def stage(name: str, csv_path: Path, workdir: Path) -> dict:
 
             ledger = open_ledger(LedgerConfig(path=str(workdir / f"l-{time.time_ns()}.db")))
             run_id = new_run_id("dry-run")
-            ledger.start_run(run_id, job_name="bench", job_fingerprint="-", mode="dry-run", source="")
+            ledger.start_run(
+                run_id, job_name="bench", job_fingerprint="-", mode="dry-run", source=""
+            )
             ledger.record_validation(run_id, results)
     elapsed = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -110,13 +140,24 @@ def stage(name: str, csv_path: Path, workdir: Path) -> dict:
 
 
 def measure(name: str, csv_path: Path, workdir: Path) -> dict:
-    cmd = [sys.executable, __file__, "--stage", name, "--csv", str(csv_path), "--workdir", str(workdir)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--stage",
+        name,
+        "--csv",
+        str(csv_path),
+        "--workdir",
+        str(workdir),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=workdir)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-flow", action="store_true", help="skip the Prefect flow stage")
@@ -139,18 +180,26 @@ def main() -> None:
             for name in stages:  # interleaved: every round sees the same machine load
                 samples[name].append(measure(name, csv_path, workdir))
 
-    print(f"\n{args.rows:,} rows ({size_mb:.0f} MB CSV), median of {args.rounds} interleaved rounds\n")
+    print(
+        f"\n{args.rows:,} rows ({size_mb:.0f} MB CSV), median of {args.rounds} interleaved rounds\n"
+    )
     print(f"{'stage':<17} {'seconds':>8} {'rows/s':>10} {'peak RSS':>9} {'vs pandas-read':>15}")
     base = statistics.median(s["seconds"] for s in samples["pandas-read"])
     for name in stages:
         seconds = statistics.median(s["seconds"] for s in samples[name])
         peak = max(s["peak_rss_mb"] for s in samples[name])
-        print(f"{name:<17} {seconds:>8.2f} {args.rows / seconds:>10,.0f} {peak:>7.0f}MB "
-              f"{seconds / base:>14.1f}x")
+        print(
+            f"{name:<17} {seconds:>8.2f} {args.rows / seconds:>10,.0f} {peak:>7.0f}MB "
+            f"{seconds / base:>14.1f}x"
+        )
     last = samples["validate"][-1]
-    print(f"\ncounts: ready {last['ready']:,}, warnings {last['warning']:,}, blocked {last['blocked']:,}")
-    print("target: validating 100,000 rows in under 10 s; the pattern document's 2-3 s per item "
-          f"would take {args.rows * 2 / 3600:,.0f}-{args.rows * 3 / 3600:,.0f} hours")
+    print(
+        f"\ncounts: ready {last['ready']:,}, warnings {last['warning']:,}, blocked {last['blocked']:,}"
+    )
+    print(
+        "target: validating 100,000 rows in under 10 s; the pattern document's 2-3 s per item "
+        f"would take {args.rows * 2 / 3600:,.0f}-{args.rows * 3 / 3600:,.0f} hours"
+    )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,9 @@ class FileSource(Block):
     def read(self, schema: Schema) -> SourceBatch:
         """Read every row, check columns and cell sizes, apply the filter, type the items."""
         fmt = self._format()
-        frame = {"csv": self._read_csv, "json": self._read_json, "parquet": self._read_parquet}[fmt]()
+        frame = {"csv": self._read_csv, "json": self._read_json, "parquet": self._read_parquet}[
+            fmt
+        ]()
         if frame.empty:
             raise SourceError(
                 f"{self.path} has a header but no rows. Fix: add items to the file, "
@@ -111,7 +113,9 @@ class FileSource(Block):
                 "(relative paths start at the job file's folder)."
             ) from None
         except IsADirectoryError:
-            raise SourceError(f"source.path {self.path} is a folder. Fix: point it at a file.") from None
+            raise SourceError(
+                f"source.path {self.path} is a folder. Fix: point it at a file."
+            ) from None
         except OSError as exc:
             raise SourceError(f"source file {self.path} cannot be read: {exc.strerror}.") from None
         if not data.strip():
@@ -143,14 +147,20 @@ class FileSource(Block):
         data = self._bytes()
         self._text(data, csv_header=True)  # checks the encoding; pandas parses the bytes itself
         try:
-            return pd.read_csv(io.BytesIO(data), encoding="utf-8-sig", dtype=str,
-                               keep_default_na=False, na_filter=False)
+            return pd.read_csv(
+                io.BytesIO(data),
+                encoding="utf-8-sig",
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+            )
         except pd.errors.EmptyDataError:
             raise SourceError(f"{self.path} is empty. Fix: export the data again.") from None
         except pd.errors.ParserError as exc:
-            raise SourceError(self._describe_ragged_row(data.decode("utf-8-sig")) or (
-                f"{self.path} is not a well-formed CSV file: {exc}. Fix: check its quoting."
-            )) from None
+            raise SourceError(
+                self._describe_ragged_row(data.decode("utf-8-sig"))
+                or (f"{self.path} is not a well-formed CSV file: {exc}. Fix: check its quoting.")
+            ) from None
 
     def _describe_ragged_row(self, text: str) -> str | None:
         reader = csv.reader(io.StringIO(text))
@@ -160,7 +170,7 @@ class FileSource(Block):
                 return (
                     f"{self.path} row {row} (line {reader.line_num}) has {len(fields)} fields where "
                     f"the header has {len(header)}; the extra value is {fields[len(header)]!r}. "
-                    "Fix: quote any cell that holds a comma, e.g. \"Data, AI\", or remove the extra "
+                    'Fix: quote any cell that holds a comma, e.g. "Data, AI", or remove the extra '
                     "separators in that row."
                 )
         return None
@@ -178,7 +188,7 @@ class FileSource(Block):
         if not isinstance(records, list):
             raise SourceError(
                 f"{self.path} holds a JSON {type(records).__name__}; a list of objects is needed, "
-                "e.g. [{\"id\": \"p1\", \"title\": \"...\"}]."
+                'e.g. [{"id": "p1", "title": "..."}].'
             )
         for index, record in enumerate(records):
             if not isinstance(record, dict):

@@ -22,7 +22,9 @@ from tasks.validate import publish_report, record_results, validate_batch
 
 
 @flow(name="dry-run", log_prints=False)
-def dry_run(job: Job, json_path: str | None = None, job_ref: str = "JOB.yaml") -> dict[str, Any] | State:
+def dry_run(
+    job: Job, json_path: str | None = None, job_ref: str = "JOB.yaml"
+) -> dict[str, Any] | State:
     """Validate every item of the job's source and report Ready, Warnings and Blocked."""
     logger = get_run_logger()
     run_id = new_run_id("dry-run")
@@ -31,8 +33,12 @@ def dry_run(job: Job, json_path: str | None = None, job_ref: str = "JOB.yaml") -
         ledger = open_ledger(job.ledger)
         source = FileSource.from_config(job.source)
         ledger.start_run(
-            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="dry-run",
-            source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
+            run_id,
+            job_name=job.name,
+            job_fingerprint=job.fingerprint(),
+            mode="dry-run",
+            source=source.path,
+            flow_run_id=str(runtime.flow_run.id or "") or None,
         )
         batch = source.read(SCHEMAS[job.validation.preset])
         # quote(): large item lists are passed as they are; Prefect would otherwise walk every
@@ -47,15 +53,24 @@ def dry_run(job: Job, json_path: str | None = None, job_ref: str = "JOB.yaml") -
 
     report = DryRunReport(run_id, job.name, batch.description, results, batch.filtered_out, job_ref)
     ledger.finish_run(
-        run_id, "completed", total=report.total, ready=report.count("ready"),
-        warnings=len(report.warnings), blocked=len(report.blocked), filtered_out=batch.filtered_out,
+        run_id,
+        "completed",
+        total=report.total,
+        ready=report.count("ready"),
+        warnings=len(report.warnings),
+        blocked=len(report.blocked),
+        filtered_out=batch.filtered_out,
     )
     publish_report(quote(report))
     if json_path:
         _write_json(Path(json_path), report.as_json())
     logger.info(
         "Dry-run %s: %d items, %d ready, %d warnings, %d blocked",
-        run_id, report.total, report.count("ready"), len(report.warnings), len(report.blocked),
+        run_id,
+        report.total,
+        report.count("ready"),
+        len(report.warnings),
+        len(report.blocked),
     )
     summary = {k: v for k, v in report.as_json().items() if k != "items"}
     return {**summary, "report": report.as_text()}

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from batchgate.schema import BLOG
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_JOB = ROOT / "examples" / "blog" / "job.yaml"
-BLOG_COLUMNS = [
-    "id", "title", "slug", "status", "category", "tags", "featured", "publish_date",
-    "hero_image_url", "hero_width", "hero_height", "summary", "body_markdown", "last_edited",
-]
-PG_URL = os.environ.get("BATCHGATE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+BLOG_COLUMNS = list(BLOG.columns)
+PG_URL = os.environ.get(
+    "BATCHGATE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
 
 
 # --- Prefect -------------------------------------------------------------------------------------
@@ -87,11 +88,20 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def blog_row(n: int, **overrides: Any) -> dict[str, Any]:
     """A valid blog row; override any column."""
     row = {
-        "id": f"p-{n:03d}", "title": f"Post number {n}", "slug": f"post-number-{n}",
-        "status": "Published", "category": "Data", "tags": "a, b", "featured": "false",
-        "publish_date": "2025-10-28", "hero_image_url": f"https://img.example.com/{n}.jpg",
-        "hero_width": "1600", "hero_height": "900", "summary": "A summary.",
-        "body_markdown": "# Title\n\nSome text.", "last_edited": "2025-10-28T10:00:00Z",
+        "id": f"p-{n:03d}",
+        "title": f"Post number {n}",
+        "slug": f"post-number-{n}",
+        "status": "Published",
+        "category": "Data",
+        "tags": "a, b",
+        "featured": "false",
+        "publish_date": "2025-10-28",
+        "hero_image_url": f"https://img.example.com/{n}.jpg",
+        "hero_width": "1600",
+        "hero_height": "900",
+        "summary": "A summary.",
+        "body_markdown": "# Title\n\nSome text.",
+        "last_edited": "2025-10-28T10:00:00Z",
     }
     row.update(overrides)
     return row
@@ -99,10 +109,14 @@ def blog_row(n: int, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def write_csv(tmp_path: Path) -> Callable[..., Path]:
-    def write(rows: list[dict[str, Any]], name: str = "posts.csv", columns: list[str] | None = None) -> Path:
+    def write(
+        rows: list[dict[str, Any]], name: str = "posts.csv", columns: list[str] | None = None
+    ) -> Path:
         path = tmp_path / name
         with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns or BLOG_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(
+                handle, fieldnames=columns or BLOG_COLUMNS, extrasaction="ignore"
+            )
             writer.writeheader()
             writer.writerows(rows)
         return path
@@ -137,8 +151,14 @@ def write_job(tmp_path: Path) -> Callable[..., Path]:
 class Route:
     """What the test server answers for one path."""
 
-    def __init__(self, body: bytes = b"", status: int = 200, delay: float = 0.0,
-                 honour_range: bool = True, content_type: str = "application/octet-stream"):
+    def __init__(
+        self,
+        body: bytes = b"",
+        status: int = 200,
+        delay: float = 0.0,
+        honour_range: bool = True,
+        content_type: str = "application/octet-stream",
+    ):
         self.body, self.status, self.delay = body, status, delay
         self.honour_range, self.content_type = honour_range, content_type
         self.requests: list[dict[str, str]] = []

@@ -24,8 +24,9 @@ def cli(prefect_api: str, tmp_path: Path) -> Callable[..., subprocess.CompletedP
     env.pop("BATCHGATE_LEDGER_URL", None)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([BATCHGATE, *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [BATCHGATE, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
 
     return run
 
@@ -42,7 +43,12 @@ def test_example_dry_run_exits_2_with_report_and_json(cli, tmp_path: Path) -> No
     assert "❌ BLOCKED (must fix before proceeding):" in result.stdout
     assert "NEXT STEPS:" in result.stdout
     counts = json.loads((tmp_path / "out.json").read_text())
-    assert (counts["total"], counts["ready"], counts["warnings"], counts["blocked"]) == (52, 45, 4, 3)
+    assert (counts["total"], counts["ready"], counts["warnings"], counts["blocked"]) == (
+        52,
+        45,
+        4,
+        3,
+    )
     assert_no_traceback(result)
 
     listed = cli("runs")
@@ -61,13 +67,16 @@ def test_nothing_blocked_exits_0(cli, write_csv, write_job) -> None:
     ("job_text", "expected"),
     [
         ("source: {type: file, path: posts.csv}\nbatch: {sise: 5}\n", "batch.sise"),
-        ("source: {type: file, path: posts.csv}\nvalidation: {rules: {titel_length: {max: 3}}}\n",
-         "validation.rules.titel_length: unknown rule"),
+        (
+            "source: {type: file, path: posts.csv}\nvalidation: {rules: {titel_length: {max: 3}}}\n",
+            "validation.rules.titel_length: unknown rule",
+        ),
         ("source: {type: file, path: nowhere.csv}\n", "nowhere.csv does not exist"),
     ],
 )
-def test_config_and_source_errors_exit_1_in_one_paragraph(cli, tmp_path: Path, job_text: str,
-                                                          expected: str) -> None:
+def test_config_and_source_errors_exit_1_in_one_paragraph(
+    cli, tmp_path: Path, job_text: str, expected: str
+) -> None:
     (tmp_path / "job.yaml").write_text(job_text + f"ledger: {{path: {tmp_path / 'l.db'}}}\n")
     result = cli("dry-run", "--job", "job.yaml")
     assert result.returncode == 1

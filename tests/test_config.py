@@ -58,7 +58,9 @@ def test_env_references_expand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert job.batch.size == 7
 
 
-def test_unset_env_reference_names_key_and_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unset_env_reference_names_key_and_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("BG_NOPE", raising=False)
     with pytest.raises(ConfigError) as err:
         load_job(write(tmp_path, "source: {type: file, path: '${BG_NOPE}/x.csv'}\n"))
@@ -74,28 +76,45 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
     ("text", "expected"),
     [
         # unknown key: names the key, the value, the allowed keys, and a suggestion
-        ("source: {type: file, path: p.csv}\nbatch: {sise: 5}\n",
-         ["batch.sise", "5", "allowed keys here: size", "Did you mean 'size'?"]),
+        (
+            "source: {type: file, path: p.csv}\nbatch: {sise: 5}\n",
+            ["batch.sise", "5", "allowed keys here: size", "Did you mean 'size'?"],
+        ),
         # wrong literal value
-        ("source: {type: file, path: p.csv}\nvalidation: {preset: blogg}\n",
-         ["validation.preset", "'blogg'", "'blog'"]),
+        (
+            "source: {type: file, path: p.csv}\nvalidation: {preset: blogg}\n",
+            ["validation.preset", "'blogg'", "'blog'"],
+        ),
         # unknown source type
         ("source: {type: filez, path: p.csv}\n", ["source.type", "'filez'", "'file'"]),
         # wrong type of value
-        ("source: {type: file, path: p.csv}\nbatch: {size: lots}\n",
-         ["batch.size", "'lots'", "integer"]),
+        (
+            "source: {type: file, path: p.csv}\nbatch: {size: lots}\n",
+            ["batch.size", "'lots'", "integer"],
+        ),
         # out of range
-        ("source: {type: file, path: p.csv}\nbatch: {size: 0}\n", ["batch.size", "0", "greater than"]),
+        (
+            "source: {type: file, path: p.csv}\nbatch: {size: 0}\n",
+            ["batch.size", "0", "greater than"],
+        ),
         # unknown key inside a tagged section
-        ("source: {type: file, path: p.csv, filtr: {status: x}}\n",
-         ["source.filtr", "allowed keys here: type, path, format, filter", "Did you mean 'filter'?"]),
+        (
+            "source: {type: file, path: p.csv, filtr: {status: x}}\n",
+            [
+                "source.filtr",
+                "allowed keys here: type, path, format, filter",
+                "Did you mean 'filter'?",
+            ],
+        ),
         # missing required key
         ("source: {type: file}\n", ["Missing required key 'source.path'"]),
         # missing section
         ("batch: {size: 5}\n", ["Missing required key 'source'"]),
         # unknown top-level section
-        ("source: {type: file, path: p.csv}\nvalidaton: {}\n",
-         ["validaton", "Did you mean 'validation'?"]),
+        (
+            "source: {type: file, path: p.csv}\nvalidaton: {}\n",
+            ["validaton", "Did you mean 'validation'?"],
+        ),
     ],
 )
 def test_wrong_key_or_value_names_key_value_and_choices(
@@ -128,6 +147,8 @@ def test_job_model_is_a_form_schema() -> None:
 
 
 def test_postgres_and_absolute_urls_are_left_alone(tmp_path: Path) -> None:
-    text = "source: {type: file, path: p.csv}\ndestination: {type: sql, url: 'postgresql://u@h/db'}\n"
+    text = (
+        "source: {type: file, path: p.csv}\ndestination: {type: sql, url: 'postgresql://u@h/db'}\n"
+    )
     job = load_job(write(tmp_path, text))
     assert job.destination.url == "postgresql://u@h/db"

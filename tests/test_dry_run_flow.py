@@ -25,7 +25,9 @@ def example_job(tmp_path: Path):
     return job.model_copy(update={"ledger": LedgerConfig(path=str(tmp_path / "ledger.db"))})
 
 
-def test_example_counts_report_ledger_artifacts_and_json(prefect_api: str, example_job, tmp_path: Path) -> None:
+def test_example_counts_report_ledger_artifacts_and_json(
+    prefect_api: str, example_job, tmp_path: Path
+) -> None:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -35,12 +37,23 @@ def test_example_counts_report_ledger_artifacts_and_json(prefect_api: str, examp
     state = dry_run(example_job, json_path=str(out), return_state=True)
     assert state.is_completed()
     summary = state.result()
-    assert (summary["total"], summary["ready"], summary["warnings"], summary["blocked"]) == (52, 45, 4, 3)
+    assert (summary["total"], summary["ready"], summary["warnings"], summary["blocked"]) == (
+        52,
+        45,
+        4,
+        3,
+    )
 
     report = summary["report"]
-    for heading in ("Total Items Analyzed: 52", "✅ Ready: 45 (87%)", "⚠️  Warnings: 4 (8%)",
-                    "❌ Blocked: 3 (6%)", "❌ BLOCKED (must fix before proceeding):",
-                    "⚠️  WARNINGS (can proceed, quality degradation):", "NEXT STEPS:"):
+    for heading in (
+        "Total Items Analyzed: 52",
+        "✅ Ready: 45 (87%)",
+        "⚠️  Warnings: 4 (8%)",
+        "❌ Blocked: 3 (6%)",
+        "❌ BLOCKED (must fix before proceeding):",
+        "⚠️  WARNINGS (can proceed, quality degradation):",
+        "NEXT STEPS:",
+    ):
         assert heading in report
     assert report.count("   Fix: ") == 3 + 4 and report.count("   Impact: ") == 4
 
@@ -50,7 +63,10 @@ def test_example_counts_report_ledger_artifacts_and_json(prefect_api: str, examp
     assert {i["severity"] for i in payload["items"]} == {"ready", "warning", "blocked"}
     blocked = [i for i in payload["items"] if i["severity"] == "blocked"]
     assert sorted(i["issues"][0]["rule"] for i in blocked) == [
-        "category_allowed", "hero_image_required", "hero_image_required"]
+        "category_allowed",
+        "hero_image_required",
+        "hero_image_required",
+    ]
     assert set(blocked[0]["issues"][0]) == {"rule", "field", "message", "fix", "impact"}
 
     ledger = open_ledger(example_job.ledger)
@@ -92,8 +108,39 @@ def test_any_blog_csv_follows_the_rules(
 ) -> None:
     from flows.dry_run import dry_run
 
-    write_csv([blog_row(1), blog_row(2, slug="dup"), blog_row(3, slug="dup"),
-               blog_row(4, title="x" * 120), blog_row(5, status="Draft")])
+    write_csv(
+        [
+            blog_row(1),
+            blog_row(2, slug="dup"),
+            blog_row(3, slug="dup"),
+            blog_row(4, title="x" * 120),
+            blog_row(5, status="Draft"),
+        ]
+    )
     job = load_job(write_job(extra="batch: {size: 2}\n"))
     summary = dry_run(job)
-    assert (summary["total"], summary["ready"], summary["warnings"], summary["blocked"]) == (5, 2, 1, 2)
+    assert (summary["total"], summary["ready"], summary["warnings"], summary["blocked"]) == (
+        5,
+        2,
+        1,
+        2,
+    )
+
+
+def test_any_blog_json_follows_the_rules(prefect_api: str, tmp_path: Path, write_job) -> None:
+    from flows.dry_run import dry_run
+
+    rows = [
+        blog_row(1, tags=["a", "b"], hero_width=1600, hero_height=900),
+        blog_row(2, category=None),
+        blog_row(3, hero_width=1200, hero_height=1200),
+        blog_row(4, hero_width="huge"),
+    ]
+    (tmp_path / "posts.json").write_text(json.dumps(rows), encoding="utf-8")
+    summary = dry_run(load_job(write_job(source="posts.json")))
+    assert (summary["total"], summary["ready"], summary["warnings"], summary["blocked"]) == (
+        4,
+        1,
+        1,
+        2,
+    )

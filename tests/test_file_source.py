@@ -21,7 +21,9 @@ def read(path: Path, **kwargs) -> list:
 
 
 def test_csv_types_tags_and_missing(write_csv: Callable[..., Path]) -> None:
-    path = write_csv([blog_row(1, tags="python,  data ,", featured="yes", hero_width="", summary="")])
+    path = write_csv(
+        [blog_row(1, tags="python,  data ,", featured="yes", hero_width="", summary="")]
+    )
     (item,) = read(path)
     assert item.id == "p-001"
     assert item.data["tags"] == ["python", "data"]
@@ -36,8 +38,10 @@ def test_csv_types_tags_and_missing(write_csv: Callable[..., Path]) -> None:
 
 
 def test_json_list_of_objects_with_null_and_tag_list(tmp_path: Path) -> None:
-    rows = [blog_row(1, tags=["python", "data"], hero_width=1600, featured=True),
-            {**blog_row(2), "tags": None, "hero_width": None}]
+    rows = [
+        blog_row(1, tags=["python", "data"], hero_width=1600, featured=True),
+        {**blog_row(2), "tags": None, "hero_width": None},
+    ]
     path = tmp_path / "posts.json"
     path.write_text(json.dumps(rows), encoding="utf-8")
     first, second = read(path)
@@ -49,7 +53,12 @@ def test_json_list_of_objects_with_null_and_tag_list(tmp_path: Path) -> None:
 
 
 def test_parquet(tmp_path: Path) -> None:
-    frame = pd.DataFrame([blog_row(1, hero_width=1600, hero_height=900), blog_row(2, hero_width=None, hero_height=900)])
+    frame = pd.DataFrame(
+        [
+            blog_row(1, hero_width=1600, hero_height=900),
+            blog_row(2, hero_width=None, hero_height=900),
+        ]
+    )
     path = tmp_path / "posts.parquet"
     frame.to_parquet(path)
     first, second = read(path)
@@ -114,7 +123,7 @@ def test_filter_on_a_missing_column(write_csv: Callable[..., Path]) -> None:
 
 def test_non_utf8_bytes_name_line_and_column(write_csv: Callable[..., Path]) -> None:
     path = write_csv([blog_row(1), blog_row(2, summary="caf\u00e9")])
-    path.write_bytes(path.read_bytes().replace("café".encode(), "caf".encode() + b"\xe9"))
+    path.write_bytes(path.read_bytes().replace("café".encode(), b"caf" + b"\xe9"))
     with pytest.raises(SourceError) as err:
         read(path)
     message = str(err.value)
@@ -134,7 +143,9 @@ def test_huge_cell_is_refused_with_row_and_column(write_csv: Callable[..., Path]
 def test_row_with_extra_fields(write_csv: Callable[..., Path]) -> None:
     path = write_csv([blog_row(1), blog_row(2, body_markdown="one line")])
     path.write_text(path.read_text().rstrip("\n") + ",surplus\n")
-    with pytest.raises(SourceError, match=r"row 2 \(line \d+\) has 15 fields where the header has 14"):
+    with pytest.raises(
+        SourceError, match=r"row 2 \(line \d+\) has 15 fields where the header has 14"
+    ):
         read(path)
 
 

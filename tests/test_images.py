@@ -16,11 +16,18 @@ from tests.conftest import HttpServer, Route, blog_row
 
 def png(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     raw = b"".join(b"\x00" + b"\x00\x00\x00" * width for _ in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def jpeg(width: int, height: int, exif_bytes: int = 0) -> bytes:
@@ -30,7 +37,11 @@ def jpeg(width: int, height: int, exif_bytes: int = 0) -> bytes:
         size = min(exif_bytes, 65_000)
         body += b"\xff\xe1" + struct.pack(">H", size + 2) + b"\x00" * size
         exif_bytes -= size
-    sof = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    sof = (
+        b"\xff\xc0"
+        + struct.pack(">HBHHB", 17, 8, height, width, 3)
+        + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    )
     return b"\xff\xd8" + body + sof + b"\xff\xda" + b"\x00" * 200 + b"\xff\xd9"
 
 
@@ -39,19 +50,42 @@ def gif(width: int, height: int) -> bytes:
 
 
 def webp_vp8x(width: int, height: int) -> bytes:
-    payload = b"\x00\x00\x00\x00" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-    return b"RIFF" + struct.pack("<I", 4 + 8 + len(payload)) + b"WEBP" + b"VP8X" + struct.pack("<I", 10) + payload
+    payload = (
+        b"\x00\x00\x00\x00" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    )
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(payload))
+        + b"WEBP"
+        + b"VP8X"
+        + struct.pack("<I", 10)
+        + payload
+    )
 
 
 def webp_vp8l(width: int, height: int) -> bytes:
     bits = (width - 1) | ((height - 1) << 14)
     payload = b"\x2f" + bits.to_bytes(4, "little")
-    return b"RIFF" + struct.pack("<I", 4 + 8 + len(payload)) + b"WEBP" + b"VP8L" + struct.pack("<I", 5) + payload
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(payload))
+        + b"WEBP"
+        + b"VP8L"
+        + struct.pack("<I", 5)
+        + payload
+    )
 
 
 def webp_vp8(width: int, height: int) -> bytes:
     frame = b"\x00\x00\x00" + b"\x9d\x01\x2a" + struct.pack("<HH", width, height)
-    return b"RIFF" + struct.pack("<I", 4 + 8 + len(frame)) + b"WEBP" + b"VP8 " + struct.pack("<I", len(frame)) + frame
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(frame))
+        + b"WEBP"
+        + b"VP8 "
+        + struct.pack("<I", len(frame))
+        + frame
+    )
 
 
 @pytest.mark.parametrize(
@@ -77,7 +111,9 @@ def test_probe_fetches_only_the_header_with_a_range(http_server: HttpServer) -> 
 
 
 def test_probe_reads_on_when_the_header_is_past_the_first_chunk(http_server: HttpServer) -> None:
-    url = http_server.add("/exif.jpg", Route(jpeg(1920, 1080, exif_bytes=150_000), honour_range=False))
+    url = http_server.add(
+        "/exif.jpg", Route(jpeg(1920, 1080, exif_bytes=150_000), honour_range=False)
+    )
     assert ImageProbe(timeout=2).sizes([url])[url] == (1920, 1080)
 
 
@@ -101,8 +137,10 @@ def test_aspect_rule_uses_fetched_sizes_when_columns_are_empty(http_server: Http
     wide = http_server.add("/wide.png", Route(png(1600, 900)))
     square = http_server.add("/square.gif", Route(gif(500, 500)))
     broken = http_server.add("/broken.png", Route(b"", status=500))
-    rows = [blog_row(i, hero_image_url=url, hero_width="", hero_height="")
-            for i, url in enumerate([wide, square, broken], 1)]
+    rows = [
+        blog_row(i, hero_image_url=url, hero_width="", hero_height="")
+        for i, url in enumerate([wide, square, broken], 1)
+    ]
     unused = Route(png(1600, 900))
     rows.append(blog_row(4, hero_image_url=http_server.add("/unused.png", unused)))  # columns set
     items = build_items(((f"row {i}", r) for i, r in enumerate(rows, 1)), BLOG)

@@ -17,6 +17,8 @@ def test_domain_package_does_not_import_prefect() -> None:
         "leaked = sorted(m for m in sys.modules if m == 'prefect' or m.startswith('prefect.'))\n"
         "print(','.join(leaked))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert "batchgate.cli" in modules and "batchgate.ledger" in modules
     assert result.stdout.strip() == ""

@@ -21,7 +21,9 @@ def results(n: int) -> list[ItemResult]:
         if seq % 10 == 1:
             issues = [Issue("title_length", "title", "warning", "too long", "shorten", "wraps")]
         if seq % 10 == 2:
-            issues = [Issue("hero_image_required", "hero_image_url", "blocked", "missing", "add one")]
+            issues = [
+                Issue("hero_image_required", "hero_image_url", "blocked", "missing", "add one")
+            ]
         out.append(ItemResult(f"p-{seq}", seq, f"Post {seq}", f"posts.csv row {seq + 1}", issues))
     return out
 
@@ -35,7 +37,9 @@ def test_connector_is_prefect_sqlalchemy(ledger_url: str) -> None:
 def test_run_lifecycle_and_item_rows(ledger_url: str) -> None:
     ledger = open_ledger(LedgerConfig(url=ledger_url))
     run_id = new_run_id("dry-run")
-    ledger.start_run(run_id, job_name="blog", job_fingerprint="abc", mode="dry-run", source="posts.csv")
+    ledger.start_run(
+        run_id, job_name="blog", job_fingerprint="abc", mode="dry-run", source="posts.csv"
+    )
     assert ledger.run(run_id)["status"] == "running"
     assert ledger.record_validation(run_id, results(12_345)) == 12_345
     ledger.finish_run(run_id, "completed", total=12_345, ready=9_876, warnings=1_235, blocked=1_234)
@@ -74,7 +78,9 @@ def test_schema_is_created_once_and_upgraded_in_order(ledger_url: str) -> None:
     assert newer.ensure_schema() == len(MIGRATIONS) + 1
     assert newer.schema_version() == len(MIGRATIONS) + 1
     with engine.connect() as conn:
-        note = conn.execute(sa.text("SELECT note FROM batchgate_runs WHERE run_id = :r"), {"r": run_id})
+        note = conn.execute(
+            sa.text("SELECT note FROM batchgate_runs WHERE run_id = :r"), {"r": run_id}
+        )
         assert note.scalar() is None  # the old row survived the upgrade
     assert newer.ensure_schema() == len(MIGRATIONS) + 1
 

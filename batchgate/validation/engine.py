@@ -14,7 +14,11 @@ from batchgate.models import Item, ItemResult
 from batchgate.validation.presets import BUILTIN, PRESETS
 from batchgate.validation.rules import KINDS, Context, FieldTypes, IdPresent, Rule, Unique
 
-_BUILTIN_KINDS: dict[str, type[Rule]] = {"id": IdPresent, "unique": Unique, "field_type": FieldTypes}
+_BUILTIN_KINDS: dict[str, type[Rule]] = {
+    "id": IdPresent,
+    "unique": Unique,
+    "field_type": FieldTypes,
+}
 
 
 def build_rules(config: ValidationConfig) -> list[Rule]:
@@ -47,10 +51,19 @@ def build_rules(config: ValidationConfig) -> list[Rule]:
             )
         name = added.name or f"{added.rule}_{added.field}"
         if name in names:
-            raise ConfigError(f"{where}.name: a rule named {name!r} already exists; give it another name.")
+            raise ConfigError(
+                f"{where}.name: a rule named {name!r} already exists; give it another name."
+            )
         names.add(name)
         rules.append(
-            _make(KINDS[added.rule], name, added.field, added.severity or "blocked", added.params(), where)
+            _make(
+                KINDS[added.rule],
+                name,
+                added.field,
+                added.severity or "blocked",
+                added.params(),
+                where,
+            )
         )
     return rules
 
@@ -64,7 +77,9 @@ def _make(kind: type[Rule], name: str, field: str, severity: Any, params: dict, 
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
-                problems.append(f"{where}.{key}: unknown key (value {err['input']!r}); allowed: {allowed}.")
+                problems.append(
+                    f"{where}.{key}: unknown key (value {err['input']!r}); allowed: {allowed}."
+                )
             elif err["type"] == "missing":
                 problems.append(f"{where}.{key}: missing; the {kind.kind} rule needs it.")
             else:

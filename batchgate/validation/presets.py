@@ -20,11 +20,18 @@ class RuleSpec:
 BLOG = (
     RuleSpec("title_required", "required", "title", "blocked", {"label": "title"}),
     RuleSpec("category_allowed", "category", "category", "blocked"),
-    RuleSpec("hero_image_required", "required", "hero_image_url", "blocked", {"label": "hero image"}),
+    RuleSpec(
+        "hero_image_required", "required", "hero_image_url", "blocked", {"label": "hero image"}
+    ),
     RuleSpec("slug_format", "slug", "slug", "blocked", {"max_length": 256}),
     RuleSpec("slug_unique", "unique", "slug", "blocked"),
-    RuleSpec("hero_aspect_ratio", "aspect_ratio", "hero_image_url", "warning",
-             {"ratio": "16:9", "tolerance": 0.05}),
+    RuleSpec(
+        "hero_aspect_ratio",
+        "aspect_ratio",
+        "hero_image_url",
+        "warning",
+        {"ratio": "16:9", "tolerance": 0.05},
+    ),
     RuleSpec("title_length", "title_length", "title", "warning", {"max": 100}),
 )
 

@@ -230,7 +230,9 @@ class Category(Rule):
         where = _where(item, self.field)
         choices = f" to one of: {', '.join(allowed)}" if allowed else ""
         if not value:
-            yield self.issue(f'Missing required field "{self.field}"', f"Set {self.field} in {where}{choices}.")
+            yield self.issue(
+                f'Missing required field "{self.field}"', f"Set {self.field} in {where}{choices}."
+            )
         elif allowed is not None and value not in allowed:
             yield self.issue(
                 f"Category {value!r} not found in the destination (allowed, from "
@@ -263,7 +265,8 @@ class AspectRatio(Rule):
         urls = [
             url
             for item in items
-            if (url := item.data.get(self.field)) and self._dimensions(item) is None
+            if (url := item.data.get(self.field))
+            and self._dimensions(item) is None
             and not item.type_errors
         ]
         missing = [u for u in set(urls) if u not in context.image_sizes]
@@ -304,8 +307,18 @@ class TitleLength(MaxLength):
 
 KINDS: dict[str, type[Rule]] = {
     cls.kind: cls
-    for cls in (Required, MaxLength, MinLength, Pattern, AllowedValues, Unique, SlugFormat,
-                Category, AspectRatio, TitleLength)
+    for cls in (
+        Required,
+        MaxLength,
+        MinLength,
+        Pattern,
+        AllowedValues,
+        Unique,
+        SlugFormat,
+        Category,
+        AspectRatio,
+        TitleLength,
+    )
 }
 
 
@@ -319,8 +332,13 @@ class FieldTypes(Rule):
 
     def check(self, item: Item, context: Context) -> Iterable[Issue]:
         for column, message, fix in item.type_errors:
-            yield Issue(self.name, column, "blocked", f"{_where(item, column)}: {message}",
-                        f"{fix} ({_where(item, column)})")
+            yield Issue(
+                self.name,
+                column,
+                "blocked",
+                f"{_where(item, column)}: {message}",
+                f"{fix} ({_where(item, column)})",
+            )
 
 
 class IdPresent(Rule):
