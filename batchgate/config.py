@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from batchgate.errors import ConfigError
 
@@ -59,10 +59,52 @@ class SqlDestinationConfig(_Section):
     categories: list[str] | None = Field(
         default=None, description="Category options the destination accepts, if it has a fixed set."
     )
+    publish: bool = Field(default=False, description="Write items as published; drafts unless true.")
 
 
 SourceConfig = Annotated[FileSourceConfig, Field(discriminator="type")]
-DestinationConfig = Annotated[SqlDestinationConfig, Field(discriminator="type")]
+DEFAULT_FIELD_MAP = {
+    "title": "name",
+    "slug": "slug",
+    "body_html": "post-body",
+    "summary": "post-summary",
+    "hero_image_url": "main-image",
+    "featured": "featured",
+    "category": "category",
+    "publish_date": "publish-date",
+    "seo_title": "seo-title",
+    "seo_description": "seo-description",
+    "reading_time": "reading-time",
+}
+
+
+class WebflowDestinationConfig(_Section):
+    """A Webflow CMS collection, through the Data API v2."""
+
+    type: Literal["webflow"] = Field(description="Destination kind.")
+    base_url: str = Field(default="https://api.webflow.com/v2", description="API base URL.")
+    collection_id: str = Field(min_length=1, description="The CMS collection that receives the items.")
+    token: SecretStr | None = Field(
+        default=None,
+        description="API token with CMS write access; ${WEBFLOW_TOKEN}. Unset: read from the "
+        "WEBFLOW_TOKEN environment variable where the flow runs.",
+    )
+    rate_per_minute: int = Field(
+        default=60, ge=1, le=6000, description="Requests per minute the plan allows (60 or 120)."
+    )
+    publish: bool = Field(default=False, description="Publish items live; drafts unless true.")
+    field_map: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_FIELD_MAP),
+        description="Item field -> collection field slug. Fields the collection lacks are skipped.",
+    )
+    site_url: str | None = Field(
+        default=None, description="Public site URL, for links in reports (e.g. https://blog.example.com)."
+    )
+
+
+DestinationConfig = Annotated[
+    Union[SqlDestinationConfig, WebflowDestinationConfig], Field(discriminator="type")
+]
 
 
 class RuleSettings(BaseModel):
@@ -114,6 +156,30 @@ class BatchConfig(_Section):
     """How items are grouped when written."""
 
     size: int = Field(default=5, ge=1, le=1000, description="Items per chunk.")
+    items_per_task: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="Items one task run writes; raise it for fast destinations (SQL) and big runs.",
+    )
+    retries: int = Field(default=3, ge=0, le=10, description="Retries of a transient failure.")
+    backoff_base_s: float = Field(
+        default=2.0, ge=0, description="First retry delay; doubles each time (2, 4, 8)."
+    )
+    jitter: float = Field(default=0.5, ge=0, le=1, description="Random spread of each delay, +/-.")
+    attempt_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one attempt.")
+    pause_at: float = Field(
+        default=0.5, gt=0, le=1, description="Chunk failure rate that pauses the run."
+    )
+    pause_seconds: float = Field(default=30.0, ge=0, description="How long the circuit breaker pauses.")
+    abort_at: float = Field(default=0.8, gt=0, le=1, description="Chunk failure rate that aborts the run.")
+    success_threshold: float | Literal["critical", "standard", "low"] = Field(
+        default=90.0,
+        description="Success rate (%) for partial-success; or critical (100), standard (90), low (any).",
+    )
+    concurrency: int | None = Field(
+        default=None, ge=1, le=64, description="Writes in flight at once; default: the chunk size."
+    )
 
 
 class LedgerConfig(_Section):

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     Column,
     DateTime,
+    Float,
     Engine,
     Integer,
     MetaData,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -38,48 +40,130 @@ metadata = MetaData()
 
 schema_table = Table("batchgate_schema", metadata, Column("version", Integer, nullable=False))
 
-runs = Table(
-    "batchgate_runs",
+
+def _runs_columns() -> list[Column]:
+    return [
+        Column("run_id", String(80), primary_key=True),
+        Column("job_name", String(200), nullable=False),
+        Column("job_fingerprint", String(32), nullable=False),
+        Column("mode", String(20), nullable=False),
+        Column("status", String(20), nullable=False),
+        Column("source", String(500)),
+        Column("flow_run_id", String(64)),
+        Column("parent_run_id", String(80)),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("finished_at", DateTime(timezone=True)),
+        Column("total", Integer, nullable=False, default=0),
+        Column("ready", Integer, nullable=False, default=0),
+        Column("warnings", Integer, nullable=False, default=0),
+        Column("blocked", Integer, nullable=False, default=0),
+        Column("filtered_out", Integer, nullable=False, default=0),
+        Column("message", Text),
+    ]
+
+
+def _items_columns() -> list[Any]:
+    return [
+        Column("run_id", String(80), nullable=False, index=True),
+        Column("seq", Integer, nullable=False),
+        Column("item_id", String(200), nullable=False, index=True),
+        Column("title", Text),
+        Column("location", String(500)),
+        Column("status", String(20), nullable=False),
+        Column("issues", Text, nullable=False),
+        Column("recorded_at", DateTime(timezone=True), nullable=False),
+        PrimaryKeyConstraint("run_id", "seq"),
+    ]
+
+
+# Columns and tables added by schema version 2 (the full run).
+_RUNS_V2 = [
+    Column("destination_key", String(300)),
+    Column("succeeded", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("pending", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("success_rate", Float),
+    Column("outcome", String(20)),
+    Column("duration_s", Float),
+]
+_ITEMS_V2 = [
+    Column("action", String(20)),
+    Column("dest_id", String(200)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error_type", String(20)),
+    Column("duration_ms", Integer),
+    Column("previous", Text),
+]
+
+runs = Table("batchgate_runs", metadata, *_runs_columns(), *[c.copy() for c in _RUNS_V2])
+items = Table("batchgate_items", metadata, *_items_columns(), *[c.copy() for c in _ITEMS_V2])
+
+targets = Table(
+    "batchgate_targets",
     metadata,
-    Column("run_id", String(80), primary_key=True),
-    Column("job_name", String(200), nullable=False),
-    Column("job_fingerprint", String(32), nullable=False),
-    Column("mode", String(20), nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("source", String(500)),
-    Column("flow_run_id", String(64)),
-    Column("parent_run_id", String(80)),
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True)),
-    Column("total", Integer, nullable=False, default=0),
-    Column("ready", Integer, nullable=False, default=0),
-    Column("warnings", Integer, nullable=False, default=0),
-    Column("blocked", Integer, nullable=False, default=0),
-    Column("filtered_out", Integer, nullable=False, default=0),
-    Column("message", Text),
+    Column("destination_key", String(300), nullable=False),
+    Column("item_id", String(200), nullable=False),
+    Column("dest_id", String(200)),
+    Column("content_hash", String(64)),
+    Column("state", String(16), nullable=False),  # intent: a create was sent; written: confirmed
+    Column("run_id", String(80), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("destination_key", "item_id"),
 )
 
-items = Table(
-    "batchgate_items",
+attempts = Table(
+    "batchgate_attempts",
     metadata,
     Column("run_id", String(80), nullable=False, index=True),
-    Column("seq", Integer, nullable=False),
-    Column("item_id", String(200), nullable=False, index=True),
-    Column("title", Text),
-    Column("location", String(500)),
-    Column("status", String(20), nullable=False),
-    Column("issues", Text, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    PrimaryKeyConstraint("run_id", "seq"),
+    Column("item_id", String(200), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("error_type", String(20), nullable=False),
+    Column("status_code", Integer),
+    Column("message", Text, nullable=False),
+)
+
+dlq = Table(
+    "batchgate_dlq",
+    metadata,
+    Column("run_id", String(80), nullable=False),
+    Column("item_id", String(200), nullable=False),
+    Column("item_name", Text),
+    Column("source_url", Text),
+    Column("error_type", String(20), nullable=False),
+    Column("status_code", Integer),
+    Column("message", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("history", Text, nullable=False),
+    Column("recommendations", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False, default="open"),  # open | retried | skipped
+    Column("note", Text),
+    PrimaryKeyConstraint("run_id", "item_id"),
 )
 
 
 def _v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[runs, items], checkfirst=True)
+    v1 = MetaData()
+    Table("batchgate_runs", v1, *_runs_columns())
+    Table("batchgate_items", v1, *_items_columns())
+    v1.create_all(conn, checkfirst=True)
+
+
+def _v2(conn: Connection) -> None:
+    for table, columns in (("batchgate_runs", _RUNS_V2), ("batchgate_items", _ITEMS_V2)):
+        for column in columns:
+            kind = column.type.compile(dialect=conn.dialect)
+            default = " DEFAULT 0" if column.default is not None else ""
+            null = " NOT NULL" if not column.nullable else ""
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}{default}{null}"))
+    metadata.create_all(conn, tables=[targets, attempts, dlq], checkfirst=True)
 
 
 # Append-only: a migration, once released, never changes; a new schema is a new entry.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 INSERT_CHUNK = 5000
 
 
@@ -203,6 +287,117 @@ class Ledger:
         values = {"status": status, "finished_at": datetime.now(UTC), "message": message, **counts}
         with self._guard("recording the end of a run"), self.engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.run_id == run_id).values(**values))
+
+    # --- full runs ------------------------------------------------------------------------
+
+    def plan_items(self, run_id: str, rows: Iterable[dict[str, Any]]) -> int:
+        """Record every item of a full run up front (pending, skipped or unchanged)."""
+        now = datetime.now(UTC)
+        count = 0
+        with self._guard("recording the run's items"), self.engine.begin() as conn:
+            batch: list[dict[str, Any]] = []
+            for row in rows:
+                batch.append({"run_id": run_id, "recorded_at": now, "issues": "[]", "attempts": 0,
+                              "action": None, "dest_id": None, "error_type": None,
+                              "duration_ms": None, "previous": None, **row})
+                if len(batch) >= INSERT_CHUNK:
+                    conn.execute(insert(items), batch)
+                    count, batch = count + len(batch), []
+            if batch:
+                conn.execute(insert(items), batch)
+                count += len(batch)
+        return count
+
+    def targets_for(self, destination_key: str) -> dict[str, dict[str, Any]]:
+        """What this destination holds from earlier runs, by item id."""
+        query = select(targets).where(targets.c.destination_key == destination_key)
+        with self._guard("reading the destination map"), self.engine.connect() as conn:
+            return {row.item_id: dict(row._mapping) for row in conn.execute(query)}
+
+    def mark_intent(self, destination_key: str, item_id: str, run_id: str) -> None:
+        """Before a create: if we die before hearing back, the next run looks the item up first."""
+        with self._guard("recording a write intent"), self.engine.begin() as conn:
+            self._upsert_target(conn, destination_key, item_id, run_id, state="intent")
+
+    def record_writes(self, run_id: str, destination_key: str, writes: list[dict[str, Any]]) -> None:
+        """The destination accepted these items: their rows become succeeded (the commit marker)."""
+        now = datetime.now(UTC)
+        with self._guard("recording written items"), self.engine.begin() as conn:
+            for w in writes:
+                conn.execute(
+                    update(items)
+                    .where(items.c.run_id == run_id, items.c.seq == w["seq"])
+                    .values(status="succeeded", action=w["action"], dest_id=w["dest_id"],
+                            attempts=w["attempts"], duration_ms=w["duration_ms"],
+                            previous=json.dumps(w["previous"]) if w.get("previous") else None,
+                            recorded_at=now)
+                )
+                self._upsert_target(conn, destination_key, w["item_id"], run_id, state="written",
+                                    dest_id=w["dest_id"], content_hash=w["content_hash"])
+
+    def record_attempt(self, run_id: str, item_id: str, attempt: int, error_type: str,
+                       status_code: int | None, message: str) -> None:
+        row = {"run_id": run_id, "item_id": item_id, "attempt": attempt, "at": datetime.now(UTC),
+               "error_type": error_type, "status_code": status_code, "message": message[:2000]}
+        with self._guard("recording an attempt"), self.engine.begin() as conn:
+            conn.execute(insert(attempts).values(**row))
+
+    def attempt_history(self, run_id: str, item_id: str) -> list[dict[str, Any]]:
+        query = (select(attempts.c.attempt, attempts.c.at, attempts.c.error_type,
+                        attempts.c.status_code, attempts.c.message)
+                 .where(attempts.c.run_id == run_id, attempts.c.item_id == item_id)
+                 .order_by(attempts.c.attempt))
+        with self._guard("reading attempts"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def record_failure(self, run_id: str, seq: int, item_id: str, *, item_name: str,
+                       source_url: str | None, error_type: str, status_code: int | None,
+                       message: str, recommendations: list[str]) -> None:
+        """The item failed for good: its row becomes failed and it enters the dead-letter queue."""
+        history = self.attempt_history(run_id, item_id)
+        entry = {
+            "run_id": run_id, "item_id": item_id, "item_name": item_name, "source_url": source_url,
+            "error_type": error_type, "status_code": status_code, "message": message[:2000],
+            "attempts": max(len(history), 1),
+            "history": json.dumps(history, default=str), "recommendations": json.dumps(recommendations),
+            "created_at": datetime.now(UTC), "state": "open", "note": None,
+        }
+        with self._guard("recording a failed item"), self.engine.begin() as conn:
+            conn.execute(update(items).where(items.c.run_id == run_id, items.c.seq == seq)
+                         .values(status="failed", error_type=error_type,
+                                 attempts=entry["attempts"], recorded_at=entry["created_at"]))
+            conn.execute(insert(dlq).values(**entry))
+
+    def status_counts(self, run_id: str) -> dict[str, int]:
+        query = (select(items.c.status, func.count()).where(items.c.run_id == run_id)
+                 .group_by(items.c.status))
+        with self._guard("counting item results"), self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(query)}
+
+    def dead_letters(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(dlq).order_by(dlq.c.created_at, dlq.c.item_id)
+        if run_id:
+            query = query.where(dlq.c.run_id == run_id)
+        with self._guard("reading the dead-letter queue"), self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            row["history"] = json.loads(row["history"])
+            row["recommendations"] = json.loads(row["recommendations"])
+        return rows
+
+    def _upsert_target(self, conn: Connection, destination_key: str, item_id: str, run_id: str,
+                       *, state: str, dest_id: str | None = None,
+                       content_hash: str | None = None) -> None:
+        values: dict[str, Any] = {"state": state, "run_id": run_id, "updated_at": datetime.now(UTC)}
+        if dest_id is not None:
+            values["dest_id"] = dest_id
+        if content_hash is not None:
+            values["content_hash"] = content_hash
+        key = (targets.c.destination_key == destination_key) & (targets.c.item_id == item_id)
+        done = conn.execute(update(targets).where(key).values(**values))
+        if done.rowcount == 0:
+            conn.execute(insert(targets).values(destination_key=destination_key, item_id=item_id,
+                                                **{"dest_id": None, "content_hash": None, **values}))
 
     # --- reads ------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ class DryRunReport:
     results: list[ItemResult]
     filtered_out: int = 0
     job_ref: str = "JOB.yaml"
+    notes: list[str] = field(default_factory=list)
     blocked: list[ItemResult] = field(init=False)
     warnings: list[ItemResult] = field(init=False)
 
@@ -94,6 +95,8 @@ class DryRunReport:
                     ]
                 lines.append("")
             lines.pop()
+        if self.notes:
+            lines += ["", RULE, "", "DESTINATION:"] + [f"- {note}" for note in self.notes]
         lines += ["", RULE, "", "NEXT STEPS:"]
         lines += [f"{n}. {step}" for n, step in enumerate(self.next_steps(), 1)]
         return "\n".join(lines) + "\n"
@@ -144,6 +147,8 @@ class DryRunReport:
                         f"| {n} | `{_md(result.item_id)}` | {_md(issue.message)} | "
                         f"{_md(issue.impact or '')} | {_md(issue.fix)} |"
                     )
+        if self.notes:
+            lines += ["", "## Destination", ""] + [f"- {_md(note)}" for note in self.notes]
         lines += ["", "## Next steps", ""]
         lines += [f"{n}. {step}" for n, step in enumerate(self.next_steps(), 1)]
         return "\n".join(lines) + "\n"
@@ -157,6 +162,7 @@ class DryRunReport:
             "warnings": len(self.warnings),
             "blocked": len(self.blocked),
             "filtered_out": self.filtered_out,
+            "notes": self.notes,
             "items": [result.as_dict() for result in self.results],
         }
 

@@ -12,13 +12,13 @@ from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
 from batchgate.config import Job
-from batchgate.errors import BatchgateError
+from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, new_run_id
 from batchgate.report import DryRunReport
 from batchgate.schema import SCHEMAS
-from blocks.file_source import FileSource
+from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
-from tasks.validate import publish_report, record_results, validate_batch
+from tasks.validate import check_destination, publish_report, record_results, validate_batch
 
 
 @flow(name="dry-run", log_prints=False)
@@ -31,7 +31,7 @@ def dry_run(
     ledger: Ledger | None = None
     try:
         ledger = open_ledger(job.ledger)
-        source = FileSource.from_config(job.source)
+        source = source_for(job)
         ledger.start_run(
             run_id,
             job_name=job.name,
@@ -41,17 +41,23 @@ def dry_run(
             flow_run_id=str(runtime.flow_run.id or "") or None,
         )
         batch = source.read(SCHEMAS[job.validation.preset])
+        check = check_destination(quote(destination_for(job))) if job.destination else None
         # quote(): large item lists are passed as they are; Prefect would otherwise walk every
         # item looking for futures, which costs more than the validation itself.
-        results = validate_batch(quote(batch.items), job)
+        results = validate_batch(quote(batch.items), job, check)
         record_results(quote(ledger), run_id, quote(results))
-    except BatchgateError as exc:
+    except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         if ledger is not None and ledger.run(run_id) is not None:
             ledger.finish_run(run_id, "failed", message=str(exc))
         return Failed(message=str(exc))
 
     report = DryRunReport(run_id, job.name, batch.description, results, batch.filtered_out, job_ref)
+    if check is not None and check.unmapped_fields:
+        report.notes.append(
+            "Mapped fields the destination lacks (they will not be sent): "
+            + ", ".join(check.unmapped_fields)
+        )
     ledger.finish_run(
         run_id,
         "completed",

@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from batchgate.config import Job
+from batchgate.destinations import Destination, DestinationCheck
 from batchgate.ledger import Ledger
 from batchgate.models import Item, ItemResult
 from batchgate.report import DryRunReport
@@ -15,9 +16,18 @@ from batchgate.validation.engine import make_context
 
 
 @task(name="validate-items", cache_policy=NO_CACHE)
-def validate_batch(items: list[Item], job: Job) -> list[ItemResult]:
-    """Run the job's rules over every item."""
-    return validate_items(items, build_rules(job.validation), make_context(job))
+def validate_batch(
+    items: list[Item], job: Job, check: DestinationCheck | None = None
+) -> list[ItemResult]:
+    """Run the job's rules over every item (with what the destination reported, if any)."""
+    rules = build_rules(job.validation, check)
+    return validate_items(items, rules, make_context(job, check=check))
+
+
+@task(name="check-destination", cache_policy=NO_CACHE)
+def check_destination(destination: Destination) -> DestinationCheck:
+    """Ask the destination for its category options and field-mapping problems (read-only)."""
+    return destination.check()
 
 
 @task(name="record-results", cache_policy=NO_CACHE)

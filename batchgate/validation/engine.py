@@ -8,11 +8,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from batchgate.config import Job, ValidationConfig
+from batchgate.destinations import DestinationCheck
 from batchgate.errors import ConfigError
 from batchgate.images import ImageProbe
 from batchgate.models import Item, ItemResult
 from batchgate.validation.presets import BUILTIN, PRESETS
-from batchgate.validation.rules import KINDS, Context, FieldTypes, IdPresent, Rule, Unique
+from batchgate.validation.rules import (
+    KINDS,
+    Context,
+    FieldTypes,
+    IdPresent,
+    Params,
+    Rule,
+    Unique,
+    UnmappedRequired,
+)
 
 _BUILTIN_KINDS: dict[str, type[Rule]] = {
     "id": IdPresent,
@@ -21,8 +31,9 @@ _BUILTIN_KINDS: dict[str, type[Rule]] = {
 }
 
 
-def build_rules(config: ValidationConfig) -> list[Rule]:
-    """The preset's rules with the job's overrides applied, then the job's added rules."""
+def build_rules(config: ValidationConfig, check: DestinationCheck | None = None) -> list[Rule]:
+    """The preset's rules with the job's overrides applied, the job's added rules, and the
+    destination's required fields."""
     specs = {spec.name: spec for spec in PRESETS[config.preset]}
     for name in config.rules:
         if name not in specs:
@@ -102,8 +113,10 @@ def validate_items(items: list[Item], rules: list[Rule], context: Context) -> li
     return results
 
 
-def category_options(job: Job) -> tuple[list[str] | None, str]:
+def category_options(job: Job, check: DestinationCheck | None = None) -> tuple[list[str] | None, str]:
     """The allowed categories and where they came from: the destination's own, else the job file's."""
+    if check is not None and check.categories is not None:
+        return list(check.categories), f"the {job.destination.type} destination"  # type: ignore[union-attr]
     destination = job.destination
     reported = getattr(destination, "categories", None) if destination else None
     if reported is not None:
@@ -111,8 +124,10 @@ def category_options(job: Job) -> tuple[list[str] | None, str]:
     return job.validation.allowed_categories, "the job file (validation.allowed_categories)"
 
 
-def make_context(job: Job, probe: ImageProbe | None = None) -> Context:
+def make_context(
+    job: Job, probe: ImageProbe | None = None, check: DestinationCheck | None = None
+) -> Context:
     """The validation context for a job, with an image probe using the job's timeout."""
-    categories, origin = category_options(job)
+    categories, origin = category_options(job, check)
     probe = probe or ImageProbe(timeout=job.validation.image_timeout_s)
     return Context(allowed_categories=categories, categories_from=origin, probe=probe)

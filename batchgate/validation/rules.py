@@ -350,3 +350,16 @@ class IdPresent(Rule):
                 f"Item has no id (shown here as {item.id})",
                 f"Set a unique, stable id in {_where(item, 'id')}; it is how reruns recognise the item.",
             )
+
+
+class UnmappedRequired(Rule):
+    """The destination requires a field that nothing in the job maps to."""
+
+    kind = "destination_required"
+
+    def check(self, item: Item, context: Context) -> Iterable[Issue]:
+        yield self.issue(
+            f"The destination requires the field '{self.field}', and no item field maps to it",
+            f"Map an item field to '{self.field}' in destination.field_map, or make the field "
+            "optional in the destination's collection settings.",
+        )

@@ -1,0 +1,71 @@
+"""The destination protocol: what every connector that receives items provides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Action = Literal["created", "updated"]
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What one upsert did; `previous` is the old version, kept so a rollback can restore it."""
+
+    dest_id: str
+    action: Action
+    previous: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class DestinationCheck:
+    """What a destination says before a run: its category options and field-mapping problems."""
+
+    categories: list[str] | None = None
+    unmapped_fields: list[str] = field(default_factory=list)  # mapped, but the collection lacks them
+    missing_required: list[str] = field(default_factory=list)  # required, but nothing maps to them
+
+
+class Destination(Protocol):
+    """A connector that writes items. Upserts are keyed by the source id (the idempotency key)."""
+
+    @property
+    def key(self) -> str:
+        """Stable identity (no secrets), naming the ledger's map and the concurrency limits."""
+        ...
+
+    @property
+    def rate_per_s(self) -> float | None:
+        """Requests per second the destination allows (None: unlimited)."""
+        ...
+
+    @property
+    def idempotent(self) -> bool:
+        """True when an upsert by source id can never duplicate (so no intent marker is needed)."""
+        ...
+
+    def check(self) -> DestinationCheck:
+        """Read-only look at the destination before a run (a dry-run calls this too)."""
+        ...
+
+    def prepare(self) -> None:
+        """Get ready to write (e.g. create the table); called by writing runs only."""
+        ...
+
+    def find(self, record: dict[str, Any]) -> str | None:
+        """The destination id of an item written before (by source id or slug), if any."""
+        ...
+
+    def upsert(self, record: dict[str, Any], dest_id: str | None, draft: bool) -> WriteResult: ...
+
+    def publish(self, dest_ids: list[str]) -> dict[str, str]:
+        """Make items live; returns {dest_id: error} for those that failed."""
+        ...
+
+    def delete(self, dest_id: str) -> None: ...
+
+    def restore(self, dest_id: str, previous: dict[str, Any]) -> None: ...
+
+    def link(self, dest_id: str, record: dict[str, Any]) -> str:
+        """Where a person can look at the item."""
+        ...

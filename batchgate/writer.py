@@ -1,0 +1,133 @@
+"""Writing items: one attempt, the retry loop for multi-item tasks, and what each item became.
+
+Prefect task retries drive single-item tasks (tasks/process.py); a task that writes many items
+uses `write_with_retries`, with the same backoff, classification and ledger rows per item.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchgate.backoff import backoff_delays, jittered
+from batchgate.destinations import Destination
+from batchgate.errors import FatalError, RetryableError, WriteError
+from batchgate.ledger import Ledger
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One item to write, with what the ledger knows of it from earlier runs."""
+
+    seq: int
+    item_id: str
+    title: str
+    source_url: str | None
+    record: dict[str, Any]
+    content_hash: str
+    dest_id: str | None = None
+    intent: bool = False  # a create was sent before without an answer: look it up first
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one item in this run."""
+
+    seq: int
+    item_id: str
+    status: str  # succeeded | failed
+    attempts: int
+    duration_ms: int
+    dest_id: str | None = None
+    action: str | None = None
+    previous: dict[str, Any] | None = None
+    error_type: str | None = None
+    status_code: int | None = None
+    message: str | None = None
+    fatal: bool = False
+    retried: int = field(default=0)
+
+
+class RunContext:
+    """Everything a write needs. A plain class on purpose: Prefect does not walk into it."""
+
+    def __init__(self, run_id: str, destination: Destination, ledger: Ledger, draft: bool) -> None:
+        self.run_id = run_id
+        self.destination = destination
+        self.ledger = ledger
+        self.draft = draft
+        self.key = destination.key
+
+
+def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
+    """One attempt. A create that may have happened already is looked up first: no duplicates."""
+    started = time.monotonic()
+    dest_id = work.dest_id
+    if dest_id is None and (work.intent or attempt > 1):
+        dest_id = ctx.destination.find(work.record)
+    if dest_id is None and not ctx.destination.idempotent:
+        ctx.ledger.mark_intent(ctx.key, work.item_id, ctx.run_id)
+    result = ctx.destination.upsert(work.record, dest_id, ctx.draft)
+    return Outcome(
+        seq=work.seq, item_id=work.item_id, status="succeeded", attempts=attempt,
+        duration_ms=int(1000 * (time.monotonic() - started)), dest_id=result.dest_id,
+        action=result.action, previous=result.previous, retried=attempt - 1,
+    )  # fmt: skip
+
+
+def record_attempt_error(work: WorkItem, ctx: RunContext, attempt: int, exc: BaseException) -> None:
+    """Every failed attempt goes into the ledger: the DLQ's retry history reads it."""
+    error = as_write_error(exc)
+    ctx.ledger.record_attempt(
+        ctx.run_id, work.item_id, attempt, error.error_type, error.status_code, error.message
+    )
+
+
+def as_write_error(exc: BaseException) -> WriteError:
+    """Any exception as a WriteError; an unexpected one is 'unknown' and never retried."""
+    if isinstance(exc, WriteError):
+        return exc
+    return WriteError(f"{type(exc).__name__}: {exc}", error_type="unknown")
+
+
+def failed_outcome(work: WorkItem, exc: BaseException, attempts: int, started: float) -> Outcome:
+    error = as_write_error(exc)
+    return Outcome(
+        seq=work.seq, item_id=work.item_id, status="failed", attempts=attempts,
+        duration_ms=int(1000 * (time.monotonic() - started)), error_type=error.error_type,
+        status_code=error.status_code, message=error.message, fatal=isinstance(error, FatalError),
+        retried=attempts - 1,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 3
+    base_s: float = 2.0
+    jitter: float = 0.5
+
+    def delays(self) -> list[float]:
+        return backoff_delays(self.base_s, self.retries)
+
+
+def write_with_retries(
+    work: WorkItem,
+    ctx: RunContext,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Attempts until success, a permanent error, or retries run out (for multi-item tasks)."""
+    started = time.monotonic()
+    delays = policy.delays()
+    for attempt in range(1, policy.retries + 2):
+        try:
+            return write_once(work, ctx, attempt)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
+            record_attempt_error(work, ctx, attempt, exc)
+            if not isinstance(exc, RetryableError) or attempt > policy.retries:
+                return failed_outcome(work, exc, attempt, started)
+            delay = jittered(delays[attempt - 1], policy.jitter)
+            sleep(max(delay, exc.retry_after or 0.0))
+    raise AssertionError("unreachable")

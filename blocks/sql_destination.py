@@ -1,0 +1,228 @@
+"""SQL destination: a table in SQLite or PostgreSQL acting as the CMS, through prefect-sqlalchemy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect_sqlalchemy import SqlAlchemyConnector
+from pydantic import Field
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    inspect as sa_inspect,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from batchgate.config import SqlDestinationConfig
+from batchgate.destinations import DestinationCheck, WriteResult
+from batchgate.errors import FatalError, PermanentError, RetryableError
+
+CONTENT_FIELDS = (
+    "title", "slug", "status", "category", "tags", "featured", "publish_date", "hero_image_url",
+    "summary", "body_html", "seo_title", "seo_description", "reading_time", "word_count",
+)  # fmt: skip
+
+
+def posts_table(name: str) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column("source_id", String(200), primary_key=True),
+        Column("title", Text, nullable=False),
+        Column("slug", String(300), nullable=False),
+        Column("status", String(100)),
+        Column("category", String(200)),
+        Column("tags", Text),
+        Column("featured", Boolean, nullable=False, default=False),
+        Column("publish_date", String(40)),
+        Column("hero_image_url", Text),
+        Column("summary", Text),
+        Column("body_html", Text),
+        Column("seo_title", String(200)),
+        Column("seo_description", String(400)),
+        Column("reading_time", Integer),
+        Column("word_count", Integer),
+        Column("draft", Boolean, nullable=False, default=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+class SqlDestination(Block):
+    """Writes items into a SQL table, keyed by the source id: a rerun updates, never duplicates."""
+
+    _block_type_name = "Batchgate SQL Destination"
+    _block_type_slug = "batchgate-sql-destination"
+    _description = (
+        "A table in SQLite or PostgreSQL that receives a batchgate job's items (the embedded CMS "
+        "of the demo). Rows are keyed by the source id, with a draft flag and created/updated times."
+    )
+
+    connector: SqlAlchemyConnector = Field(description="Database connection (prefect-sqlalchemy).")
+    table: str = Field(default="posts", description="Table that receives the items.")
+    categories: list[str] | None = Field(
+        default=None, description="Category options the destination accepts, if it has a fixed set."
+    )
+    publish_live: bool = Field(default=False, description="Write rows as published, not drafts.")
+
+    @classmethod
+    def from_config(cls, config: SqlDestinationConfig) -> SqlDestination:
+        url = make_url(config.url)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg2")
+        connector = SqlAlchemyConnector(connection_info=url.render_as_string(hide_password=False))
+        return cls(connector=connector, table=config.table, categories=config.categories,
+                   publish_live=config.publish)  # fmt: skip
+
+    @property
+    def engine(self) -> Engine:
+        engine = self.connector.get_engine(pool_pre_ping=True)
+        if engine.dialect.name == "sqlite" and not getattr(engine, "_batchgate_pragmas", False):
+            from batchgate.ledger import _sqlite_pragmas
+            from sqlalchemy import event
+
+            event.listen(engine, "connect", _sqlite_pragmas)
+            engine._batchgate_pragmas = True  # type: ignore[attr-defined]
+        return engine
+
+    @property
+    def key(self) -> str:
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"sql:{url}#{self.table}"
+
+    @property
+    def rate_per_s(self) -> float | None:
+        return None
+
+    @property
+    def _table(self) -> Table:
+        return posts_table(self.table)
+
+    @property
+    def idempotent(self) -> bool:
+        return True
+
+    def check(self) -> DestinationCheck:
+        """Read-only: the category options (the table is created by prepare, not here)."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+            return DestinationCheck(categories=self.categories)  # connecting would create the file
+        try:
+            with self.engine.connect():
+                pass
+        except SQLAlchemyError as exc:
+            raise FatalError(f"the SQL destination {self.key} cannot be reached: {_reason(exc)}") from None
+        return DestinationCheck(categories=self.categories)
+
+    def prepare(self) -> None:
+        """Create the table if it is missing."""
+        try:
+            self._table.metadata.create_all(self.engine, checkfirst=True)
+        except SQLAlchemyError as exc:
+            raise FatalError(f"the SQL destination {self.key} cannot be used: {_reason(exc)}") from None
+
+    def find(self, record: dict[str, Any]) -> str | None:
+        table = self._table
+        if not sa_inspect(self.engine).has_table(table.name):
+            return None
+        with self._errors("looking up"), self.engine.connect() as conn:
+            row = conn.execute(
+                select(table.c.source_id).where(table.c.source_id == record["source_id"])
+            ).first()
+        return row[0] if row else None
+
+    def upsert(self, record: dict[str, Any], dest_id: str | None, draft: bool) -> WriteResult:
+        table, now = self._table, datetime.now(UTC)
+        values = {name: record.get(name) for name in CONTENT_FIELDS}
+        values["tags"] = json.dumps(values["tags"] or [])
+        with self._errors("writing"), self.engine.begin() as conn:
+            old = conn.execute(
+                select(table).where(table.c.source_id == record["source_id"])
+            ).first()
+            if old is not None:
+                previous = {k: v for k, v in old._mapping.items() if k not in ("updated_at",)}
+                previous["created_at"] = previous["created_at"].isoformat()
+                conn.execute(
+                    update(table)
+                    .where(table.c.source_id == record["source_id"])
+                    .values(**values, draft=draft and old.draft, updated_at=now)
+                )
+                return WriteResult(record["source_id"], "updated", previous)
+            insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+            statement = insert(table).values(
+                source_id=record["source_id"], **values, draft=draft, created_at=now, updated_at=now
+            )
+            conn.execute(statement.on_conflict_do_update(
+                index_elements=[table.c.source_id], set_={**values, "updated_at": now}
+            ))
+            return WriteResult(record["source_id"], "created")
+
+    def publish(self, dest_ids: list[str]) -> dict[str, str]:
+        table = self._table
+        with self._errors("publishing"), self.engine.begin() as conn:
+            conn.execute(update(table).where(table.c.source_id.in_(dest_ids)).values(draft=False))
+        return {}
+
+    def delete(self, dest_id: str) -> None:
+        table = self._table
+        with self._errors("deleting"), self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.source_id == dest_id))
+
+    def restore(self, dest_id: str, previous: dict[str, Any]) -> None:
+        table = self._table
+        values = {k: v for k, v in previous.items() if k not in ("source_id", "created_at")}
+        with self._errors("restoring"), self.engine.begin() as conn:
+            conn.execute(
+                update(table).where(table.c.source_id == dest_id)
+                .values(**values, updated_at=datetime.now(UTC))
+            )
+
+    def link(self, dest_id: str, record: dict[str, Any]) -> str:
+        return f"{self.key}/source_id={dest_id}"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every row, for reports and tests."""
+        table = self._table
+        with self._errors("reading"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(table).order_by(table.c.source_id))]
+
+    def _errors(self, action: str) -> Any:
+        return _SqlErrors(self.key, action)
+
+
+class _SqlErrors:
+    """Maps database errors into the write-error split: locked/unreachable retry, the rest is permanent."""
+
+    def __init__(self, key: str, action: str) -> None:
+        self.key, self.action = key, action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if not isinstance(exc, SQLAlchemyError):
+            return False
+        message = f"{self.action} {self.key} failed: {_reason(exc)}"
+        if isinstance(exc, OperationalError):
+            raise RetryableError(message, error_type="api-error") from None
+        raise PermanentError(message, error_type="validation") from None
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

@@ -1,0 +1,285 @@
+"""Webflow destination: a CMS collection through the Data API v2, with httpx."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import httpx
+from prefect.blocks.core import Block
+from pydantic import Field, PrivateAttr, SecretStr
+
+from batchgate.backoff import parse_retry_after
+from batchgate.config import DEFAULT_FIELD_MAP, WebflowDestinationConfig
+from batchgate.destinations import DestinationCheck, WriteResult
+from batchgate.errors import ConfigError, FatalError, PermanentError, RetryableError, WriteError
+from batchgate.pacer import Pacer, pacer_for
+
+# HTTP status -> (what to do, DLQ error type). Unknown 4xx are permanent, unknown 5xx retryable.
+STATUS_ACTIONS: dict[int, tuple[str, str]] = {
+    400: ("permanent", "validation"),
+    401: ("fatal", "auth"),
+    403: ("fatal", "auth"),
+    404: ("permanent", "api-error"),
+    409: ("permanent", "validation"),
+    422: ("permanent", "validation"),
+    429: ("retry", "rate-limit"),
+    500: ("retry", "api-error"),
+    502: ("retry", "api-error"),
+    503: ("retry", "api-error"),
+    504: ("retry", "timeout"),
+}
+PUBLISH_GROUP = 100
+QUOTA_EMPTY_HOLD_S = 5.0
+
+
+class WebflowDestination(Block):
+    """Creates, updates, publishes and deletes items of one Webflow CMS collection."""
+
+    _block_type_name = "Batchgate Webflow Destination"
+    _block_type_slug = "batchgate-webflow-destination"
+    _description = (
+        "A Webflow CMS collection (Data API v2) that receives a batchgate job's items: drafts or "
+        "live, paced to the plan's rate limit, with Retry-After honoured."
+    )
+
+    base_url: str = Field(default="https://api.webflow.com/v2", description="API base URL.")
+    collection_id: str = Field(description="The CMS collection that receives the items.")
+    token: SecretStr = Field(description="API token with CMS read and write access.")
+    rate_per_minute: int = Field(default=60, description="Requests per minute the plan allows.")
+    publish_live: bool = Field(default=False, description="Publish items; drafts unless true.")
+    field_map: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_FIELD_MAP),
+        description="Item field -> collection field slug.",
+    )
+    site_url: str | None = Field(default=None, description="Public site URL, for links in reports.")
+    timeout_s: float = Field(default=10.0, description="Timeout of one HTTP request.")
+
+    _client: httpx.Client | None = PrivateAttr(default=None)
+    _schema: dict[str, Any] | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def from_config(cls, config: WebflowDestinationConfig, timeout_s: float = 10.0) -> WebflowDestination:
+        token = config.token or _env_token()
+        return cls(
+            base_url=config.base_url.rstrip("/"), collection_id=config.collection_id, token=token,
+            rate_per_minute=config.rate_per_minute, publish_live=config.publish,
+            field_map=dict(config.field_map), site_url=config.site_url, timeout_s=timeout_s,
+        )  # fmt: skip
+
+    # --- identity and limits ----------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return f"webflow:{self.collection_id}"
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.rate_per_minute / 60.0
+
+    @property
+    def pacer(self) -> Pacer:
+        return pacer_for(self.key, self.rate_per_s)
+
+    # --- protocol ---------------------------------------------------------------------------
+
+    @property
+    def idempotent(self) -> bool:
+        return False  # a POST that times out may still have created the item
+
+    def prepare(self) -> None:
+        self._collection()
+
+    def check(self) -> DestinationCheck:
+        """Read the collection schema: category options, mapped fields it lacks, required ones unmapped."""
+        schema = self._collection()
+        slugs = {f["slug"]: f for f in schema.get("fields", [])}
+        mapped = set(self.field_map.values())
+        category = slugs.get(self.field_map.get("category", ""))
+        options = _options(category) if category else None
+        return DestinationCheck(
+            categories=[o["name"] for o in options] if options is not None else None,
+            unmapped_fields=sorted(f"{k} -> {v}" for k, v in self.field_map.items() if v not in slugs),
+            missing_required=sorted(
+                s for s, f in slugs.items() if f.get("isRequired") and s not in mapped
+            ),
+        )
+
+    def find(self, record: dict[str, Any]) -> str | None:
+        slug = record.get("slug")
+        if not slug:
+            return None
+        answer = self._request("GET", f"/collections/{self.collection_id}/items", params={"slug": slug})
+        for item in answer.json().get("items", []):
+            if item.get("fieldData", {}).get("slug") == slug:
+                return str(item["id"])
+        return None
+
+    def upsert(self, record: dict[str, Any], dest_id: str | None, draft: bool) -> WriteResult:
+        field_data = self._field_data(record)
+        path = f"/collections/{self.collection_id}/items"
+        if dest_id is None:
+            body = {"isArchived": False, "isDraft": draft, "fieldData": field_data}
+            item = self._request("POST", path, json=body).json()
+            return WriteResult(str(item["id"]), "created")
+        before = self._request("GET", f"{path}/{dest_id}").json()
+        previous = {"isDraft": before.get("isDraft"), "fieldData": before.get("fieldData", {})}
+        body = {"isDraft": draft and bool(before.get("isDraft", True)), "fieldData": field_data}
+        self._request("PATCH", f"{path}/{dest_id}", json=body)
+        return WriteResult(dest_id, "updated", previous)
+
+    def publish(self, dest_ids: list[str]) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        for start in range(0, len(dest_ids), PUBLISH_GROUP):
+            group = dest_ids[start : start + PUBLISH_GROUP]
+            answer = self._request(
+                "POST", f"/collections/{self.collection_id}/items/publish", json={"itemIds": group}
+            ).json()
+            published = set(answer.get("publishedItemIds", group))
+            for dest_id in group:
+                if dest_id not in published:
+                    failed[dest_id] = "not published"
+            for error in answer.get("errors", []) or []:
+                failed[str(error.get("id", "?"))] = str(error.get("message", error))
+        return failed
+
+    def delete(self, dest_id: str) -> None:
+        self._request("DELETE", f"/collections/{self.collection_id}/items/{dest_id}")
+
+    def restore(self, dest_id: str, previous: dict[str, Any]) -> None:
+        self._request("PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=previous)
+
+    def link(self, dest_id: str, record: dict[str, Any]) -> str:
+        if self.site_url:
+            return f"{self.site_url.rstrip('/')}/{record.get('slug', dest_id)}"
+        return f"{self.base_url}/collections/{self.collection_id}/items/{dest_id}"
+
+    # --- mapping ------------------------------------------------------------------------------
+
+    def _collection(self) -> dict[str, Any]:
+        with self._lock:
+            if self._schema is None:
+                self._schema = self._request("GET", f"/collections/{self.collection_id}").json()
+            return self._schema
+
+    def _field_data(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Only fields the collection has are sent; Option names become option ids."""
+        fields = {f["slug"]: f for f in self._collection().get("fields", [])}
+        data: dict[str, Any] = {}
+        for source_field, slug in self.field_map.items():
+            field = fields.get(slug)
+            value = record.get(source_field)
+            if field is None or value is None:
+                continue
+            kind = field.get("type")
+            if kind == "Option":
+                ids = {o["name"]: o["id"] for o in _options(field) or []}
+                if value not in ids:
+                    raise PermanentError(
+                        f"{slug}: option {value!r} does not exist in the collection "
+                        f"(options: {', '.join(ids) or 'none'})",
+                        error_type="validation",
+                    )
+                value = ids[value]
+            elif kind == "Image":
+                value = {"url": value, "alt": record.get("title") or ""}
+            data[slug] = value
+        return data
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    base_url=self.base_url,
+                    timeout=self.timeout_s,
+                    headers={
+                        "Authorization": f"Bearer {self.token.get_secret_value()}",
+                        "Accept": "application/json",
+                    },
+                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
+                )
+            return self._client
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One paced request; every failure is mapped into the write-error split."""
+        self.pacer.acquire()
+        try:
+            response = self._http().request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(
+                f"{method} {path}: no answer within {self.timeout_s:g} s ({type(exc).__name__})",
+                error_type="timeout",
+            ) from None
+        except httpx.TransportError as exc:
+            raise RetryableError(
+                f"{method} {path}: connection failed ({type(exc).__name__}: {exc})",
+                error_type="api-error",
+            ) from None
+        self._watch_quota(response)
+        if response.is_success:
+            return response
+        raise self._error(method, path, response)
+
+    def _watch_quota(self, response: httpx.Response) -> None:
+        remaining = response.headers.get("X-RateLimit-Remaining")
+        if remaining is not None and remaining.strip() == "0" and response.status_code != 429:
+            self.pacer.hold(QUOTA_EMPTY_HOLD_S)
+
+    def _error(self, method: str, path: str, response: httpx.Response) -> WriteError:
+        status = response.status_code
+        action, error_type = STATUS_ACTIONS.get(
+            status, ("retry", "api-error") if status >= 500 else ("permanent", "validation")
+        )
+        message = f"{method} {path}: HTTP {status} {_describe(response)}"
+        if action == "retry":
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if status == 429:
+                self.pacer.hold(retry_after if retry_after is not None else 60.0)
+            return RetryableError(message, status_code=status, error_type=error_type,
+                                  retry_after=retry_after)  # fmt: skip
+        if action == "fatal":
+            return FatalError(
+                f"{message}. Fix: check the Webflow token and its access to collection "
+                f"{self.collection_id}.",
+                status_code=status,
+                error_type=error_type,
+            )
+        return PermanentError(message, status_code=status, error_type=error_type)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def _options(field: dict[str, Any]) -> list[dict[str, Any]] | None:
+    return (field.get("validations") or {}).get("options")
+
+
+def _describe(response: httpx.Response) -> str:
+    """The error body's code, message and details (Webflow's shape), never the request headers."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or ""
+    code, message = body.get("code", ""), body.get("message", "")
+    details = "; ".join(
+        f"{d.get('param', '')}: {d.get('description', '')}".strip(": ")
+        for d in body.get("details") or []
+        if isinstance(d, dict)
+    )
+    return " - ".join(p for p in (code, message, details) if p)
+
+
+def _env_token() -> SecretStr:
+    token = os.environ.get("WEBFLOW_TOKEN")
+    if not token:
+        raise ConfigError(
+            "destination.token is not set and WEBFLOW_TOKEN is not in the environment. Fix: "
+            "export WEBFLOW_TOKEN=... and write token: ${WEBFLOW_TOKEN} in the job file."
+        )
+    return SecretStr(token)

@@ -1,0 +1,74 @@
+"""The item-writing tasks of the full run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import task_run as current_task_run
+from prefect.states import State
+
+from batchgate.errors import RetryableError
+from batchgate.writer import (
+    Outcome,
+    RetryPolicy,
+    RunContext,
+    WorkItem,
+    failed_outcome,
+    record_attempt_error,
+    write_once,
+    write_with_retries,
+)
+
+
+def retry_transient_only(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry 429, 5xx, timeouts and dropped connections; never a permanent or unknown error."""
+    try:
+        state.result()
+    except RetryableError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="process-item", cache_policy=NO_CACHE, retry_condition_fn=retry_transient_only)
+def process_item(work: WorkItem, ctx: RunContext) -> Outcome:
+    """Transform-and-write one item; Prefect retries it with jittered exponential backoff."""
+    attempt = int(current_task_run.run_count or 1)
+    try:
+        outcome = write_once(work, ctx, attempt)
+    except Exception as exc:
+        record_attempt_error(work, ctx, attempt, exc)
+        raise
+    ctx.ledger.record_writes(ctx.run_id, ctx.key, [_write_row(work, outcome)])
+    return outcome
+
+
+@task(name="process-items", cache_policy=NO_CACHE)
+def process_items(works: list[WorkItem], ctx: RunContext, policy: RetryPolicy) -> list[Outcome]:
+    """Write many items in one task run (fast destinations, big runs): same per-item rules."""
+    outcomes = []
+    for work in works:
+        started = time.monotonic()
+        try:
+            outcomes.append(write_with_retries(work, ctx, policy))
+        except Exception as exc:  # e.g. the ledger failing while recording an attempt
+            outcomes.append(failed_outcome(work, exc, 1, started))
+    by_seq = {w.seq: w for w in works}
+    written = [_write_row(by_seq[o.seq], o) for o in outcomes if o.status == "succeeded"]
+    if written:
+        ctx.ledger.record_writes(ctx.run_id, ctx.key, written)
+    return outcomes
+
+
+def _write_row(work: WorkItem, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "seq": work.seq, "item_id": work.item_id, "action": outcome.action,
+        "dest_id": outcome.dest_id, "attempts": outcome.attempts,
+        "duration_ms": outcome.duration_ms, "previous": outcome.previous,
+        "content_hash": work.content_hash,
+    }  # fmt: skip
