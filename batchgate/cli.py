@@ -1,6 +1,7 @@
 """The `batchgate` command line.
 
-Exit codes: 0 ok, 1 usage or configuration error, 2 dry-run found blocked items.
+Exit codes: 0 ok, 1 usage or configuration error, 2 dry-run found blocked items,
+3 full run partial success, 4 full run failed or aborted.
 Prefect is imported only inside the commands that run a flow, so `--help` stays fast.
 """
 
@@ -17,7 +18,13 @@ from typing import Any
 from batchgate.config import LedgerConfig, load_job
 from batchgate.errors import BatchgateError
 
-EXIT_OK, EXIT_ERROR, EXIT_BLOCKED = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_BLOCKED, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2, 3, 4
+OUTCOME_EXIT = {
+    "complete": EXIT_OK,
+    "partial-success": EXIT_PARTIAL,
+    "failed": EXIT_FAILED,
+    "aborted": EXIT_FAILED,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
     dry.set_defaults(handler=cmd_dry_run)
 
+    full = commands.add_parser("full", help="write every item that passed validation")
+    full.add_argument("--job", required=True, help="job file (YAML)")
+    full.add_argument("--json", metavar="OUT", help="also write the final report as JSON to OUT")
+    full.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
+    full.set_defaults(handler=cmd_full)
+
     runs = commands.add_parser("runs", help="list past runs from the ledger")
     runs.add_argument("--ledger", metavar="URL", help="ledger database URL")
     runs.add_argument("--job", help="job file whose ledger to read")
@@ -98,6 +111,29 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     if json_path:
         print(f"\nJSON report: {args.json}")
     return EXIT_BLOCKED if summary["blocked"] else EXIT_OK
+
+
+def cmd_full(args: argparse.Namespace) -> int:
+    job = load_job(args.job)
+    job = job.model_copy(update={"ledger": _ledger_config(args.ledger, job.ledger)})
+    from batchgate.validation import build_rules
+
+    build_rules(job.validation)
+    from batchgate.ledger import new_run_id
+    from blocks.ledger import open_ledger
+    from flows.full import full
+
+    run_id = new_run_id("full")
+    json_path = str(Path(args.json).resolve()) if args.json else None
+    state = full(job, json_path=json_path, job_ref=args.job, run_id=run_id, console_progress=True,
+                 return_state=True)  # fmt: skip
+    run = open_ledger(job.ledger).run(run_id)
+    outcome = run.get("outcome") if run else None
+    if outcome not in OUTCOME_EXIT:
+        return _failed(state)
+    if json_path:
+        print(f"JSON report: {args.json}")
+    return OUTCOME_EXIT[outcome]
 
 
 def _failed(state: Any) -> int:

@@ -59,7 +59,9 @@ class SqlDestinationConfig(_Section):
     categories: list[str] | None = Field(
         default=None, description="Category options the destination accepts, if it has a fixed set."
     )
-    publish: bool = Field(default=False, description="Write items as published; drafts unless true.")
+    publish: bool = Field(
+        default=False, description="Write items as published; drafts unless true."
+    )
 
 
 SourceConfig = Annotated[FileSourceConfig, Field(discriminator="type")]
@@ -83,7 +85,9 @@ class WebflowDestinationConfig(_Section):
 
     type: Literal["webflow"] = Field(description="Destination kind.")
     base_url: str = Field(default="https://api.webflow.com/v2", description="API base URL.")
-    collection_id: str = Field(min_length=1, description="The CMS collection that receives the items.")
+    collection_id: str = Field(
+        min_length=1, description="The CMS collection that receives the items."
+    )
     token: SecretStr | None = Field(
         default=None,
         description="API token with CMS write access; ${WEBFLOW_TOKEN}. Unset: read from the "
@@ -98,12 +102,13 @@ class WebflowDestinationConfig(_Section):
         description="Item field -> collection field slug. Fields the collection lacks are skipped.",
     )
     site_url: str | None = Field(
-        default=None, description="Public site URL, for links in reports (e.g. https://blog.example.com)."
+        default=None,
+        description="Public site URL, for links in reports (e.g. https://blog.example.com).",
     )
 
 
 DestinationConfig = Annotated[
-    Union[SqlDestinationConfig, WebflowDestinationConfig], Field(discriminator="type")
+    SqlDestinationConfig | WebflowDestinationConfig, Field(discriminator="type")
 ]
 
 
@@ -171,8 +176,12 @@ class BatchConfig(_Section):
     pause_at: float = Field(
         default=0.5, gt=0, le=1, description="Chunk failure rate that pauses the run."
     )
-    pause_seconds: float = Field(default=30.0, ge=0, description="How long the circuit breaker pauses.")
-    abort_at: float = Field(default=0.8, gt=0, le=1, description="Chunk failure rate that aborts the run.")
+    pause_seconds: float = Field(
+        default=30.0, ge=0, description="How long the circuit breaker pauses."
+    )
+    abort_at: float = Field(
+        default=0.8, gt=0, le=1, description="Chunk failure rate that aborts the run."
+    )
     success_threshold: float | Literal["critical", "standard", "low"] = Field(
         default=90.0,
         description="Success rate (%) for partial-success; or critical (100), standard (90), low (any).",

@@ -22,7 +22,9 @@ class DestinationCheck:
     """What a destination says before a run: its category options and field-mapping problems."""
 
     categories: list[str] | None = None
-    unmapped_fields: list[str] = field(default_factory=list)  # mapped, but the collection lacks them
+    unmapped_fields: list[str] = field(
+        default_factory=list
+    )  # mapped, but the collection lacks them
     missing_required: list[str] = field(default_factory=list)  # required, but nothing maps to them
 
 
@@ -37,6 +39,11 @@ class Destination(Protocol):
     @property
     def rate_per_s(self) -> float | None:
         """Requests per second the destination allows (None: unlimited)."""
+        ...
+
+    @property
+    def needs_publish(self) -> bool:
+        """True when written items must be published by a separate call (in groups)."""
         ...
 
     @property

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import (
     Column,
     DateTime,
-    Float,
     Engine,
+    Float,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -158,7 +158,9 @@ def _v2(conn: Connection) -> None:
             kind = column.type.compile(dialect=conn.dialect)
             default = " DEFAULT 0" if column.default is not None else ""
             null = " NOT NULL" if not column.nullable else ""
-            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}{default}{null}"))
+            conn.execute(
+                text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}{default}{null}")
+            )
     metadata.create_all(conn, tables=[targets, attempts, dlq], checkfirst=True)
 
 
@@ -297,9 +299,20 @@ class Ledger:
         with self._guard("recording the run's items"), self.engine.begin() as conn:
             batch: list[dict[str, Any]] = []
             for row in rows:
-                batch.append({"run_id": run_id, "recorded_at": now, "issues": "[]", "attempts": 0,
-                              "action": None, "dest_id": None, "error_type": None,
-                              "duration_ms": None, "previous": None, **row})
+                batch.append(
+                    {
+                        "run_id": run_id,
+                        "recorded_at": now,
+                        "issues": "[]",
+                        "attempts": 0,
+                        "action": None,
+                        "dest_id": None,
+                        "error_type": None,
+                        "duration_ms": None,
+                        "previous": None,
+                        **row,
+                    }
+                )
                 if len(batch) >= INSERT_CHUNK:
                     conn.execute(insert(items), batch)
                     count, batch = count + len(batch), []
@@ -319,7 +332,9 @@ class Ledger:
         with self._guard("recording a write intent"), self.engine.begin() as conn:
             self._upsert_target(conn, destination_key, item_id, run_id, state="intent")
 
-    def record_writes(self, run_id: str, destination_key: str, writes: list[dict[str, Any]]) -> None:
+    def record_writes(
+        self, run_id: str, destination_key: str, writes: list[dict[str, Any]]
+    ) -> None:
         """The destination accepted these items: their rows become succeeded (the commit marker)."""
         now = datetime.now(UTC)
         with self._guard("recording written items"), self.engine.begin() as conn:
@@ -327,50 +342,111 @@ class Ledger:
                 conn.execute(
                     update(items)
                     .where(items.c.run_id == run_id, items.c.seq == w["seq"])
-                    .values(status="succeeded", action=w["action"], dest_id=w["dest_id"],
-                            attempts=w["attempts"], duration_ms=w["duration_ms"],
-                            previous=json.dumps(w["previous"]) if w.get("previous") else None,
-                            recorded_at=now)
+                    .values(
+                        status="succeeded",
+                        action=w["action"],
+                        dest_id=w["dest_id"],
+                        attempts=w["attempts"],
+                        duration_ms=w["duration_ms"],
+                        previous=json.dumps(w["previous"]) if w.get("previous") else None,
+                        recorded_at=now,
+                    )
                 )
-                self._upsert_target(conn, destination_key, w["item_id"], run_id, state="written",
-                                    dest_id=w["dest_id"], content_hash=w["content_hash"])
+                self._upsert_target(
+                    conn,
+                    destination_key,
+                    w["item_id"],
+                    run_id,
+                    state="written",
+                    dest_id=w["dest_id"],
+                    content_hash=w["content_hash"],
+                )
 
-    def record_attempt(self, run_id: str, item_id: str, attempt: int, error_type: str,
-                       status_code: int | None, message: str) -> None:
-        row = {"run_id": run_id, "item_id": item_id, "attempt": attempt, "at": datetime.now(UTC),
-               "error_type": error_type, "status_code": status_code, "message": message[:2000]}
+    def record_attempt(
+        self,
+        run_id: str,
+        item_id: str,
+        attempt: int,
+        error_type: str,
+        status_code: int | None,
+        message: str,
+    ) -> None:
+        row = {
+            "run_id": run_id,
+            "item_id": item_id,
+            "attempt": attempt,
+            "at": datetime.now(UTC),
+            "error_type": error_type,
+            "status_code": status_code,
+            "message": message[:2000],
+        }
         with self._guard("recording an attempt"), self.engine.begin() as conn:
             conn.execute(insert(attempts).values(**row))
 
     def attempt_history(self, run_id: str, item_id: str) -> list[dict[str, Any]]:
-        query = (select(attempts.c.attempt, attempts.c.at, attempts.c.error_type,
-                        attempts.c.status_code, attempts.c.message)
-                 .where(attempts.c.run_id == run_id, attempts.c.item_id == item_id)
-                 .order_by(attempts.c.attempt))
+        query = (
+            select(
+                attempts.c.attempt,
+                attempts.c.at,
+                attempts.c.error_type,
+                attempts.c.status_code,
+                attempts.c.message,
+            )
+            .where(attempts.c.run_id == run_id, attempts.c.item_id == item_id)
+            .order_by(attempts.c.attempt)
+        )
         with self._guard("reading attempts"), self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
-    def record_failure(self, run_id: str, seq: int, item_id: str, *, item_name: str,
-                       source_url: str | None, error_type: str, status_code: int | None,
-                       message: str, recommendations: list[str]) -> None:
+    def record_failure(
+        self,
+        run_id: str,
+        seq: int,
+        item_id: str,
+        *,
+        item_name: str,
+        source_url: str | None,
+        error_type: str,
+        status_code: int | None,
+        message: str,
+        recommendations: list[str],
+    ) -> None:
         """The item failed for good: its row becomes failed and it enters the dead-letter queue."""
         history = self.attempt_history(run_id, item_id)
         entry = {
-            "run_id": run_id, "item_id": item_id, "item_name": item_name, "source_url": source_url,
-            "error_type": error_type, "status_code": status_code, "message": message[:2000],
+            "run_id": run_id,
+            "item_id": item_id,
+            "item_name": item_name,
+            "source_url": source_url,
+            "error_type": error_type,
+            "status_code": status_code,
+            "message": message[:2000],
             "attempts": max(len(history), 1),
-            "history": json.dumps(history, default=str), "recommendations": json.dumps(recommendations),
-            "created_at": datetime.now(UTC), "state": "open", "note": None,
+            "history": json.dumps(history, default=str),
+            "recommendations": json.dumps(recommendations),
+            "created_at": datetime.now(UTC),
+            "state": "open",
+            "note": None,
         }
         with self._guard("recording a failed item"), self.engine.begin() as conn:
-            conn.execute(update(items).where(items.c.run_id == run_id, items.c.seq == seq)
-                         .values(status="failed", error_type=error_type,
-                                 attempts=entry["attempts"], recorded_at=entry["created_at"]))
+            conn.execute(
+                update(items)
+                .where(items.c.run_id == run_id, items.c.seq == seq)
+                .values(
+                    status="failed",
+                    error_type=error_type,
+                    attempts=entry["attempts"],
+                    recorded_at=entry["created_at"],
+                )
+            )
             conn.execute(insert(dlq).values(**entry))
 
     def status_counts(self, run_id: str) -> dict[str, int]:
-        query = (select(items.c.status, func.count()).where(items.c.run_id == run_id)
-                 .group_by(items.c.status))
+        query = (
+            select(items.c.status, func.count())
+            .where(items.c.run_id == run_id)
+            .group_by(items.c.status)
+        )
         with self._guard("counting item results"), self.engine.connect() as conn:
             return {status: int(n) for status, n in conn.execute(query)}
 
@@ -385,9 +461,17 @@ class Ledger:
             row["recommendations"] = json.loads(row["recommendations"])
         return rows
 
-    def _upsert_target(self, conn: Connection, destination_key: str, item_id: str, run_id: str,
-                       *, state: str, dest_id: str | None = None,
-                       content_hash: str | None = None) -> None:
+    def _upsert_target(
+        self,
+        conn: Connection,
+        destination_key: str,
+        item_id: str,
+        run_id: str,
+        *,
+        state: str,
+        dest_id: str | None = None,
+        content_hash: str | None = None,
+    ) -> None:
         values: dict[str, Any] = {"state": state, "run_id": run_id, "updated_at": datetime.now(UTC)}
         if dest_id is not None:
             values["dest_id"] = dest_id
@@ -396,8 +480,13 @@ class Ledger:
         key = (targets.c.destination_key == destination_key) & (targets.c.item_id == item_id)
         done = conn.execute(update(targets).where(key).values(**values))
         if done.rowcount == 0:
-            conn.execute(insert(targets).values(destination_key=destination_key, item_id=item_id,
-                                                **{"dest_id": None, "content_hash": None, **values}))
+            conn.execute(
+                insert(targets).values(
+                    destination_key=destination_key,
+                    item_id=item_id,
+                    **{"dest_id": None, "content_hash": None, **values},
+                )
+            )
 
     # --- reads ------------------------------------------------------------------------------
 

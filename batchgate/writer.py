@@ -15,6 +15,7 @@ from batchgate.backoff import backoff_delays, jittered
 from batchgate.destinations import Destination
 from batchgate.errors import FatalError, RetryableError, WriteError
 from batchgate.ledger import Ledger
+from batchgate.transform import blog_record
 
 
 @dataclass(slots=True)
@@ -25,7 +26,7 @@ class WorkItem:
     item_id: str
     title: str
     source_url: str | None
-    record: dict[str, Any]
+    data: dict[str, Any]  # the typed source fields; transformed when written
     content_hash: str
     dest_id: str | None = None
     intent: bool = False  # a create was sent before without an answer: look it up first
@@ -64,12 +65,13 @@ class RunContext:
 def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
     """One attempt. A create that may have happened already is looked up first: no duplicates."""
     started = time.monotonic()
+    record = blog_record(work.item_id, work.data)
     dest_id = work.dest_id
     if dest_id is None and (work.intent or attempt > 1):
-        dest_id = ctx.destination.find(work.record)
+        dest_id = ctx.destination.find(record)
     if dest_id is None and not ctx.destination.idempotent:
         ctx.ledger.mark_intent(ctx.key, work.item_id, ctx.run_id)
-    result = ctx.destination.upsert(work.record, dest_id, ctx.draft)
+    result = ctx.destination.upsert(record, dest_id, ctx.draft)
     return Outcome(
         seq=work.seq, item_id=work.item_id, status="succeeded", attempts=attempt,
         duration_ms=int(1000 * (time.monotonic() - started)), dest_id=result.dest_id,

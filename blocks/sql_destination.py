@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prefect.blocks.core import Block
@@ -21,9 +21,11 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
-    inspect as sa_inspect,
     select,
     update,
+)
+from sqlalchemy import (
+    inspect as sa_inspect,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -94,8 +96,9 @@ class SqlDestination(Block):
     def engine(self) -> Engine:
         engine = self.connector.get_engine(pool_pre_ping=True)
         if engine.dialect.name == "sqlite" and not getattr(engine, "_batchgate_pragmas", False):
-            from batchgate.ledger import _sqlite_pragmas
             from sqlalchemy import event
+
+            from batchgate.ledger import _sqlite_pragmas
 
             event.listen(engine, "connect", _sqlite_pragmas)
             engine._batchgate_pragmas = True  # type: ignore[attr-defined]
@@ -118,6 +121,10 @@ class SqlDestination(Block):
     def idempotent(self) -> bool:
         return True
 
+    @property
+    def needs_publish(self) -> bool:
+        return False  # rows are written with their final draft flag
+
     def check(self) -> DestinationCheck:
         """Read-only: the category options (the table is created by prepare, not here)."""
         url = self.engine.url
@@ -127,7 +134,9 @@ class SqlDestination(Block):
             with self.engine.connect():
                 pass
         except SQLAlchemyError as exc:
-            raise FatalError(f"the SQL destination {self.key} cannot be reached: {_reason(exc)}") from None
+            raise FatalError(
+                f"the SQL destination {self.key} cannot be reached: {_reason(exc)}"
+            ) from None
         return DestinationCheck(categories=self.categories)
 
     def prepare(self) -> None:
@@ -135,7 +144,9 @@ class SqlDestination(Block):
         try:
             self._table.metadata.create_all(self.engine, checkfirst=True)
         except SQLAlchemyError as exc:
-            raise FatalError(f"the SQL destination {self.key} cannot be used: {_reason(exc)}") from None
+            raise FatalError(
+                f"the SQL destination {self.key} cannot be used: {_reason(exc)}"
+            ) from None
 
     def find(self, record: dict[str, Any]) -> str | None:
         table = self._table
@@ -164,13 +175,17 @@ class SqlDestination(Block):
                     .values(**values, draft=draft and old.draft, updated_at=now)
                 )
                 return WriteResult(record["source_id"], "updated", previous)
-            insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+            insert = (
+                postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+            )
             statement = insert(table).values(
                 source_id=record["source_id"], **values, draft=draft, created_at=now, updated_at=now
             )
-            conn.execute(statement.on_conflict_do_update(
-                index_elements=[table.c.source_id], set_={**values, "updated_at": now}
-            ))
+            conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[table.c.source_id], set_={**values, "updated_at": now}
+                )
+            )
             return WriteResult(record["source_id"], "created")
 
     def publish(self, dest_ids: list[str]) -> dict[str, str]:
@@ -189,7 +204,8 @@ class SqlDestination(Block):
         values = {k: v for k, v in previous.items() if k not in ("source_id", "created_at")}
         with self._errors("restoring"), self.engine.begin() as conn:
             conn.execute(
-                update(table).where(table.c.source_id == dest_id)
+                update(table)
+                .where(table.c.source_id == dest_id)
                 .values(**values, updated_at=datetime.now(UTC))
             )
 
@@ -200,7 +216,9 @@ class SqlDestination(Block):
         """Every row, for reports and tests."""
         table = self._table
         with self._errors("reading"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(select(table).order_by(table.c.source_id))]
+            return [
+                dict(r._mapping) for r in conn.execute(select(table).order_by(table.c.source_id))
+            ]
 
     def _errors(self, action: str) -> Any:
         return _SqlErrors(self.key, action)

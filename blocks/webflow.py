@@ -61,7 +61,9 @@ class WebflowDestination(Block):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
-    def from_config(cls, config: WebflowDestinationConfig, timeout_s: float = 10.0) -> WebflowDestination:
+    def from_config(
+        cls, config: WebflowDestinationConfig, timeout_s: float = 10.0
+    ) -> WebflowDestination:
         token = config.token or _env_token()
         return cls(
             base_url=config.base_url.rstrip("/"), collection_id=config.collection_id, token=token,
@@ -86,6 +88,10 @@ class WebflowDestination(Block):
     # --- protocol ---------------------------------------------------------------------------
 
     @property
+    def needs_publish(self) -> bool:
+        return self.publish_live
+
+    @property
     def idempotent(self) -> bool:
         return False  # a POST that times out may still have created the item
 
@@ -101,7 +107,9 @@ class WebflowDestination(Block):
         options = _options(category) if category else None
         return DestinationCheck(
             categories=[o["name"] for o in options] if options is not None else None,
-            unmapped_fields=sorted(f"{k} -> {v}" for k, v in self.field_map.items() if v not in slugs),
+            unmapped_fields=sorted(
+                f"{k} -> {v}" for k, v in self.field_map.items() if v not in slugs
+            ),
             missing_required=sorted(
                 s for s, f in slugs.items() if f.get("isRequired") and s not in mapped
             ),
@@ -111,7 +119,9 @@ class WebflowDestination(Block):
         slug = record.get("slug")
         if not slug:
             return None
-        answer = self._request("GET", f"/collections/{self.collection_id}/items", params={"slug": slug})
+        answer = self._request(
+            "GET", f"/collections/{self.collection_id}/items", params={"slug": slug}
+        )
         for item in answer.json().get("items", []):
             if item.get("fieldData", {}).get("slug") == slug:
                 return str(item["id"])

@@ -18,10 +18,8 @@ from batchgate.validation.rules import (
     Context,
     FieldTypes,
     IdPresent,
-    Params,
     Rule,
     Unique,
-    UnmappedRequired,
 )
 
 _BUILTIN_KINDS: dict[str, type[Rule]] = {
@@ -113,7 +111,9 @@ def validate_items(items: list[Item], rules: list[Rule], context: Context) -> li
     return results
 
 
-def category_options(job: Job, check: DestinationCheck | None = None) -> tuple[list[str] | None, str]:
+def category_options(
+    job: Job, check: DestinationCheck | None = None
+) -> tuple[list[str] | None, str]:
     """The allowed categories and where they came from: the destination's own, else the job file's."""
     if check is not None and check.categories is not None:
         return list(check.categories), f"the {job.destination.type} destination"  # type: ignore[union-attr]

@@ -1,0 +1,338 @@
+"""The full phase: write every item that passed validation, chunk by chunk, safely."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime, unmapped
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.futures import PrefectFuture
+from prefect.states import Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
+
+from batchgate.backoff import backoff_delays
+from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
+from batchgate.config import Job
+from batchgate.destinations import Destination
+from batchgate.dlq import recommendations
+from batchgate.errors import BatchgateError, WriteError
+from batchgate.ledger import Ledger, new_run_id
+from batchgate.planner import plan_run
+from batchgate.progress import ConsoleProgress, Progress, duration
+from batchgate.report_full import FullReport
+from batchgate.schema import SCHEMAS
+from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, as_write_error
+from blocks.factory import destination_for, source_for
+from blocks.ledger import open_ledger
+from flows.dry_run import _write_json
+from tasks.process import process_item, process_items
+from tasks.validate import check_destination, validate_batch
+
+WINDOW = 2  # chunks in flight: the next one starts while the last one's slowest item finishes
+PUBLISH_GROUP = 100
+
+
+@dataclass
+class Chunk:
+    number: int
+    groups: list[list[WorkItem]]
+    futures: list[PrefectFuture[Any]] = field(default_factory=list)
+    started: float = 0.0
+
+    @property
+    def items(self) -> list[WorkItem]:
+        return [w for g in self.groups for w in g]
+
+
+@flow(name="full", task_runner=ThreadPoolTaskRunner(max_workers=32), log_prints=False)
+def full(
+    job: Job,
+    json_path: str | None = None,
+    job_ref: str = "JOB.yaml",
+    run_id: str | None = None,
+    console_progress: bool = False,
+) -> dict[str, Any] | State:
+    """Write every item that passed validation, with retries, limits and a circuit breaker."""
+    logger = get_run_logger()
+    run_id = run_id or new_run_id("full")
+    started = time.monotonic()
+    ledger: Ledger | None = None
+    try:
+        ledger = open_ledger(job.ledger)
+        destination = destination_for(job)
+        source = source_for(job)
+        ledger.start_run(
+            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="full",
+            source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
+        )  # fmt: skip
+        ledger.finish_run(run_id, "running", destination_key=destination.key)
+        check = check_destination(quote(destination))
+        batch = source.read(SCHEMAS[job.validation.preset])
+        results = validate_batch(quote(batch.items), job, check)
+        destination.prepare()
+        plan = plan_run(batch.items, results, ledger.targets_for(destination.key))
+        ledger.plan_items(run_id, plan.rows)
+    except (BatchgateError, WriteError) as exc:
+        logger.error(str(exc))
+        if ledger is not None and ledger.run(run_id) is not None:
+            ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
+        return Failed(message=str(exc))
+
+    ctx = RunContext(run_id, destination, ledger, draft=not _publishes(destination))
+    runner = _Runner(job, ctx, plan.work, console_progress, logger)
+    runner.run()
+
+    counts = ledger.status_counts(run_id)
+    succeeded = counts.get("succeeded", 0) + counts.get("unchanged", 0)
+    attempted = succeeded + counts.get("failed", 0) + counts.get("pending", 0)
+    status = (
+        "aborted"
+        if runner.abort_reason
+        else evaluate(succeeded, attempted, job.batch.success_threshold)
+    )
+    report = FullReport(
+        run_id=run_id, status=status, total=len(batch.items), succeeded=succeeded,
+        failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
+        pending=counts.get("pending", 0), unchanged=counts.get("unchanged", 0),
+        duration_s=time.monotonic() - started,
+        threshold=threshold_value(job.batch.success_threshold), destination=destination.key,
+        dlq=ledger.dead_letters(run_id), reason=runner.abort_reason, job_ref=job_ref,
+        published_failures=runner.publish_failures,
+    )  # fmt: skip
+    ledger.finish_run(
+        run_id, status, message=runner.abort_reason, total=report.total, succeeded=report.succeeded,
+        failed=report.failed, skipped=report.skipped, pending=report.pending,
+        unchanged=report.unchanged, success_rate=report.success_rate, outcome=status,
+        duration_s=report.duration_s, ready=len(plan.work) + plan.unchanged, blocked=plan.skipped,
+        filtered_out=batch.filtered_out,
+    )  # fmt: skip
+    _publish_final(report)
+    if console_progress:
+        print(report.as_text(), end="", flush=True)
+    if json_path:
+        _write_json(Path(json_path), report.as_json())
+    logger.info("Full run %s: %s, %s", run_id, status, json.dumps(report.as_json()["dlq"][:3]))
+    summary = {**report.as_json(), "report": report.as_text()}
+    if status in ("failed", "aborted"):
+        return Failed(
+            message=f"{status}: {runner.abort_reason or f'success rate {report.success_rate}%'}"
+        )
+    return summary
+
+
+class _Runner:
+    """Fans chunks out as mapped tasks, collects them in order, and applies the circuit breaker."""
+
+    def __init__(self, job: Job, ctx: RunContext, work: list[WorkItem], console: bool, logger: Any):
+        self.job, self.ctx, self.logger = job, ctx, logger
+        batch = job.batch
+        per_task = batch.items_per_task
+        groups = [work[i : i + per_task] for i in range(0, len(work), per_task)]
+        self.chunks = [
+            Chunk(n + 1, groups[i : i + batch.size])
+            for n, i in enumerate(range(0, len(groups), batch.size))
+        ]
+        self.breaker = CircuitBreaker(batch.pause_at, batch.abort_at)
+        self.progress = Progress(total=len(work), chunks=len(self.chunks))
+        self.console = ConsoleProgress(self.progress) if console else None
+        self.abort_reason: str | None = None
+        self.publish_failures = 0
+        self._to_publish: list[str] = []
+        self._item_task = process_item.with_options(
+            retries=batch.retries,
+            retry_delay_seconds=backoff_delays(batch.backoff_base_s, batch.retries) or 0,
+            retry_jitter_factor=batch.jitter or None,
+        )
+        self._policy = RetryPolicy(batch.retries, batch.backoff_base_s, batch.jitter)
+        self.capacity = batch.concurrency or WINDOW * batch.size * batch.items_per_task
+        self._limit_name, self._slots = _ensure_limit(ctx.destination, self.capacity)
+        self._artifact_id = None
+
+    def run(self) -> None:
+        if self.console:
+            self.console.header(
+                "Full Batch Processing in Progress", self.job.batch.size, self._estimate()
+            )
+        self._artifact_id = create_progress_artifact(
+            progress=0.0, description=f"Full run {self.ctx.run_id}: items written"
+        )
+        # The destination's slots are held for the whole run: acquiring them per chunk cost
+        # 1-2 s per acquisition on a busy Prefect server (measured), more than a chunk's writes.
+        with concurrency(self._limit_name, occupy=self._slots, strict=False):
+            self._run_chunks()
+        self._flush_publish(force=True)
+        if self.console:
+            self.console.finish()
+
+    def _run_chunks(self) -> None:
+        in_flight: deque[Chunk] = deque()
+        for chunk in self.chunks:
+            if self.abort_reason:
+                break
+            self._submit(chunk)
+            in_flight.append(chunk)
+            while len(in_flight) >= WINDOW and not self.abort_reason:
+                self._collect(in_flight.popleft())
+        while in_flight:
+            self._collect(in_flight.popleft())
+
+    def _submit(self, chunk: Chunk) -> None:
+        size = len(chunk.items)
+        chunk.started = time.monotonic()
+        if self.job.batch.items_per_task == 1:
+            chunk.futures = list(
+                self._item_task.map([g[0] for g in chunk.groups], unmapped(self.ctx))
+            )
+        else:
+            chunk.futures = list(
+                process_items.map(chunk.groups, unmapped(self.ctx), unmapped(self._policy))
+            )
+        self.progress.in_progress += size
+
+    def _collect(self, chunk: Chunk) -> None:
+        outcomes: list[Outcome] = []
+        for group, future in zip(chunk.groups, chunk.futures, strict=True):
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                result = state.result()
+                outcomes.extend(result if isinstance(result, list) else [result])
+            else:
+                outcomes.append(self._failed(group[0], state))
+        self._record(chunk, outcomes)
+
+    def _failed(self, work: WorkItem, state: State) -> Outcome:
+        error = as_write_error(state.result(raise_on_failure=False) or RuntimeError(state.message))
+        history = self.ctx.ledger.attempt_history(self.ctx.run_id, work.item_id)
+        return Outcome(
+            seq=work.seq, item_id=work.item_id, status="failed", attempts=max(len(history), 1),
+            duration_ms=0, error_type=error.error_type, status_code=error.status_code,
+            message=error.message, fatal=isinstance(error, BatchgateError),
+            retried=max(len(history) - 1, 0),
+        )  # fmt: skip
+
+    def _record(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
+        items = {w.seq: w for w in chunk.items}
+        failed = [o for o in outcomes if o.status == "failed"]
+        for outcome in failed:
+            work = items[outcome.seq]
+            self.ctx.ledger.record_failure(
+                self.ctx.run_id, work.seq, work.item_id, item_name=work.title,
+                source_url=work.source_url, error_type=outcome.error_type or "unknown",
+                status_code=outcome.status_code, message=outcome.message or "",
+                recommendations=recommendations(outcome.error_type or "unknown"),
+            )  # fmt: skip
+        size = len(outcomes)
+        self.progress.in_progress -= size
+        self.progress.succeeded += size - len(failed)
+        self.progress.failed += len(failed)
+        self._to_publish += [o.dest_id for o in outcomes if o.status == "succeeded" and o.dest_id]
+        self._flush_publish()
+        retries = sum(o.retried for o in outcomes)
+        seconds = time.monotonic() - chunk.started
+        first = self.progress.done - size + 1
+        line = self.progress.chunk_line(
+            chunk.number, first, self.progress.done, size, size, seconds, retries, len(failed)
+        )
+        self.logger.info(line)
+        if self.console:
+            self.console.chunk_done(line)
+        if self._artifact_id:
+            update_progress_artifact(self._artifact_id, progress=100 * self.progress.fraction())
+        fatal = next((o for o in failed if o.fatal), None)
+        if fatal:
+            self.abort_reason = f"item {fatal.item_id}: {fatal.message}"
+            return
+        decision = self.breaker.decide(len(failed), size)
+        rate = f"{100 * len(failed) / size:.0f}%" if size else "0%"
+        if decision == "abort":
+            kinds = sorted({o.error_type or "unknown" for o in failed})
+            self.abort_reason = (
+                f"circuit breaker: {len(failed)}/{size} items ({rate}) of batch {chunk.number} failed "
+                f"({', '.join(kinds)}), at or over the abort threshold of {self.breaker.abort_at:.0%}"
+            )
+            self.logger.error(self.abort_reason)
+        elif decision == "pause":
+            pause = self.job.batch.pause_seconds
+            message = (f"⚠️  Circuit breaker triggered - {rate} of batch {chunk.number} failed; "
+                       f"pausing for {pause:g} seconds before continuing")  # fmt: skip
+            self.logger.warning(message)
+            if self.console:
+                self.console.chunk_done(message)
+            time.sleep(pause)
+
+    def _flush_publish(self, force: bool = False) -> None:
+        if not self.ctx.destination.needs_publish:
+            self._to_publish.clear()
+            return
+        while self._to_publish and (force or len(self._to_publish) >= PUBLISH_GROUP):
+            group, self._to_publish = (
+                self._to_publish[:PUBLISH_GROUP],
+                self._to_publish[PUBLISH_GROUP:],
+            )
+            try:
+                failures = self.ctx.destination.publish(group)
+            except WriteError as exc:
+                failures = {dest_id: exc.message for dest_id in group}
+            self.publish_failures += len(failures)
+            for dest_id, reason in failures.items():
+                self.logger.warning("Item %s was written but not published: %s", dest_id, reason)
+
+    def _estimate(self) -> str:
+        rate = self.ctx.destination.rate_per_s
+        if not rate:
+            return "a few seconds to minutes (no destination rate limit)"
+        return f"about {duration(self.progress.total / rate)} at {rate * 60:g} requests/min"
+
+
+def _publishes(destination: Destination) -> bool:
+    return bool(getattr(destination, "publish_live", False))
+
+
+def _limit_name(key: str) -> str:
+    readable = re.sub(r"[^a-z0-9]+", "-", key.lower().split("://")[0])[:30].strip("-")
+    return f"batchgate-{readable}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def _ensure_limit(destination: Destination, capacity: int) -> tuple[str, int]:
+    """The destination's global concurrency limit, created if missing, and the slots to take.
+
+    A run holds its slots from start to end, so by default runs on one destination take turns
+    across processes and workers, and each run's pacer keeps the destination's rate. An operator
+    may raise the limit (prefect gcl update) to let runs overlap.
+    """
+    from prefect.exceptions import ObjectNotFound
+
+    name = _limit_name(destination.key)
+    with get_client(sync_client=True) as client:
+        try:
+            limit = client.read_global_concurrency_limit_by_name(name).limit
+        except ObjectNotFound:
+            client.upsert_global_concurrency_limit_by_name(name, limit=capacity)
+            limit = capacity
+    return name, max(1, min(capacity, limit))
+
+
+def _publish_final(report: FullReport) -> None:
+    create_markdown_artifact(key="full-report", markdown=report.as_markdown(),
+                             description=f"Full run {report.run_id}")  # fmt: skip
+    if report.dlq:
+        rows = [{k: e.get(k) for k in ("item_id", "item_name", "error_type", "status_code",
+                                       "attempts", "message")} for e in report.dlq]  # fmt: skip
+        create_table_artifact(key="dead-letter-queue", table=rows,
+                              description=f"Dead-letter queue of {report.run_id}")  # fmt: skip
