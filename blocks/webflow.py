@@ -58,7 +58,7 @@ class WebflowDestination(Block):
 
     _client: httpx.Client | None = PrivateAttr(default=None)
     _schema: dict[str, Any] | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
 
     @classmethod
     def from_config(

@@ -24,6 +24,16 @@ PG_URL = os.environ.get(
 )
 
 
+@pytest.fixture(autouse=True)
+def _fresh_pacers() -> Iterator[None]:
+    """Pacers are process-wide per destination; a test's 429 hold must not slow the next test."""
+    from batchgate import pacer
+
+    pacer._PACERS.clear()
+    yield
+    pacer._PACERS.clear()
+
+
 # --- Prefect -------------------------------------------------------------------------------------
 
 

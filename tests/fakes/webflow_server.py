@@ -1,0 +1,358 @@
+"""A real HTTP server on 127.0.0.1 that behaves like the Webflow Data API v2 for one site.
+
+It follows the reference sheet's shapes: bearer auth, collection schema with Option fields, items
+with create (202) / update (200) / delete (204) / publish (202), the slug filter and offset
+pagination, a per-window rate limit with X-RateLimit-* headers and 429 + Retry-After, duplicate
+slugs as 400 validation_error. Faults can be injected: 500s, answers slower than the client's
+timeout (the write is still applied), dropped connections, and latency.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
+
+
+def blog_fields(categories: list[str] | None = None, extra_required: list[str] | None = None,
+                without: list[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The fields of Webflow's blog template collection."""
+    fields = [
+        ("name", "PlainText", True), ("slug", "PlainText", True), ("post-body", "RichText", False),
+        ("post-summary", "PlainText", False), ("main-image", "Image", False),
+        ("featured", "Switch", False), ("category", "Option", False),
+        ("publish-date", "DateTime", False), ("seo-title", "PlainText", False),
+        ("seo-description", "PlainText", False), ("reading-time", "Number", False),
+    ]  # fmt: skip
+    fields += [(slug, "PlainText", True) for slug in extra_required or []]
+    out = []
+    for slug, kind, required in fields:
+        if slug in (without or []):
+            continue
+        entry: dict[str, Any] = {
+            "id": uuid.uuid4().hex[:24], "isRequired": required, "isEditable": True, "type": kind,
+            "slug": slug, "displayName": slug.replace("-", " ").title(), "helpText": "",
+            "validations": None,
+        }  # fmt: skip
+        if kind == "Option":
+            options = categories if categories is not None else CATEGORIES
+            entry["validations"] = {"options": [{"name": n, "id": f"opt-{n.lower()}"} for n in options]}
+        out.append(entry)
+    return out
+
+
+@dataclass
+class Faults:
+    """What goes wrong, and how often. Rates are fractions of write requests."""
+
+    error_rate: float = 0.0  # 500 internal_error
+    error_slugs: set[str] = field(default_factory=set)  # always 500 for these
+    bad_request_slugs: set[str] = field(default_factory=set)  # always 400 validation_error
+    slow_rate: float = 0.0  # answer after slow_seconds; the write is applied first
+    slow_seconds: float = 0.0
+    drop_rate: float = 0.0  # close the connection with no answer; the write is applied first
+    latency: tuple[float, float] = (0.0, 0.0)  # every answer waits uniform(lo, hi) seconds
+    seed: int = 7
+
+
+class WebflowState:
+    """The server's data, guarded by one lock."""
+
+    def __init__(self, collection_id: str, token: str, fields: list[dict[str, Any]],
+                 rate_limit: int, window_s: float, faults: Faults) -> None:  # fmt: skip
+        self.collection_id, self.token, self.fields = collection_id, token, fields
+        self.rate_limit, self.window_s, self.faults = rate_limit, window_s, faults
+        self.items: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.rng = random.Random(faults.seed)
+        self.window_start = time.monotonic()
+        self.window_count = 0
+        self.requests: list[tuple[float, str, str, int]] = []  # (time, method, path, status)
+        self.published: set[str] = set()
+
+    def take_quota(self) -> tuple[bool, int, float]:
+        """(allowed, remaining, seconds until the window resets)."""
+        with self.lock:
+            now = time.monotonic()
+            if now - self.window_start >= self.window_s:
+                self.window_start, self.window_count = now, 0
+            reset = self.window_s - (now - self.window_start)
+            if self.window_count >= self.rate_limit:
+                return False, 0, reset
+            self.window_count += 1
+            return True, self.rate_limit - self.window_count, reset
+
+    def roll(self, rate: float) -> bool:
+        with self.lock:
+            return rate > 0 and self.rng.random() < rate
+
+    def slugs(self) -> list[str]:
+        with self.lock:
+            return [i["fieldData"].get("slug") for i in self.items.values()]
+
+
+class WebflowServer:
+    """Starts the fake API in a thread; `base_url` is what the destination's base_url takes."""
+
+    def __init__(self, collection_id: str | None = None, token: str = "test-token",
+                 fields: list[dict[str, Any]] | None = None, rate_limit: int = 1000,
+                 window_s: float = 60.0, faults: Faults | None = None) -> None:  # fmt: skip
+        collection_id = collection_id or uuid.uuid4().hex[:24]
+        self.state = WebflowState(collection_id, token, fields or blog_fields(), rate_limit,
+                                  window_s, faults or Faults())  # fmt: skip
+        state = self.state
+
+        class Handler(_Handler):
+            pass
+
+        Handler.state = state
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v2"
+
+    @property
+    def items(self) -> dict[str, dict[str, Any]]:
+        return self.state.items
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> WebflowServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: WebflowState
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        state = self.state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        low, high = state.faults.latency
+        if high > 0:
+            time.sleep(random.uniform(low, high))
+        if self.headers.get("Authorization") != f"Bearer {state.token}":
+            self._send(401, {"code": "not_authorized", "message": "Request not authorized",
+                             "externalReference": None, "details": []}, method)  # fmt: skip
+            return
+        allowed, remaining, reset = state.take_quota()
+        self._quota = (remaining, reset)
+        if not allowed:
+            self._send(429, {"message": "Too Many Requests", "code": "too_many_requests",
+                             "externalReference": None, "details": []}, method,
+                       {"Retry-After": str(max(1, math.ceil(reset)))})  # fmt: skip
+            return
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            self._error(400, "validation_error", "Invalid JSON body", method)
+            return
+        self._route(method, self.path, body)
+
+    def _route(self, method: str, path: str, body: dict[str, Any]) -> None:
+        cid = re.escape(self.state.collection_id)
+        url_path, _, query = path.partition("?")
+        routes = [
+            ("GET", rf"/v2/collections/{cid}", self._get_collection),
+            ("GET", rf"/v2/collections/{cid}/items", self._list_items),
+            ("POST", rf"/v2/collections/{cid}/items", self._create_item),
+            ("POST", rf"/v2/collections/{cid}/items/publish", self._publish),
+            ("GET", rf"/v2/collections/{cid}/items/(?P<item>[^/]+)", self._get_item),
+            ("PATCH", rf"/v2/collections/{cid}/items/(?P<item>[^/]+)", self._update_item),
+            ("DELETE", rf"/v2/collections/{cid}/items/(?P<item>[^/]+)", self._delete_item),
+        ]
+        for verb, pattern, handler in routes:
+            match = re.fullmatch(pattern, url_path)
+            if verb == method and match:
+                handler(method, body, query, **match.groupdict())
+                return
+        self._error(404, "resource_not_found", f"No route {method} {url_path}", method)
+
+    def _send(self, status: int, payload: Any, method: str, headers: dict[str, str] | None = None) -> None:
+        data = b"" if status == 204 else json.dumps(payload).encode()
+        with self.state.lock:
+            self.state.requests.append((time.monotonic(), method, self.path, status))
+        try:
+            self.send_response(status)
+            remaining, _ = getattr(self, "_quota", (self.state.rate_limit, 0))
+            self.send_header("X-RateLimit-Limit", str(self.state.rate_limit))
+            self.send_header("X-RateLimit-Remaining", str(remaining))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _error(self, status: int, code: str, message: str, method: str,
+               details: list[dict[str, str]] | None = None) -> None:  # fmt: skip
+        self._send(status, {"code": code, "message": message, "externalReference": None,
+                            "details": details or []}, method)  # fmt: skip
+
+    def _write_faults(self, method: str, slug: str | None) -> bool:
+        """Inject a fault before a write; True if the answer was already sent."""
+        faults = self.state.faults
+        if slug in faults.bad_request_slugs:
+            self._error(400, "validation_error", "Validation Error", method,
+                        [{"param": "fieldData.name", "description": "Field is invalid"}])  # fmt: skip
+            return True
+        if slug in faults.error_slugs or self.state.roll(faults.error_rate):
+            self._error(500, "internal_error", "Internal Server Error", method)
+            return True
+        return False
+
+    def _after_write(self, status: int, payload: Any, method: str) -> None:
+        """The write is applied; the answer may still be slow or never come."""
+        faults = self.state.faults
+        if self.state.roll(faults.drop_rate):
+            self.close_connection = True
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
+            return
+        if self.state.roll(faults.slow_rate):
+            time.sleep(faults.slow_seconds)
+        self._send(status, payload, method)
+
+    # --- API ------------------------------------------------------------------------------
+
+    def _get_collection(self, method: str, body: dict, query: str) -> None:
+        self._send(200, {"id": self.state.collection_id, "displayName": "Blog Posts",
+                         "singularName": "Blog Post", "slug": "blog",
+                         "fields": self.state.fields}, method)  # fmt: skip
+
+    def _list_items(self, method: str, body: dict, query: str) -> None:
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 100)), 100)
+        with self.state.lock:
+            items = list(self.state.items.values())
+        if "slug" in params:
+            items = [i for i in items if i["fieldData"].get("slug") == params["slug"]]
+        page = items[offset : offset + limit]
+        self._send(200, {"items": page, "pagination": {"limit": limit, "offset": offset,
+                                                       "total": len(items)}}, method)  # fmt: skip
+
+    def _validate(self, field_data: dict[str, Any], method: str, item_id: str | None) -> bool:
+        known = {f["slug"]: f for f in self.state.fields}
+        for slug in field_data:
+            if slug not in known:
+                self._error(400, "validation_error", "Validation Error", method,
+                            [{"param": f"fieldData.{slug}", "description": "Field not found"}])  # fmt: skip
+                return False
+        for slug, spec in known.items():
+            if spec["isRequired"] and item_id is None and not field_data.get(slug):
+                self._error(400, "validation_error", "Validation Error", method,
+                            [{"param": f"fieldData.{slug}", "description": "Field is required"}])  # fmt: skip
+                return False
+        slug = field_data.get("slug")
+        with self.state.lock:
+            taken = any(i["fieldData"].get("slug") == slug and i["id"] != item_id
+                        for i in self.state.items.values())  # fmt: skip
+        if slug and taken:
+            self._error(400, "validation_error", "Validation Error", method,
+                        [{"param": "fieldData.slug",
+                          "description": f"Unique value is already in database: '{slug}'"}])  # fmt: skip
+            return False
+        return True
+
+    def _create_item(self, method: str, body: dict, query: str) -> None:
+        field_data = body.get("fieldData") or {}
+        if self._write_faults(method, field_data.get("slug")):
+            return
+        if not self._validate(field_data, method, None):
+            return
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        item = {"id": uuid.uuid4().hex[:24], "cmsLocaleId": "loc", "lastPublished": None,
+                "lastUpdated": now, "createdOn": now, "isArchived": bool(body.get("isArchived")),
+                "isDraft": bool(body.get("isDraft", False)), "fieldData": field_data}  # fmt: skip
+        with self.state.lock:
+            self.state.items[item["id"]] = item
+        self._after_write(202, item, method)
+
+    def _get_item(self, method: str, body: dict, query: str, item: str) -> None:
+        with self.state.lock:
+            found = self.state.items.get(item)
+        if found is None:
+            self._error(404, "resource_not_found", "Item not found", method)
+            return
+        self._send(200, found, method)
+
+    def _update_item(self, method: str, body: dict, query: str, item: str) -> None:
+        with self.state.lock:
+            found = self.state.items.get(item)
+        if found is None:
+            self._error(404, "resource_not_found", "Item not found", method)
+            return
+        field_data = body.get("fieldData") or {}
+        if self._write_faults(method, field_data.get("slug") or found["fieldData"].get("slug")):
+            return
+        if not self._validate(field_data, method, item):
+            return
+        with self.state.lock:
+            found["fieldData"] = {**found["fieldData"], **field_data}
+            if "isDraft" in body:
+                found["isDraft"] = bool(body["isDraft"])
+            found["lastUpdated"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        self._after_write(200, found, method)
+
+    def _delete_item(self, method: str, body: dict, query: str, item: str) -> None:
+        with self.state.lock:
+            found = self.state.items.pop(item, None)
+        if found is None:
+            self._error(404, "resource_not_found", "Item not found", method)
+            return
+        self._send(204, None, method)
+
+    def _publish(self, method: str, body: dict, query: str) -> None:
+        ids = list(body.get("itemIds") or [])
+        if len(ids) > 100:
+            self._error(400, "validation_error", "Too many items", method)
+            return
+        with self.state.lock:
+            ok = [i for i in ids if i in self.state.items]
+            for i in ok:
+                self.state.items[i]["isDraft"] = False
+                self.state.items[i]["lastPublished"] = "now"
+                self.state.published.add(i)
+        errors = [{"id": i, "message": "Item not found"} for i in ids if i not in ok]
+        self._send(202, {"publishedItemIds": ok, "errors": errors}, method)
