@@ -94,7 +94,7 @@ class WebflowDestinationConfig(_Section):
         "WEBFLOW_TOKEN environment variable where the flow runs.",
     )
     rate_per_minute: int = Field(
-        default=60, ge=1, le=6000, description="Requests per minute the plan allows (60 or 120)."
+        default=60, ge=1, le=100_000, description="Requests per minute the plan allows (60 or 120)."
     )
     publish: bool = Field(default=False, description="Publish items live; drafts unless true.")
     field_map: dict[str, str] = Field(
@@ -383,9 +383,14 @@ def _strip(annotation: Any) -> Any:
 
 def _union_members(annotation: Any) -> list[type[BaseModel]]:
     annotation = _strip(annotation)
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        return [a for a in typing.get_args(annotation) if _as_model(a) is not None]
-    return []
+    if typing.get_origin(annotation) not in (Union, types.UnionType):
+        return []
+    members: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        nested = _union_members(arg)
+        model = _as_model(arg)
+        members += nested if nested else ([model] if model is not None else [])
+    return members
 
 
 def _tag_of(model: type[BaseModel]) -> Any:

@@ -45,6 +45,7 @@ from tasks.validate import check_destination, validate_batch
 
 WINDOW = 2  # chunks in flight: the next one starts while the last one's slowest item finishes
 PUBLISH_GROUP = 100
+LEASE_S = 30.0
 
 
 @dataclass
@@ -173,7 +174,8 @@ class _Runner:
         )
         # The destination's slots are held for the whole run: acquiring them per chunk cost
         # 1-2 s per acquisition on a busy Prefect server (measured), more than a chunk's writes.
-        with concurrency(self._limit_name, occupy=self._slots, strict=False):
+        # A killed run's slots come back when its lease lapses (LEASE_S), not after 5 minutes.
+        with concurrency(self._limit_name, occupy=self._slots, strict=False, lease_duration=LEASE_S):
             self._run_chunks()
         self._flush_publish(force=True)
         if self.console:
