@@ -97,7 +97,10 @@ _ITEMS_V2 = [
     Column("previous", Text),
 ]
 
-runs = Table("batchgate_runs", metadata, *_runs_columns(), *[c.copy() for c in _RUNS_V2])
+# Version 3: who holds the destination's concurrency slots, so a killed run's can be freed.
+_RUNS_V3 = [Column("holder", String(200)), Column("lease_id", String(64))]
+
+runs = Table("batchgate_runs", metadata, *_runs_columns(), *[c.copy() for c in _RUNS_V2 + _RUNS_V3])
 items = Table("batchgate_items", metadata, *_items_columns(), *[c.copy() for c in _ITEMS_V2])
 
 targets = Table(
@@ -164,8 +167,20 @@ def _v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[targets, attempts, dlq], checkfirst=True)
 
 
+def _add_columns(conn: Connection, table: str, columns: list[Column]) -> None:
+    for column in columns:
+        kind = column.type.compile(dialect=conn.dialect)
+        default = " DEFAULT 0" if column.default is not None else ""
+        null = " NOT NULL" if not column.nullable else ""
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}{default}{null}"))
+
+
+def _v3(conn: Connection) -> None:
+    _add_columns(conn, "batchgate_runs", _RUNS_V3)
+
+
 # Append-only: a migration, once released, never changes; a new schema is a new entry.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 INSERT_CHUNK = 5000
 
 
@@ -486,6 +501,27 @@ class Ledger:
                     item_id=item_id,
                     **{"dest_id": None, "content_hash": None, **values},
                 )
+            )
+
+    def set_lease(self, run_id: str, holder: str | None, lease_id: str | None) -> None:
+        with self._guard("recording the run's lease"), self.engine.begin() as conn:
+            conn.execute(update(runs).where(runs.c.run_id == run_id)
+                         .values(holder=holder, lease_id=lease_id))  # fmt: skip
+
+    def leases_held(self, destination_key: str) -> list[dict[str, Any]]:
+        """Runs on this destination that still hold concurrency slots, by the ledger's account."""
+        query = select(runs.c.run_id, runs.c.holder, runs.c.lease_id).where(
+            runs.c.destination_key == destination_key, runs.c.lease_id.is_not(None)
+        )
+        with self._guard("reading leases"), self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def mark_interrupted(self, run_id: str) -> None:
+        with self._guard("marking a run interrupted"), self.engine.begin() as conn:
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == run_id, runs.c.status == "running")
+                .values(status="interrupted", message="the process stopped without finishing")
             )
 
     # --- reads ------------------------------------------------------------------------------

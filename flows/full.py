@@ -19,7 +19,6 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
 from prefect.futures import PrefectFuture
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -40,12 +39,12 @@ from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, as_writ
 from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
 from flows.dry_run import _write_json
+from tasks.limits import DestinationSlots
 from tasks.process import process_item, process_items
 from tasks.validate import check_destination, validate_batch
 
 WINDOW = 2  # chunks in flight: the next one starts while the last one's slowest item finishes
 PUBLISH_GROUP = 100
-LEASE_S = 30.0
 
 
 @dataclass
@@ -174,8 +173,9 @@ class _Runner:
         )
         # The destination's slots are held for the whole run: acquiring them per chunk cost
         # 1-2 s per acquisition on a busy Prefect server (measured), more than a chunk's writes.
-        # A killed run's slots come back when its lease lapses (LEASE_S), not after 5 minutes.
-        with concurrency(self._limit_name, occupy=self._slots, strict=False, lease_duration=LEASE_S):
+        slots = DestinationSlots(self._limit_name, self._slots, self.ctx.ledger, self.ctx.run_id,
+                                 self.ctx.key, on_wait=self._say)  # fmt: skip
+        with slots:
             self._run_chunks()
         self._flush_publish(force=True)
         if self.console:
@@ -277,6 +277,11 @@ class _Runner:
             if self.console:
                 self.console.chunk_done(message)
             time.sleep(pause)
+
+    def _say(self, message: str) -> None:
+        self.logger.warning(message)
+        if self.console:
+            self.console.chunk_done(message)
 
     def _flush_publish(self, force: bool = False) -> None:
         if not self.ctx.destination.needs_publish:

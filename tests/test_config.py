@@ -109,10 +109,14 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
         # missing required key
         ("source: {type: file}\n", ["Missing required key 'source.path'"]),
         # a key of one member of a several-member tagged union
-        ("source: {type: file, path: p.csv}\ndestination: {type: webflow, collection_id: c, rate_per_minut: 5}\n",
-         ["Unknown key 'destination.rate_per_minut'", "Did you mean 'rate_per_minute'?"]),
-        ("source: {type: file, path: p.csv}\ndestination: {type: ftp}\n",
-         ["destination.type", "'ftp'", "'sql'", "'webflow'"]),
+        (
+            "source: {type: file, path: p.csv}\ndestination: {type: webflow, collection_id: c, rate_per_minut: 5}\n",
+            ["Unknown key 'destination.rate_per_minut'", "Did you mean 'rate_per_minute'?"],
+        ),
+        (
+            "source: {type: file, path: p.csv}\ndestination: {type: ftp}\n",
+            ["destination.type", "'ftp'", "'sql'", "'webflow'"],
+        ),
         # missing section
         ("batch: {size: 5}\n", ["Missing required key 'source'"]),
         # unknown top-level section

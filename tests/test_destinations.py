@@ -62,17 +62,26 @@ def test_conformance_upsert_find_publish_restore_delete(destination: Any) -> Non
 
 
 def test_sql_rows_have_blog_fields_draft_flag_and_times(tmp_path) -> None:  # noqa: ANN001
-    dest = SqlDestination.from_config(SqlDestinationConfig(type="sql", url=f"sqlite:///{tmp_path / 'c.db'}"))
+    dest = SqlDestination.from_config(
+        SqlDestinationConfig(type="sql", url=f"sqlite:///{tmp_path / 'c.db'}")
+    )
     dest.prepare()
     dest.upsert(record(1), None, draft=True)
     dest.upsert(record(1), "p-001", draft=True)  # a rerun updates, never duplicates
     (row,) = dest.rows()
-    assert row["source_id"] == "p-001" and row["draft"] is True and row["created_at"] and row["updated_at"]
+    assert (
+        row["source_id"] == "p-001"
+        and row["draft"] is True
+        and row["created_at"]
+        and row["updated_at"]
+    )
     assert row["body_html"].startswith("<h1>") and row["reading_time"] == 1
 
 
 def test_sql_dry_check_creates_nothing(tmp_path) -> None:  # noqa: ANN001
-    dest = SqlDestination.from_config(SqlDestinationConfig(type="sql", url=f"sqlite:///{tmp_path / 'c.db'}"))
+    dest = SqlDestination.from_config(
+        SqlDestinationConfig(type="sql", url=f"sqlite:///{tmp_path / 'c.db'}")
+    )
     dest.check()
     assert not (tmp_path / "c.db").exists()
 
@@ -81,7 +90,9 @@ def test_sql_dry_check_creates_nothing(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_check_reads_options_unmapped_and_required_fields() -> None:
-    fields = blog_fields(categories=["Data", "AI"], extra_required=["author"], without=["seo-title"])
+    fields = blog_fields(
+        categories=["Data", "AI"], extra_required=["author"], without=["seo-title"]
+    )
     with WebflowServer(fields=fields) as server:
         check = webflow(server).check()
     assert check.categories == ["Data", "AI"]
@@ -154,9 +165,11 @@ def test_timeout_and_dropped_connection_are_retryable() -> None:
             dest.upsert(record(1), None, draft=True)
         assert err.value.error_type == "timeout"
         assert len(server.items) == 1  # the write happened: a retry must look it up first
-    with WebflowServer(faults=Faults(drop_rate=1.0)) as server:
-        with pytest.raises(RetryableError, match="connection failed"):
-            webflow(server).upsert(record(1), None, draft=True)
+    with (
+        WebflowServer(faults=Faults(drop_rate=1.0)) as server,
+        pytest.raises(RetryableError, match="connection failed"),
+    ):
+        webflow(server).upsert(record(1), None, draft=True)
 
 
 def test_token_never_appears_in_errors() -> None:

@@ -20,7 +20,9 @@ from tests.fakes.webflow_server import Faults, WebflowServer
 pytestmark = pytest.mark.prefect
 
 
-def webflow_job(tmp_path: Path, server: WebflowServer, batch: str = "", publish: bool = False) -> Path:
+def webflow_job(
+    tmp_path: Path, server: WebflowServer, batch: str = "", publish: bool = False
+) -> Path:
     path = tmp_path / "wf.yaml"
     path.write_text(
         "source: {type: file, path: posts.csv}\n"
@@ -43,7 +45,9 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBFLOW_TOKEN", "test-token")
 
 
-def test_example_fills_the_sqlite_cms_and_a_rerun_changes_nothing(prefect_api: str, tmp_path: Path) -> None:
+def test_example_fills_the_sqlite_cms_and_a_rerun_changes_nothing(
+    prefect_api: str, tmp_path: Path
+) -> None:
     from flows.full import full
 
     shutil.copytree(EXAMPLE_JOB.parent, tmp_path / "blog")
@@ -52,7 +56,12 @@ def test_example_fills_the_sqlite_cms_and_a_rerun_changes_nothing(prefect_api: s
     out = tmp_path / "full.json"
     summary = full(job, json_path=str(out))
     assert summary["status"] == "complete"
-    assert (summary["succeeded"], summary["failed"], summary["skipped"], summary["pending"]) == (49, 0, 3, 0)
+    assert (summary["succeeded"], summary["failed"], summary["skipped"], summary["pending"]) == (
+        49,
+        0,
+        3,
+        0,
+    )
     payload = json.loads(out.read_text())
     assert set(payload) >= {"run_id", "mode", "status", "total", "succeeded", "failed", "skipped",
                             "pending", "success_rate", "duration_s", "dlq"}  # fmt: skip
@@ -70,7 +79,9 @@ def test_example_fills_the_sqlite_cms_and_a_rerun_changes_nothing(prefect_api: s
     assert ledger.status_counts(again["run_id"]) == {"unchanged": 49, "skipped": 3}
 
 
-def test_sql_destination_on_postgresql(prefect_api: str, pg_schema_url: str, write_csv, write_job) -> None:
+def test_sql_destination_on_postgresql(
+    prefect_api: str, pg_schema_url: str, write_csv, write_job
+) -> None:
     from flows.full import full
 
     write_csv([blog_row(n) for n in range(1, 13)])
@@ -112,7 +123,11 @@ def test_webflow_with_faults_every_item_ends_written_once_or_in_the_dlq(
     assert dlq["p-009"]["recommendations"]
     written = {i for i, n in slugs.items() if n}
     assert len(written) == counts["succeeded"] + (1 if "post-number-9" in written else 0)
-    assert all(item["id"] in published for item in items.values() if item["fieldData"]["slug"] != "post-number-9")
+    assert all(
+        item["id"] in published
+        for item in items.values()
+        if item["fieldData"]["slug"] != "post-number-9"
+    )
     assert state.is_completed()  # 38/40 = 95% >= 90%: partial-success still completes
     assert ledger.run(run_id)["outcome"] == "partial-success"
 
@@ -165,7 +180,9 @@ def test_task_retry_delays_are_jittered(prefect_api: str) -> None:
 
     task_run_id = runner()
     with get_client(sync_client=True) as client:
-        (task_run,) = client.read_task_runs(task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=[task_run_id])))
+        (task_run,) = client.read_task_runs(
+            task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=[task_run_id]))
+        )
         states = client.read_task_run_states(task_run.id)
     delays = [(s.state_details.scheduled_time - s.timestamp).total_seconds()
               for s in states if s.name == "AwaitingRetry"]  # fmt: skip

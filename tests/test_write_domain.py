@@ -10,12 +10,12 @@ import pytest
 
 from batchgate.backoff import backoff_delays, jittered, parse_retry_after
 from batchgate.breaker import CircuitBreaker, evaluate
+from batchgate.destinations import WriteResult
 from batchgate.dlq import aggregate, recommendations
+from batchgate.errors import PermanentError, RetryableError
 from batchgate.pacer import Pacer
 from batchgate.transform import blog_record, cut_at_word, reading_time, to_html
 from batchgate.writer import RetryPolicy, RunContext, WorkItem, write_with_retries
-from batchgate.errors import PermanentError, RetryableError
-from batchgate.destinations import WriteResult
 
 
 def test_markdown_to_html_escapes_raw_html() -> None:
@@ -95,7 +95,9 @@ def test_thresholds(succeeded: int, attempted: int, threshold, outcome: str) -> 
 def test_dlq_recommendations_and_stats() -> None:
     assert "Retry-After" not in " ".join(recommendations("rate-limit"))
     assert recommendations("nonsense") == recommendations("unknown")
-    stats = aggregate([{"error_type": "timeout"}, {"error_type": "timeout"}, {"error_type": "api-error"}])
+    stats = aggregate(
+        [{"error_type": "timeout"}, {"error_type": "timeout"}, {"error_type": "api-error"}]
+    )
     assert stats == {"total_failed": 3, "errors_by_type": {"timeout": 2, "api-error": 1},
                      "most_common_error": "timeout"}  # fmt: skip
 

@@ -9,6 +9,7 @@ timeout (the write is still applied), dropped connections, and latency.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -45,7 +46,9 @@ def blog_fields(categories: list[str] | None = None, extra_required: list[str] |
         }  # fmt: skip
         if kind == "Option":
             options = categories if categories is not None else CATEGORIES
-            entry["validations"] = {"options": [{"name": n, "id": f"opt-{n.lower()}"} for n in options]}
+            entry["validations"] = {
+                "options": [{"name": n, "id": f"opt-{n.lower()}"} for n in options]
+            }
         out.append(entry)
     return out
 
@@ -205,7 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self._error(404, "resource_not_found", f"No route {method} {url_path}", method)
 
-    def _send(self, status: int, payload: Any, method: str, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, payload: Any, method: str, headers: dict[str, str] | None = None
+    ) -> None:
         data = b"" if status == 204 else json.dumps(payload).encode()
         with self.state.lock:
             self.state.requests.append((time.monotonic(), method, self.path, status))
@@ -245,10 +250,8 @@ class _Handler(BaseHTTPRequestHandler):
         faults = self.state.faults
         if self.state.roll(faults.drop_rate):
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(2)
-            except OSError:
-                pass
             return
         if self.state.roll(faults.slow_rate):
             time.sleep(faults.slow_seconds)
