@@ -550,5 +550,8 @@ class Ledger:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL: a commit survives a killed process (what resume needs); only a power loss
+    # can drop the last commits, and a rerun then writes those items again, idempotently.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect.blocks.core import Block
 from prefect_sqlalchemy import SqlAlchemyConnector
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from sqlalchemy import (
     Boolean,
     Column,
@@ -83,6 +83,9 @@ class SqlDestination(Block):
     )
     publish_live: bool = Field(default=False, description="Write rows as published, not drafts.")
 
+    _posts: Table | None = PrivateAttr(default=None)
+    _key: str | None = PrivateAttr(default=None)
+
     @classmethod
     def from_config(cls, config: SqlDestinationConfig) -> SqlDestination:
         url = make_url(config.url)
@@ -106,8 +109,10 @@ class SqlDestination(Block):
 
     @property
     def key(self) -> str:
-        url = self.engine.url.render_as_string(hide_password=True)
-        return f"sql:{url}#{self.table}"
+        if self._key is None:
+            url = self.engine.url.render_as_string(hide_password=True)
+            self._key = f"sql:{url}#{self.table}"
+        return self._key
 
     @property
     def rate_per_s(self) -> float | None:
@@ -115,7 +120,9 @@ class SqlDestination(Block):
 
     @property
     def _table(self) -> Table:
-        return posts_table(self.table)
+        if self._posts is None or self._posts.name != self.table:
+            self._posts = posts_table(self.table)
+        return self._posts
 
     @property
     def idempotent(self) -> bool:

@@ -32,6 +32,7 @@ STATUS_ACTIONS: dict[int, tuple[str, str]] = {
 }
 PUBLISH_GROUP = 100
 QUOTA_EMPTY_HOLD_S = 5.0
+PACE_MARGIN = 0.98
 
 
 class WebflowDestination(Block):
@@ -83,7 +84,8 @@ class WebflowDestination(Block):
 
     @property
     def pacer(self) -> Pacer:
-        return pacer_for(self.key, self.rate_per_s)
+        # 2% under the plan's rate: timer jitter must not push a window over the limit
+        return pacer_for(self.key, self.rate_per_s * PACE_MARGIN)
 
     # --- protocol ---------------------------------------------------------------------------
 

@@ -144,3 +144,27 @@ def test_any_blog_json_follows_the_rules(prefect_api: str, tmp_path: Path, write
         1,
         2,
     )
+
+
+def test_webflow_destination_schema_feeds_the_dry_run(
+    prefect_api: str, tmp_path: Path, write_csv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Categories come from the collection's options; a mapped field it lacks is reported (and
+    never sent); a required field nothing maps to blocks every item. Nothing is written."""
+    from flows.dry_run import dry_run
+    from tests.fakes.webflow_server import WebflowServer, blog_fields
+    from tests.test_full_flow import webflow_job
+
+    monkeypatch.setenv("WEBFLOW_TOKEN", "test-token")
+    write_csv([blog_row(1, category="Data"), blog_row(2, category="Cloud")])
+    fields = blog_fields(categories=["Data"], without=["reading-time"])
+    with WebflowServer(fields=fields) as server:
+        summary = dry_run(load_job(webflow_job(tmp_path, server)))
+        assert server.items == {}
+    assert (summary["ready"], summary["blocked"]) == (1, 1)
+    assert "reading_time -> reading-time" in summary["report"]
+    assert "the webflow destination" in summary["report"]
+
+    with WebflowServer(fields=blog_fields(extra_required=["author"])) as server:
+        summary = dry_run(load_job(webflow_job(tmp_path, server)))
+    assert summary["blocked"] == 2 and "'author'" in summary["report"]

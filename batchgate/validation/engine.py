@@ -18,8 +18,10 @@ from batchgate.validation.rules import (
     Context,
     FieldTypes,
     IdPresent,
+    Params,
     Rule,
     Unique,
+    UnmappedRequired,
 )
 
 _BUILTIN_KINDS: dict[str, type[Rule]] = {
@@ -74,6 +76,8 @@ def build_rules(config: ValidationConfig, check: DestinationCheck | None = None)
                 where,
             )
         )
+    for slug in check.missing_required if check else []:
+        rules.append(UnmappedRequired("destination_required_field", slug, "blocked", Params()))
     return rules
 
 

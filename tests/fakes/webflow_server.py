@@ -168,15 +168,15 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        low, high = state.faults.latency
-        if high > 0:
-            time.sleep(random.uniform(low, high))
         if self.headers.get("Authorization") != f"Bearer {state.token}":
             self._send(401, {"code": "not_authorized", "message": "Request not authorized",
                              "externalReference": None, "details": []}, method)  # fmt: skip
             return
-        allowed, remaining, reset = state.take_quota()
+        allowed, remaining, reset = state.take_quota()  # counted on arrival, as a real API does
         self._quota = (remaining, reset)
+        low, high = state.faults.latency
+        if high > 0:
+            time.sleep(random.uniform(low, high))
         if not allowed:
             self._send(429, {"message": "Too Many Requests", "code": "too_many_requests",
                              "externalReference": None, "details": []}, method,

@@ -1,0 +1,231 @@
+"""Full-run benchmarks, each side by side in one run on this machine.
+
+  rate       1,000 items into the fake Webflow API allowing R requests/s (default 20) and answering
+             in 50-300 ms: batchgate's full flow against the pattern document's scheme (5 items
+             at a time, then a fixed delay of 5/R s). Both reported as a fraction of R, with 429s.
+  overhead   10,000 items into SQLite with no latency: the full flow (items_per_task) against a
+             plain Python loop doing the same upserts. Reports items/s and the ratio.
+  memory     peak RSS of the full flow for 10,000 and 100,000 items into SQLite, each in its own
+             process; every item must be accounted for in the ledger.
+
+Usage: python benchmarks/full_run.py [rate|overhead|memory|all] [--items N] [--rate R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from batchgate.schema import BLOG  # noqa: E402
+
+CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
+
+
+def make_csv(path: Path, rows: int, body_words: int = 120) -> None:
+    rng = random.Random(rows)
+    words = "data cloud team model query deploy cost schema event cache index token".split()
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(BLOG.columns)
+        for n in range(rows):
+            body = " ".join(rng.choice(words) for _ in range(body_words))
+            writer.writerow([
+                f"post-{n}", f"Post {n}", f"post-{n}", "Published", rng.choice(CATEGORIES),
+                "a, b", "false", "2025-10-28", f"https://img.example.com/{n}.jpg", 1600, 900,
+                "Summary.", f"# Post {n}\n\n{body}", "2025-10-28T10:00:00Z",
+            ])  # fmt: skip
+
+
+def write_job(folder: Path, destination: str, batch: str) -> Path:
+    path = folder / "job.yaml"
+    path.write_text(
+        "source: {type: file, path: posts.csv}\n"
+        f"destination: {destination}\n"
+        f"validation: {{preset: blog, allowed_categories: {CATEGORIES}}}\n"
+        f"batch: {batch}\n"
+        f"ledger: {{path: {folder / 'ledger.db'}}}\n"
+    )
+    return path
+
+
+# --- rate ----------------------------------------------------------------------------------------
+
+
+def bench_rate(items: int, rate: int) -> None:
+    from batchgate.config import load_job
+    from batchgate.transform import blog_record
+    from blocks.webflow import WebflowDestination
+    from flows.full import full
+    from tests.fakes.webflow_server import Faults, WebflowServer
+
+    os.environ["WEBFLOW_TOKEN"] = "test-token"
+    faults = Faults(latency=(0.05, 0.3))
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_csv(folder / "posts.csv", items, body_words=40)
+
+        with WebflowServer(rate_limit=rate, window_s=1.0, faults=faults) as server:
+            destination = (
+                f"{{type: webflow, base_url: '{server.base_url}', collection_id: "
+                f"{server.state.collection_id}, token: '${{WEBFLOW_TOKEN}}', rate_per_minute: {rate * 60}}}"
+            )
+            job = load_job(write_job(folder, destination, "{size: 10}"))
+            started = time.monotonic()
+            summary = full(job)
+            seconds = time.monotonic() - started
+            writes = [r for r in server.state.requests if r[1] == "POST"]
+            results["batchgate"] = {
+                "seconds": seconds, "created": len(server.items), "succeeded": summary["succeeded"],
+                "429s": sum(1 for r in server.state.requests if r[3] == 429),
+                "items_per_s": len(writes and server.items) / _span(writes),
+            }  # fmt: skip
+
+        with WebflowServer(rate_limit=rate, window_s=1.0, faults=faults) as server:
+            dest = WebflowDestination(base_url=server.base_url, collection_id=server.state.collection_id,
+                                      token="test-token", rate_per_minute=10**9)  # fmt: skip
+            from blocks.file_source import FileSource
+
+            batch = FileSource(path=str(folder / "posts.csv")).read(BLOG)
+            records = [blog_record(i.id, i.data) for i in batch.items]
+            delay = 5 / rate  # the document: 5 items, then 5 s, against 60/min (1/s)
+            failed = 0
+            started = time.monotonic()
+            with ThreadPoolExecutor(5) as pool:
+                for start in range(0, len(records), 5):
+                    group = records[start : start + 5]
+                    for outcome in pool.map(lambda r: _try(dest, r), group):
+                        failed += outcome
+                    time.sleep(delay)
+            seconds = time.monotonic() - started
+            writes = [r for r in server.state.requests if r[1] == "POST"]
+            results["pattern (5 + delay)"] = {
+                "seconds": seconds, "created": len(server.items), "succeeded": len(server.items),
+                "429s": sum(1 for r in server.state.requests if r[3] == 429),
+                "items_per_s": len(server.items) / _span(writes), "failed": failed,
+            }  # fmt: skip
+
+    print(f"\nRate efficiency: {items:,} items, destination allows R = {rate} requests/s, "
+          "answers in 50-300 ms\n")  # fmt: skip
+    print(f"{'scheme':<22} {'seconds':>8} {'items/s':>8} {'of R':>6} {'429s':>5} {'created':>8}")
+    for name, r in results.items():
+        print(f"{name:<22} {r['seconds']:>8.1f} {r['items_per_s']:>8.2f} "
+              f"{r['items_per_s'] / rate:>6.1%} {r['429s']:>5} {r['created']:>8}")  # fmt: skip
+    a, b = results["batchgate"]["items_per_s"], results["pattern (5 + delay)"]["items_per_s"]
+    print(f"\nbatchgate / pattern throughput: {a / b:.2f}x")
+
+
+def _span(requests: list) -> float:
+    if len(requests) < 2:
+        return 1.0
+    return max(requests[-1][0] - requests[0][0], 1e-9) * len(requests) / (len(requests) - 1)
+
+
+def _try(dest, record) -> int:  # noqa: ANN001
+    from batchgate.errors import WriteError
+
+    try:
+        dest.upsert(record, None, draft=True)
+        return 0
+    except WriteError:
+        return 1
+
+
+# --- overhead and memory --------------------------------------------------------------------------
+
+
+def sql_stage(kind: str, folder: Path, items: int) -> dict:
+    """One measurement, in this (fresh) process."""
+    from batchgate.config import load_job
+
+    make_csv(folder / "posts.csv", items)
+    job = load_job(write_job(folder, f"{{type: sql, url: 'sqlite:///{folder / 'cms.db'}'}}",
+                             "{size: 4, items_per_task: 500}"))  # fmt: skip
+    if kind == "loop":
+        from batchgate.transform import blog_record
+        from blocks.file_source import FileSource
+        from blocks.sql_destination import SqlDestination
+
+        started = time.perf_counter()
+        dest = SqlDestination.from_config(job.destination)  # type: ignore[arg-type]
+        dest.prepare()
+        for item in FileSource(path=str(folder / "posts.csv")).read(BLOG).items:
+            dest.upsert(blog_record(item.id, item.data), None, draft=True)
+        seconds = time.perf_counter() - started
+        counts = {"succeeded": items}
+    else:
+        from blocks.ledger import open_ledger
+        from flows.full import full
+
+        warm = folder / "warm.csv"
+        make_csv(warm, 1)  # a one-item run first: the temporary Prefect server's start is not timed
+        full(job.model_copy(update={"source": job.source.model_copy(update={"path": str(warm)})}))
+        started = time.perf_counter()
+        summary = full(job)
+        seconds = time.perf_counter() - started
+        counts = open_ledger(job.ledger).status_counts(summary["run_id"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"kind": kind, "items": items, "seconds": seconds, "peak_mb": peak, "counts": counts}
+
+
+def run_stage(kind: str, items: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, __file__, "_stage", kind, str(items), tmp]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tmp)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_overhead(items: int) -> None:
+    rows = [run_stage(kind, items) for kind in ("loop", "flow", "loop", "flow")]
+    best = {k: min(r["seconds"] for r in rows if r["kind"] == k) for k in ("loop", "flow")}
+    print(f"\nOverhead: {items:,} items into SQLite, no latency (best of 2, interleaved)\n")
+    for kind, seconds in best.items():
+        print(f"{kind:<6} {seconds:>7.2f} s {items / seconds:>9,.0f} items/s")
+    print(f"\nfull flow / plain loop time: {best['flow'] / best['loop']:.2f}x")
+
+
+def bench_memory(sizes: list[int]) -> None:
+    print("\nMemory: peak RSS of the full flow into SQLite (each size in its own process)\n")
+    base = None
+    for items in sizes:
+        r = run_stage("flow", items)
+        total = sum(r["counts"].values())
+        base = base or r["peak_mb"]
+        print(f"{items:>8,} items  {r['peak_mb']:>7.0f} MB  ({r['peak_mb'] / base:.2f}x)  "
+              f"{r['seconds']:>6.1f} s  ledger: {r['counts']} = {total:,}")  # fmt: skip
+        assert total == items, "an item is missing from the ledger"
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_stage":
+        kind, items, folder = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+        print(json.dumps(sql_stage(kind, folder, items)))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("which", nargs="?", default="all", choices=["rate", "overhead", "memory", "all"])
+    parser.add_argument("--items", type=int, default=None)
+    parser.add_argument("--rate", type=int, default=20)
+    args = parser.parse_args()
+    if args.which in ("rate", "all"):
+        bench_rate(args.items or 1000, args.rate)
+    if args.which in ("overhead", "all"):
+        bench_overhead(args.items or 10_000)
+    if args.which in ("memory", "all"):
+        bench_memory([10_000, 100_000])
+
+
+if __name__ == "__main__":
+    main()
