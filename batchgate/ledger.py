@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     event,
     func,
     insert,
@@ -30,6 +31,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -351,31 +354,43 @@ class Ledger:
         self, run_id: str, destination_key: str, writes: list[dict[str, Any]]
     ) -> None:
         """The destination accepted these items: their rows become succeeded (the commit marker)."""
+        if not writes:
+            return
         now = datetime.now(UTC)
+        item_rows = [
+            {"b_seq": w["seq"], "b_action": w["action"], "b_dest": w["dest_id"],
+             "b_attempts": w["attempts"], "b_ms": w["duration_ms"],
+             "b_previous": json.dumps(w["previous"]) if w.get("previous") else None}
+            for w in writes
+        ]  # fmt: skip
+        target_rows = [
+            {"destination_key": destination_key, "item_id": w["item_id"], "dest_id": w["dest_id"],
+             "content_hash": w["content_hash"], "state": "written", "run_id": run_id,
+             "updated_at": now}
+            for w in writes
+        ]  # fmt: skip
+        mark_written = (
+            update(items)
+            .where(items.c.run_id == run_id, items.c.seq == bindparam("b_seq"))
+            .values(status="succeeded", action=bindparam("b_action"), dest_id=bindparam("b_dest"),
+                    attempts=bindparam("b_attempts"), duration_ms=bindparam("b_ms"),
+                    previous=bindparam("b_previous"), recorded_at=now)
+        )  # fmt: skip
         with self._guard("recording written items"), self.engine.begin() as conn:
-            for w in writes:
-                conn.execute(
-                    update(items)
-                    .where(items.c.run_id == run_id, items.c.seq == w["seq"])
-                    .values(
-                        status="succeeded",
-                        action=w["action"],
-                        dest_id=w["dest_id"],
-                        attempts=w["attempts"],
-                        duration_ms=w["duration_ms"],
-                        previous=json.dumps(w["previous"]) if w.get("previous") else None,
-                        recorded_at=now,
-                    )
-                )
-                self._upsert_target(
-                    conn,
-                    destination_key,
-                    w["item_id"],
-                    run_id,
-                    state="written",
-                    dest_id=w["dest_id"],
-                    content_hash=w["content_hash"],
-                )
+            conn.execute(mark_written, item_rows)
+            conn.execute(self._upsert_targets_statement(conn), target_rows)
+
+    def _upsert_targets_statement(self, conn: Connection) -> Any:
+        dialect = conn.dialect.name
+        if dialect not in ("sqlite", "postgresql"):
+            raise LedgerError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
+        module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
+        statement = module.insert(targets)
+        changing = ("dest_id", "content_hash", "state", "run_id", "updated_at")
+        return statement.on_conflict_do_update(
+            index_elements=[targets.c.destination_key, targets.c.item_id],
+            set_={name: statement.excluded[name] for name in changing},
+        )
 
     def record_attempt(
         self,

@@ -214,8 +214,12 @@ def main() -> None:
         kind, items, folder = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
         print(json.dumps(sql_stage(kind, folder, items)))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("which", nargs="?", default="all", choices=["rate", "overhead", "memory", "all"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "which", nargs="?", default="all", choices=["rate", "overhead", "memory", "all"]
+    )
     parser.add_argument("--items", type=int, default=None)
     parser.add_argument("--rate", type=int, default=20)
     args = parser.parse_args()

@@ -108,8 +108,13 @@ def test_webflow_with_faults_every_item_ends_written_once_or_in_the_dlq(
         slugs = Counter(server.state.slugs())
         published = set(server.state.published)
         items = dict(server.items)
+        server.state.faults = Faults(bad_request_slugs={"post-number-7"})  # the outage is over
+        rerun = full(job)
+        after = Counter(server.state.slugs())
+    assert rerun["succeeded"] == 39 and rerun["failed"] == 1  # only the invalid item still fails
+    assert len(after) == 39 and max(after.values()) == 1  # the rerun duplicated nothing
     ledger = open_ledger(job.ledger)
-    run_id = ledger.runs()[0]["run_id"]
+    run_id = ledger.runs()[-1]["run_id"]  # the first of the two runs
     counts = ledger.status_counts(run_id)
     assert counts.get("pending", 0) == 0
     assert counts["succeeded"] + counts["failed"] == 40  # none lost
