@@ -153,17 +153,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not rows:
         print(f"No runs recorded in {ledger.where}.")
         return EXIT_OK
-    print(
-        f"{'RUN ID':<36} {'MODE':<8} {'STATUS':<10} {'JOB':<16} {'TOTAL':>6} {'READY':>6} "
-        f"{'WARN':>5} {'BLOCK':>6}  STARTED"
-    )
+    print(f"{'RUN ID':<34} {'MODE':<8} {'STATUS':<16} {'JOB':<16} {'TOTAL':>6}  RESULT")
     for row in rows:
         started = row["started_at"].strftime("%Y-%m-%d %H:%M:%S") if row["started_at"] else ""
-        print(
-            f"{row['run_id']:<36} {row['mode']:<8} {row['status']:<10} {row['job_name'][:16]:<16} "
-            f"{row['total']:>6} {row['ready']:>6} {row['warnings']:>5} {row['blocked']:>6}  {started}"
-        )
-        if row["status"] == "failed" and row.get("message"):
+        if row["mode"] == "full":
+            result = (f"{row.get('succeeded') or 0} ok, {row.get('failed') or 0} failed, "
+                      f"{row.get('skipped') or 0} skipped, {row.get('pending') or 0} pending")  # fmt: skip
+        else:
+            result = f"{row['ready']} ready, {row['warnings']} warnings, {row['blocked']} blocked"
+        print(f"{row['run_id']:<34} {row['mode']:<8} {row['status']:<16} {row['job_name'][:16]:<16} "
+              f"{row['total']:>6}  {result}  ({started})")  # fmt: skip
+        if row["status"] in ("failed", "aborted", "interrupted") and row.get("message"):
             print(f"    └ {row['message'][:200]}")
     return EXIT_OK
 
