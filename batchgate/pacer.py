@@ -12,39 +12,41 @@ from collections.abc import Callable
 
 
 class Pacer:
-    """Hands out request slots no closer together than 1/rate seconds (with a small burst)."""
+    """Hands out request slots at least 1/rate seconds apart, measured between the moments the
+    slots were actually given (a late wake-up never lets the next request crowd in behind it)."""
 
     def __init__(
         self,
         rate_per_s: float,
-        burst: int = 1,
+        burst: int = 1,  # kept for callers; spacing is what a fixed-window server needs
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.interval = 1.0 / rate_per_s
-        self.burst = max(1, burst)
         self._clock, self._sleep = clock, sleep
-        self._lock = threading.Lock()
-        self._next = clock() - self.interval * (self.burst - 1)
+        self._turn = threading.Lock()  # one caller at a time waits for the next slot
+        self._hold_lock = threading.Lock()
+        self._last = float("-inf")
         self._hold_until = 0.0
 
     def acquire(self) -> float:
-        """Wait for the next slot; returns how long this caller waited."""
-        with self._lock:
-            now = self._clock()
-            slot = max(self._next, now - self.interval * (self.burst - 1), self._hold_until)
-            self._next = slot + self.interval
-        wait = slot - now
-        if wait > 0:
-            self._sleep(wait)
-        return max(wait, 0.0)
+        """Wait for the next slot; returns how long this caller waited in all."""
+        asked = self._clock()
+        with self._turn:
+            while True:
+                now = self._clock()
+                with self._hold_lock:
+                    slot = max(self._last + self.interval, self._hold_until)
+                if slot <= now:
+                    break
+                self._sleep(slot - now)
+            self._last = self._clock()
+        return max(self._last - asked, 0.0)
 
     def hold(self, seconds: float) -> None:
         """Give no slot for the next `seconds` (a 429's Retry-After, or an empty quota)."""
-        with self._lock:
-            until = self._clock() + seconds
-            self._hold_until = max(self._hold_until, until)
-            self._next = max(self._next, until)
+        with self._hold_lock:
+            self._hold_until = max(self._hold_until, self._clock() + seconds)
 
 
 _PACERS: dict[str, Pacer] = {}

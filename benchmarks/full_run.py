@@ -28,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# Prefect's INFO logs to the API cost throughput (measured); the figures are batchgate's, not theirs.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from batchgate.schema import BLOG  # noqa: E402
 

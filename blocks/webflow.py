@@ -31,7 +31,7 @@ STATUS_ACTIONS: dict[int, tuple[str, str]] = {
     504: ("retry", "timeout"),
 }
 PUBLISH_GROUP = 100
-QUOTA_EMPTY_HOLD_S = 5.0
+QUOTA_EMPTY_HOLD_INTERVALS = 2
 PACE_MARGIN = 0.98
 
 
@@ -237,9 +237,12 @@ class WebflowDestination(Block):
         raise self._error(method, path, response)
 
     def _watch_quota(self, response: httpx.Response) -> None:
+        """An empty quota: a short breather so the window can turn. The pacer already runs under
+        the plan's rate, so this only matters when another client shares the key; a 429's
+        Retry-After then gives the real wait."""
         remaining = response.headers.get("X-RateLimit-Remaining")
         if remaining is not None and remaining.strip() == "0" and response.status_code != 429:
-            self.pacer.hold(QUOTA_EMPTY_HOLD_S)
+            self.pacer.hold(QUOTA_EMPTY_HOLD_INTERVALS * self.pacer.interval)
 
     def _error(self, method: str, path: str, response: httpx.Response) -> WriteError:
         status = response.status_code
