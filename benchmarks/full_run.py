@@ -38,7 +38,20 @@ CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
 
 def make_csv(path: Path, rows: int, body_words: int = 120) -> None:
     rng = random.Random(rows)
-    words = ["data", "cloud", "team", "model", "query", "deploy", "cost", "schema", "event", "cache", "index", "token"]
+    words = [
+        "data",
+        "cloud",
+        "team",
+        "model",
+        "query",
+        "deploy",
+        "cost",
+        "schema",
+        "event",
+        "cache",
+        "index",
+        "token",
+    ]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(BLOG.columns)

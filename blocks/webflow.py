@@ -32,7 +32,7 @@ STATUS_ACTIONS: dict[int, tuple[str, str]] = {
 }
 PUBLISH_GROUP = 100
 QUOTA_EMPTY_HOLD_INTERVALS = 2
-PACE_MARGIN = 0.98
+PACE_MARGIN = 0.99
 
 
 class WebflowDestination(Block):
@@ -84,7 +84,7 @@ class WebflowDestination(Block):
 
     @property
     def pacer(self) -> Pacer:
-        # 2% under the plan's rate: timer jitter must not push a window over the limit
+        # 1% under the plan's rate: a late send must not push a window over the limit
         return pacer_for(self.key, self.rate_per_s * PACE_MARGIN)
 
     # --- protocol ---------------------------------------------------------------------------

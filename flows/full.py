@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from tasks.limits import DestinationSlots
 from tasks.process import process_item, process_items
 from tasks.validate import check_destination, validate_batch
 
-WINDOW = 2  # chunks in flight: the next one starts while the last one's slowest item finishes
+WINDOW = 3  # chunks in flight: new ones start while the oldest one's slowest item finishes
 PUBLISH_GROUP = 100
 
 
@@ -175,8 +176,16 @@ class _Runner:
         # 1-2 s per acquisition on a busy Prefect server (measured), more than a chunk's writes.
         slots = DestinationSlots(self._limit_name, self._slots, self.ctx.ledger, self.ctx.run_id,
                                  self.ctx.key, on_wait=self._say)  # fmt: skip
-        with slots:
-            self._run_chunks()
+        switch = sys.getswitchinterval()
+        if self.ctx.destination.rate_per_s:
+            # A paced writer must wake on time: hand the GIL over every 1 ms, not 5 ms, or every
+            # request starts a few ms late and the rate falls short (measured: 92.8% -> see bench).
+            sys.setswitchinterval(0.001)
+        try:
+            with slots:
+                self._run_chunks()
+        finally:
+            sys.setswitchinterval(switch)
         self._flush_publish(force=True)
         if self.console:
             self.console.finish()
