@@ -75,6 +75,12 @@ class FullReport:
                 f"Average processing time: {self.duration_s / max(self.succeeded, 1):.2f} seconds per item"
             )
         if self.dlq:
+            stats = aggregate(self.dlq)
+            lines += ["", RULE, "", "ERROR PATTERNS:", ""]
+            for n, (kind, count) in enumerate(stats["errors_by_type"].items(), 1):
+                share = 100 * count / stats["total_failed"]
+                lines.append(f"{n}. {LABELS.get(kind, kind)}: {count} item(s) ({share:.0f}%)")
+            lines.append(f"Most common: {stats['most_common_error']}")
             lines += [
                 "",
                 RULE,
@@ -160,6 +166,7 @@ class FullReport:
             "success_rate": self.success_rate,
             "duration_s": round(self.duration_s, 3),
             "reason": self.reason,
+            "dlq_stats": aggregate(self.dlq),
             "dlq": [
                 {
                     "item_id": e["item_id"],

@@ -126,6 +126,8 @@ def test_webflow_with_faults_every_item_ends_written_once_or_in_the_dlq(
     assert dlq["p-009"]["attempts"] == 4  # 1 + 3 retries
     assert [h["attempt"] for h in dlq["p-009"]["history"]] == [1, 2, 3, 4]
     assert dlq["p-009"]["recommendations"]
+    stats = ledger.run(run_id)  # the report's error patterns come from the same entries
+    assert stats["failed"] == len(dlq)
     written = {i for i, n in slugs.items() if n}
     assert len(written) == counts["succeeded"] + (1 if "post-number-9" in written else 0)
     assert all(
