@@ -6,6 +6,7 @@ uses `write_with_retries`, with the same backoff, classification and ledger rows
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,12 +55,21 @@ class Outcome:
 class RunContext:
     """Everything a write needs. A plain class on purpose: Prefect does not walk into it."""
 
-    def __init__(self, run_id: str, destination: Destination, ledger: Ledger, draft: bool) -> None:
+    def __init__(
+        self, run_id: str, destination: Destination, ledger: Ledger, draft: bool, retries: int = 0
+    ) -> None:
         self.run_id = run_id
+        self.retries = retries
         self.destination = destination
         self.ledger = ledger
         self.draft = draft
         self.key = destination.key
+        self.retrying: set[str] = set()  # items waiting for another attempt, for progress
+        self._lock = threading.Lock()
+
+    def mark_retrying(self, item_id: str, retrying: bool) -> None:
+        with self._lock:
+            (self.retrying.add if retrying else self.retrying.discard)(item_id)
 
 
 def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
@@ -125,11 +135,15 @@ def write_with_retries(
     delays = policy.delays()
     for attempt in range(1, policy.retries + 2):
         try:
-            return write_once(work, ctx, attempt)
+            outcome = write_once(work, ctx, attempt)
+            ctx.mark_retrying(work.item_id, False)
+            return outcome
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
             record_attempt_error(work, ctx, attempt, exc)
             if not isinstance(exc, RetryableError) or attempt > policy.retries:
+                ctx.mark_retrying(work.item_id, False)
                 return failed_outcome(work, exc, attempt, started)
+            ctx.mark_retrying(work.item_id, True)
             delay = jittered(delays[attempt - 1], policy.jitter)
             sleep(max(delay, exc.retry_after or 0.0))
     raise AssertionError("unreachable")

@@ -94,7 +94,9 @@ def full(
             ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         return Failed(message=str(exc))
 
-    ctx = RunContext(run_id, destination, ledger, draft=not _publishes(destination))
+    ctx = RunContext(
+        run_id, destination, ledger, draft=not _publishes(destination), retries=job.batch.retries
+    )
     runner = _Runner(job, ctx, plan.work, console_progress, logger)
     runner.run()
 
@@ -252,6 +254,7 @@ class _Runner:
         self.progress.in_progress -= size
         self.progress.succeeded += size - len(failed)
         self.progress.failed += len(failed)
+        self.progress.retrying = len(self.ctx.retrying)
         self._to_publish += [o.dest_id for o in outcomes if o.status == "succeeded" and o.dest_id]
         self._flush_publish()
         retries = sum(o.retried for o in outcomes)

@@ -43,7 +43,10 @@ def process_item(work: WorkItem, ctx: RunContext) -> Outcome:
         outcome = write_once(work, ctx, attempt)
     except Exception as exc:
         record_attempt_error(work, ctx, attempt, exc)
+        will_retry = isinstance(exc, RetryableError) and attempt <= ctx.retries
+        ctx.mark_retrying(work.item_id, will_retry)
         raise
+    ctx.mark_retrying(work.item_id, False)
     ctx.ledger.record_writes(ctx.run_id, ctx.key, [_write_row(work, outcome)])
     return outcome
 
