@@ -128,13 +128,13 @@ def test_webflow_with_faults_every_item_ends_written_once_or_in_the_dlq(
     assert dlq["p-009"]["recommendations"]
     stats = ledger.run(run_id)  # the report's error patterns come from the same entries
     assert stats["failed"] == len(dlq)
-    written = {i for i, n in slugs.items() if n}
-    assert len(written) == counts["succeeded"] + (1 if "post-number-9" in written else 0)
-    assert all(
-        item["id"] in published
-        for item in items.values()
-        if item["fieldData"]["slug"] != "post-number-9"
-    )
+    succeeded = [r for r in ledger.item_rows(run_id) if r["status"] == "succeeded"]
+    assert len(succeeded) == counts["succeeded"]
+    assert all(r["dest_id"] in items for r in succeeded)  # the ledger's ids are the real ones
+    assert all(r["dest_id"] in published for r in succeeded)  # published in groups
+    # An item in the DLQ may exist all the same (its write applied, the answer lost): the rerun
+    # below finds it by slug, so it is still written exactly once.
+    assert len(slugs) >= len(succeeded)
     assert state.is_completed()  # 38/40 = 95% >= 90%: partial-success still completes
     assert ledger.run(run_id)["outcome"] == "partial-success"
 
