@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     full.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
     full.set_defaults(handler=cmd_full)
 
+    back = commands.add_parser(
+        "rollback", help="undo a run: delete what it created, restore what it updated"
+    )
+    back.add_argument("run_id", metavar="RUN_ID")
+    back.add_argument("--ledger", metavar="URL", help="ledger database URL")
+    back.add_argument("--job", help="job file (default: the settings recorded with the run)")
+    back.set_defaults(handler=cmd_rollback)
+
     runs = commands.add_parser("runs", help="list past runs from the ledger")
     runs.add_argument("--ledger", metavar="URL", help="ledger database URL")
     runs.add_argument("--job", help="job file whose ledger to read")
@@ -134,6 +142,18 @@ def cmd_full(args: argparse.Namespace) -> int:
     if json_path:
         print(f"JSON report: {args.json}")
     return OUTCOME_EXIT[outcome]
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    job = load_job(args.job) if args.job else None
+    ledger = _ledger_config(args.ledger, job.ledger if job else None)
+    from flows.rollback import rollback
+
+    state = rollback(args.run_id, ledger=ledger, job=job, return_state=True)
+    if not state.is_completed():
+        return _failed(state)
+    print(state.result()["report"], end="")
+    return EXIT_OK
 
 
 def _failed(state: Any) -> int:

@@ -102,8 +102,15 @@ _ITEMS_V2 = [
 
 # Version 3: who holds the destination's concurrency slots, so a killed run's can be freed.
 _RUNS_V3 = [Column("holder", String(200)), Column("lease_id", String(64))]
+# Version 4: the job's settings (secrets masked), so a run can be rolled back by its id alone.
+_RUNS_V4 = [Column("job_json", Text)]
 
-runs = Table("batchgate_runs", metadata, *_runs_columns(), *[c.copy() for c in _RUNS_V2 + _RUNS_V3])
+runs = Table(
+    "batchgate_runs",
+    metadata,
+    *_runs_columns(),
+    *[c.copy() for c in _RUNS_V2 + _RUNS_V3 + _RUNS_V4],
+)
 items = Table("batchgate_items", metadata, *_items_columns(), *[c.copy() for c in _ITEMS_V2])
 
 targets = Table(
@@ -182,8 +189,12 @@ def _v3(conn: Connection) -> None:
     _add_columns(conn, "batchgate_runs", _RUNS_V3)
 
 
+def _v4(conn: Connection) -> None:
+    _add_columns(conn, "batchgate_runs", _RUNS_V4)
+
+
 # Append-only: a migration, once released, never changes; a new schema is a new entry.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 INSERT_CHUNK = 5000
 
 
@@ -259,8 +270,10 @@ class Ledger:
         source: str,
         flow_run_id: str | None = None,
         parent_run_id: str | None = None,
+        job_json: str | None = None,
     ) -> None:
         row = {
+            "job_json": job_json,
             "run_id": run_id,
             "job_name": job_name,
             "job_fingerprint": job_fingerprint,
@@ -530,6 +543,33 @@ class Ledger:
         )
         with self._guard("reading leases"), self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
+
+    def written_items(self, run_id: str) -> list[dict[str, Any]]:
+        """Items this run created or updated and has not rolled back, newest first."""
+        query = (
+            select(items)
+            .where(items.c.run_id == run_id, items.c.status == "succeeded",
+                   items.c.action.in_(["created", "updated"]))
+            .order_by(items.c.seq.desc())
+        )  # fmt: skip
+        with self._guard("reading written items"), self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            row["previous"] = json.loads(row["previous"]) if row["previous"] else None
+        return rows
+
+    def mark_rolled_back(self, run_id: str, seq: int, destination_key: str, item_id: str,
+                         action: str) -> None:  # fmt: skip
+        """The item is back as it was before the run: a created one is forgotten by the map, an
+        updated one is marked stale so the next full run writes it again."""
+        key = (targets.c.destination_key == destination_key) & (targets.c.item_id == item_id)
+        with self._guard("recording a rollback"), self.engine.begin() as conn:
+            conn.execute(update(items).where(items.c.run_id == run_id, items.c.seq == seq)
+                         .values(status="rolled-back"))  # fmt: skip
+            if action == "created":
+                conn.execute(targets.delete().where(key))
+            else:
+                conn.execute(update(targets).where(key).values(content_hash=None))
 
     def mark_interrupted(self, run_id: str) -> None:
         with self._guard("marking a run interrupted"), self.engine.begin() as conn:

@@ -80,6 +80,7 @@ def full(
         ledger.start_run(
             run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="full",
             source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
+            job_json=job.model_dump_json(),  # SecretStr fields are masked
         )  # fmt: skip
         ledger.finish_run(run_id, "running", destination_key=destination.key)
         check = check_destination(quote(destination))
