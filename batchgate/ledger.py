@@ -290,29 +290,21 @@ class Ledger:
     def record_validation(self, run_id: str, results: Iterable[ItemResult]) -> int:
         """Write one row per item with its status and issues; returns how many were written."""
         now = datetime.now(UTC)
-        count = 0
+        rows = (
+            {
+                "run_id": run_id,
+                "seq": result.seq,
+                "item_id": result.item_id,
+                "title": result.title,
+                "location": result.location,
+                "status": result.status,
+                "issues": json.dumps([i.as_dict() for i in result.issues]),
+                "recorded_at": now,
+            }
+            for result in results
+        )
         with self._guard("recording item results"), self.engine.begin() as conn:
-            batch: list[dict[str, Any]] = []
-            for result in results:
-                batch.append(
-                    {
-                        "run_id": run_id,
-                        "seq": result.seq,
-                        "item_id": result.item_id,
-                        "title": result.title,
-                        "location": result.location,
-                        "status": result.status,
-                        "issues": json.dumps([i.as_dict() for i in result.issues]),
-                        "recorded_at": now,
-                    }
-                )
-                if len(batch) >= INSERT_CHUNK:
-                    conn.execute(insert(items), batch)
-                    count, batch = count + len(batch), []
-            if batch:
-                conn.execute(insert(items), batch)
-                count += len(batch)
-        return count
+            return _insert_chunked(conn, rows)
 
     def finish_run(
         self, run_id: str, status: str, message: str | None = None, **counts: int
@@ -326,31 +318,11 @@ class Ledger:
     def plan_items(self, run_id: str, rows: Iterable[dict[str, Any]]) -> int:
         """Record every item of a full run up front (pending, skipped or unchanged)."""
         now = datetime.now(UTC)
-        count = 0
+        blank = {"recorded_at": now, "issues": "[]", "attempts": 0, "action": None,
+                 "dest_id": None, "error_type": None, "duration_ms": None, "previous": None}  # fmt: skip
+        planned = ({"run_id": run_id, **blank, **row} for row in rows)
         with self._guard("recording the run's items"), self.engine.begin() as conn:
-            batch: list[dict[str, Any]] = []
-            for row in rows:
-                batch.append(
-                    {
-                        "run_id": run_id,
-                        "recorded_at": now,
-                        "issues": "[]",
-                        "attempts": 0,
-                        "action": None,
-                        "dest_id": None,
-                        "error_type": None,
-                        "duration_ms": None,
-                        "previous": None,
-                        **row,
-                    }
-                )
-                if len(batch) >= INSERT_CHUNK:
-                    conn.execute(insert(items), batch)
-                    count, batch = count + len(batch), []
-            if batch:
-                conn.execute(insert(items), batch)
-                count += len(batch)
-        return count
+            return _insert_chunked(conn, planned)
 
     def targets_for(self, destination_key: str) -> dict[str, dict[str, Any]]:
         """What this destination holds from earlier runs, by item id."""
@@ -360,8 +332,11 @@ class Ledger:
 
     def mark_intent(self, destination_key: str, item_id: str, run_id: str) -> None:
         """Before a create: if we die before hearing back, the next run looks the item up first."""
+        row = {"destination_key": destination_key, "item_id": item_id, "dest_id": None,
+               "content_hash": None, "state": "intent", "run_id": run_id,
+               "updated_at": datetime.now(UTC)}  # fmt: skip
         with self._guard("recording a write intent"), self.engine.begin() as conn:
-            self._upsert_target(conn, destination_key, item_id, run_id, state="intent")
+            conn.execute(self._upsert_targets_statement(conn), [row])
 
     def record_writes(
         self, run_id: str, destination_key: str, writes: list[dict[str, Any]]
@@ -453,8 +428,9 @@ class Ledger:
         status_code: int | None,
         message: str,
         recommendations: list[str],
-    ) -> None:
-        """The item failed for good: its row becomes failed and it enters the dead-letter queue."""
+    ) -> int:
+        """The item failed for good: its row becomes failed and it enters the dead-letter queue.
+        Returns the attempts it had, from the recorded history."""
         history = self.attempt_history(run_id, item_id)
         entry = {
             "run_id": run_id,
@@ -483,6 +459,7 @@ class Ledger:
                 )
             )
             conn.execute(insert(dlq).values(**entry))
+        return entry["attempts"]
 
     def status_counts(self, run_id: str) -> dict[str, int]:
         query = (
@@ -503,33 +480,6 @@ class Ledger:
             row["history"] = json.loads(row["history"])
             row["recommendations"] = json.loads(row["recommendations"])
         return rows
-
-    def _upsert_target(
-        self,
-        conn: Connection,
-        destination_key: str,
-        item_id: str,
-        run_id: str,
-        *,
-        state: str,
-        dest_id: str | None = None,
-        content_hash: str | None = None,
-    ) -> None:
-        values: dict[str, Any] = {"state": state, "run_id": run_id, "updated_at": datetime.now(UTC)}
-        if dest_id is not None:
-            values["dest_id"] = dest_id
-        if content_hash is not None:
-            values["content_hash"] = content_hash
-        key = (targets.c.destination_key == destination_key) & (targets.c.item_id == item_id)
-        done = conn.execute(update(targets).where(key).values(**values))
-        if done.rowcount == 0:
-            conn.execute(
-                insert(targets).values(
-                    destination_key=destination_key,
-                    item_id=item_id,
-                    **{"dest_id": None, "content_hash": None, **values},
-                )
-            )
 
     def set_lease(self, run_id: str, holder: str | None, lease_id: str | None) -> None:
         with self._guard("recording the run's lease"), self.engine.begin() as conn:
@@ -600,6 +550,20 @@ class Ledger:
         for row in rows:
             row["issues"] = json.loads(row["issues"])
         return rows
+
+
+def _insert_chunked(conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
+    """Insert item rows in chunks (one executemany each), so 100,000 rows never sit in one list."""
+    count, batch = 0, []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= INSERT_CHUNK:
+            conn.execute(insert(items), batch)
+            count, batch = count + len(batch), []
+    if batch:
+        conn.execute(insert(items), batch)
+        count += len(batch)
+    return count
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -18,7 +18,6 @@ class Pacer:
     def __init__(
         self,
         rate_per_s: float,
-        burst: int = 1,  # kept for callers; spacing is what a fixed-window server needs
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -53,10 +52,10 @@ _PACERS: dict[str, Pacer] = {}
 _PACERS_LOCK = threading.Lock()
 
 
-def pacer_for(key: str, rate_per_s: float, burst: int = 1) -> Pacer:
+def pacer_for(key: str, rate_per_s: float) -> Pacer:
     """The process-wide pacer for one destination (created on first use)."""
     with _PACERS_LOCK:
         pacer = _PACERS.get(key)
         if pacer is None or abs(pacer.interval - 1.0 / rate_per_s) > 1e-9:
-            pacer = _PACERS[key] = Pacer(rate_per_s, burst)
+            pacer = _PACERS[key] = Pacer(rate_per_s)
         return pacer

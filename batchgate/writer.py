@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from batchgate.backoff import backoff_delays, jittered
@@ -49,7 +49,10 @@ class Outcome:
     status_code: int | None = None
     message: str | None = None
     fatal: bool = False
-    retried: int = field(default=0)
+
+    @property
+    def retried(self) -> int:
+        return max(self.attempts - 1, 0)
 
 
 class RunContext:
@@ -85,7 +88,7 @@ def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
     return Outcome(
         seq=work.seq, item_id=work.item_id, status="succeeded", attempts=attempt,
         duration_ms=int(1000 * (time.monotonic() - started)), dest_id=result.dest_id,
-        action=result.action, previous=result.previous, retried=attempt - 1,
+        action=result.action, previous=result.previous,
     )  # fmt: skip
 
 
@@ -110,7 +113,6 @@ def failed_outcome(work: WorkItem, exc: BaseException, attempts: int, started: f
         seq=work.seq, item_id=work.item_id, status="failed", attempts=attempts,
         duration_ms=int(1000 * (time.monotonic() - started)), error_type=error.error_type,
         status_code=error.status_code, message=error.message, fatal=isinstance(error, FatalError),
-        retried=attempts - 1,
     )  # fmt: skip
 
 

@@ -237,7 +237,7 @@ class WebflowDestination(Block):
         raise self._error(method, path, response)
 
     def _watch_quota(self, response: httpx.Response) -> None:
-        """Read X-RateLimit-Remaining and keep the lowest seen, for the report. No pause on an
+        """Read X-RateLimit-Remaining and keep the lowest seen (logged at the end of a run). No pause on an
         empty quota: our own pace spends exactly a window's quota, so empty is normal (a short
         hold here cost 3-5% of the rate, measured). When another client shares the key, the
         server's 429 and its Retry-After make every writer wait."""
@@ -267,6 +267,11 @@ class WebflowDestination(Block):
                 error_type=error_type,
             )
         return PermanentError(message, status_code=status, error_type=error_type)
+
+    @property
+    def quota_low(self) -> int | None:
+        """The lowest X-RateLimit-Remaining the server reported during this run."""
+        return self._quota_low
 
     def close(self) -> None:
         if self._client is not None:

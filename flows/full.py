@@ -30,7 +30,7 @@ from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
 from batchgate.config import Job
 from batchgate.destinations import Destination
 from batchgate.dlq import recommendations
-from batchgate.errors import BatchgateError, WriteError
+from batchgate.errors import BatchgateError, FatalError, WriteError
 from batchgate.ledger import Ledger, new_run_id
 from batchgate.planner import plan_run
 from batchgate.progress import ConsoleProgress, Progress, duration
@@ -100,6 +100,9 @@ def full(
     )
     runner = _Runner(job, ctx, plan.work, console_progress, logger)
     runner.run()
+    quota_low = getattr(destination, "quota_low", None)
+    if quota_low is not None:
+        logger.info("Lowest X-RateLimit-Remaining during the run: %d", quota_low)
 
     counts = ledger.status_counts(run_id)
     succeeded = counts.get("succeeded", 0) + counts.get("unchanged", 0)
@@ -232,12 +235,11 @@ class _Runner:
 
     def _failed(self, work: WorkItem, state: State) -> Outcome:
         error = as_write_error(state.result(raise_on_failure=False) or RuntimeError(state.message))
-        history = self.ctx.ledger.attempt_history(self.ctx.run_id, work.item_id)
+        # attempts: set from the ledger's history when the failure is recorded (_record)
         return Outcome(
-            seq=work.seq, item_id=work.item_id, status="failed", attempts=max(len(history), 1),
-            duration_ms=0, error_type=error.error_type, status_code=error.status_code,
-            message=error.message, fatal=isinstance(error, BatchgateError),
-            retried=max(len(history) - 1, 0),
+            seq=work.seq, item_id=work.item_id, status="failed", attempts=1, duration_ms=0,
+            error_type=error.error_type, status_code=error.status_code, message=error.message,
+            fatal=isinstance(error, FatalError),
         )  # fmt: skip
 
     def _record(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
@@ -245,7 +247,7 @@ class _Runner:
         failed = [o for o in outcomes if o.status == "failed"]
         for outcome in failed:
             work = items[outcome.seq]
-            self.ctx.ledger.record_failure(
+            outcome.attempts = self.ctx.ledger.record_failure(
                 self.ctx.run_id, work.seq, work.item_id, item_name=work.title,
                 source_url=work.source_url, error_type=outcome.error_type or "unknown",
                 status_code=outcome.status_code, message=outcome.message or "",
