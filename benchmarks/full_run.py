@@ -14,10 +14,8 @@ Usage: python benchmarks/full_run.py [rate|overhead|memory|all] [--items N] [--r
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
@@ -31,37 +29,9 @@ sys.path.insert(0, str(ROOT))
 # Prefect's INFO logs to the API cost throughput (measured); the figures are batchgate's, not theirs.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+from blog_data import CATEGORIES, make_csv  # noqa: E402
+
 from batchgate.schema import BLOG  # noqa: E402
-
-CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
-
-
-def make_csv(path: Path, rows: int, body_words: int = 120) -> None:
-    rng = random.Random(rows)
-    words = [
-        "data",
-        "cloud",
-        "team",
-        "model",
-        "query",
-        "deploy",
-        "cost",
-        "schema",
-        "event",
-        "cache",
-        "index",
-        "token",
-    ]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(BLOG.columns)
-        for n in range(rows):
-            body = " ".join(rng.choice(words) for _ in range(body_words))
-            writer.writerow([
-                f"post-{n}", f"Post {n}", f"post-{n}", "Published", rng.choice(CATEGORIES),
-                "a, b", "false", "2025-10-28", f"https://img.example.com/{n}.jpg", 1600, 900,
-                "Summary.", f"# Post {n}\n\n{body}", "2025-10-28T10:00:00Z",
-            ])  # fmt: skip
 
 
 def write_job(folder: Path, destination: str, batch: str) -> Path:
@@ -91,7 +61,7 @@ def bench_rate(items: int, rate: int) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        make_csv(folder / "posts.csv", items, body_words=40)
+        make_csv(folder / "posts.csv", items, body_words=40, problems=False)
 
         with WebflowServer(rate_limit=rate, window_s=1.0, faults=faults) as server:
             destination = (
@@ -166,7 +136,7 @@ def sql_stage(kind: str, folder: Path, items: int) -> dict:
     """One measurement, in this (fresh) process."""
     from batchgate.config import load_job
 
-    make_csv(folder / "posts.csv", items)
+    make_csv(folder / "posts.csv", items, body_words=120, problems=False)
     job = load_job(write_job(folder, f"{{type: sql, url: 'sqlite:///{folder / 'cms.db'}'}}",
                              "{size: 4, items_per_task: 500}"))  # fmt: skip
     if kind == "loop":

@@ -15,9 +15,7 @@ Usage: python benchmarks/validate_rows.py [--rows 100000] [--rounds 3] [--no-flo
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import random
 import resource
 import statistics
 import subprocess
@@ -30,57 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from batchgate.schema import BLOG  # noqa: E402
-
-COLUMNS = list(BLOG.columns)
-CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
-
-
-def make_csv(path: Path, rows: int) -> None:
-    """A blog export: about 1.3 KB per row; 2% blocked, 3% warnings, the rest ready."""
-    rng = random.Random(rows)
-    words = [
-        "data",
-        "cloud",
-        "team",
-        "model",
-        "query",
-        "deploy",
-        "cost",
-        "schema",
-        "event",
-        "cache",
-        "index",
-        "token",
-        "review",
-    ]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
-        for n in range(rows):
-            roll = rng.random()
-            width, height = (1600, 1200) if roll < 0.03 else (1600, 900)
-            category = "DevOps" if 0.03 <= roll < 0.04 else rng.choice(CATEGORIES)
-            hero = "" if 0.04 <= roll < 0.05 else f"https://img.example.com/{n}.jpg"
-            body = " ".join(rng.choice(words) for _ in range(150))
-            writer.writerow(
-                [
-                    f"post-{n}",
-                    f"Post {n} about {rng.choice(words)}",
-                    f"post-{n}",
-                    "Published",
-                    category,
-                    "python, data",
-                    "false",
-                    "2025-10-28",
-                    hero,
-                    width,
-                    height,
-                    "A short summary of the post.",
-                    f"# Post {n}\n\n{body}",
-                    "2025-10-28T10:00:00Z",
-                ]
-            )
+from blog_data import CATEGORIES, make_csv  # noqa: E402
 
 
 def stage(name: str, csv_path: Path, workdir: Path) -> dict:
