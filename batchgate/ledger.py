@@ -212,8 +212,7 @@ class Ledger:
     ):
         self.engine = engine
         self.migrations = list(MIGRATIONS if migrations is None else migrations)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+        tune_sqlite(engine)
 
     @property
     def where(self) -> str:
@@ -564,6 +563,12 @@ def _insert_chunked(conn: Connection, rows: Iterable[dict[str, Any]]) -> int:
         conn.execute(insert(items), batch)
         count += len(batch)
     return count
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """WAL, NORMAL sync and a busy timeout on every connection of a SQLite engine (once)."""
+    if engine.dialect.name == "sqlite" and not event.contains(engine, "connect", _sqlite_pragmas):
+        event.listen(engine, "connect", _sqlite_pragmas)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

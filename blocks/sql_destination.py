@@ -34,6 +34,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from batchgate.config import SqlDestinationConfig
 from batchgate.destinations import DestinationCheck, WriteResult
 from batchgate.errors import FatalError, PermanentError, RetryableError
+from batchgate.ledger import tune_sqlite
 
 CONTENT_FIELDS = (
     "title", "slug", "status", "category", "tags", "featured", "publish_date", "hero_image_url",
@@ -98,13 +99,7 @@ class SqlDestination(Block):
     @property
     def engine(self) -> Engine:
         engine = self.connector.get_engine(pool_pre_ping=True)
-        if engine.dialect.name == "sqlite" and not getattr(engine, "_batchgate_pragmas", False):
-            from sqlalchemy import event
-
-            from batchgate.ledger import _sqlite_pragmas
-
-            event.listen(engine, "connect", _sqlite_pragmas)
-            engine._batchgate_pragmas = True  # type: ignore[attr-defined]
+        tune_sqlite(engine)
         return engine
 
     @property
