@@ -27,6 +27,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -104,12 +105,16 @@ _ITEMS_V2 = [
 _RUNS_V3 = [Column("holder", String(200)), Column("lease_id", String(64))]
 # Version 4: the job's settings (secrets masked), so a run can be rolled back by its id alone.
 _RUNS_V4 = [Column("job_json", Text)]
+# Version 5: a run's report as printed (the sample's, for the approval prompt and UI form), and
+# whether a target was written as a draft (so an approved sample is published in place).
+_RUNS_V5 = [Column("report", Text)]
+_TARGETS_V5 = [Column("draft", Integer)]
 
 runs = Table(
     "batchgate_runs",
     metadata,
     *_runs_columns(),
-    *[c.copy() for c in _RUNS_V2 + _RUNS_V3 + _RUNS_V4],
+    *[c.copy() for c in _RUNS_V2 + _RUNS_V3 + _RUNS_V4 + _RUNS_V5],
 )
 items = Table("batchgate_items", metadata, *_items_columns(), *[c.copy() for c in _ITEMS_V2])
 
@@ -123,6 +128,7 @@ targets = Table(
     Column("state", String(16), nullable=False),  # intent: a create was sent; written: confirmed
     Column("run_id", String(80), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    *[c.copy() for c in _TARGETS_V5],
     PrimaryKeyConstraint("destination_key", "item_id"),
 )
 
@@ -178,7 +184,11 @@ def _v2(conn: Connection) -> None:
 
 
 def _add_columns(conn: Connection, table: str, columns: list[Column]) -> None:
+    # A table created by an earlier migration from the current metadata has them already.
+    present = {c["name"] for c in inspect(conn).get_columns(table)}
     for column in columns:
+        if column.name in present:
+            continue
         kind = column.type.compile(dialect=conn.dialect)
         default = " DEFAULT 0" if column.default is not None else ""
         null = " NOT NULL" if not column.nullable else ""
@@ -193,8 +203,13 @@ def _v4(conn: Connection) -> None:
     _add_columns(conn, "batchgate_runs", _RUNS_V4)
 
 
+def _v5(conn: Connection) -> None:
+    _add_columns(conn, "batchgate_runs", _RUNS_V5)
+    _add_columns(conn, "batchgate_targets", _TARGETS_V5)
+
+
 # Append-only: a migration, once released, never changes; a new schema is a new entry.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 INSERT_CHUNK = 5000
 
 
@@ -333,7 +348,7 @@ class Ledger:
         """Before a create: if we die before hearing back, the next run looks the item up first."""
         row = {"destination_key": destination_key, "item_id": item_id, "dest_id": None,
                "content_hash": None, "state": "intent", "run_id": run_id,
-               "updated_at": datetime.now(UTC)}  # fmt: skip
+               "updated_at": datetime.now(UTC), "draft": None}  # fmt: skip
         with self._guard("recording a write intent"), self.engine.begin() as conn:
             conn.execute(self._upsert_targets_statement(conn), [row])
 
@@ -353,7 +368,7 @@ class Ledger:
         target_rows = [
             {"destination_key": destination_key, "item_id": w["item_id"], "dest_id": w["dest_id"],
              "content_hash": w["content_hash"], "state": "written", "run_id": run_id,
-             "updated_at": now}
+             "updated_at": now, "draft": int(bool(w.get("draft")))}
             for w in writes
         ]  # fmt: skip
         mark_written = (
@@ -373,7 +388,7 @@ class Ledger:
             raise LedgerError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
         module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
         statement = module.insert(targets)
-        changing = ("dest_id", "content_hash", "state", "run_id", "updated_at")
+        changing = ("dest_id", "content_hash", "state", "run_id", "updated_at", "draft")
         return statement.on_conflict_do_update(
             index_elements=[targets.c.destination_key, targets.c.item_id],
             set_={name: statement.excluded[name] for name in changing},

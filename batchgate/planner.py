@@ -32,8 +32,13 @@ def plan_run(
     results: list[ItemResult],
     targets: dict[str, dict[str, Any]],
     only: set[str] | None = None,
+    draft: bool = True,
 ) -> Plan:
-    """Blocked items are skipped; items written before with the same content are unchanged."""
+    """Blocked items are skipped; items written before with the same content are unchanged.
+
+    A run that publishes (`draft=False`) updates in place the items an earlier run left as drafts
+    with the same content, such as an approved sample: they go live without a second copy.
+    """
     plan = Plan()
     for item, result in zip(items, results, strict=True):
         row = {"seq": item.seq, "item_id": item.id, "title": item.title, "location": item.location}
@@ -46,7 +51,8 @@ def plan_run(
             continue
         digest = source_hash(item.data)
         target = targets.get(item.id)
-        if target and target["state"] == "written" and target["content_hash"] == digest:
+        current = target and target["state"] == "written" and target["content_hash"] == digest
+        if current and (draft or not target.get("draft")):
             plan.rows.append({**row, "status": "unchanged", "dest_id": target["dest_id"]})
             plan.unchanged += 1
             continue

@@ -14,6 +14,7 @@ from typing import Any
 
 from batchgate.backoff import backoff_delays, jittered
 from batchgate.destinations import Destination
+from batchgate.dlq import recommendations
 from batchgate.errors import FatalError, RetryableError, WriteError
 from batchgate.ledger import Ledger
 from batchgate.transform import blog_record
@@ -149,3 +150,15 @@ def write_with_retries(
             delay = jittered(delays[attempt - 1], policy.jitter)
             sleep(max(delay, exc.retry_after or 0.0))
     raise AssertionError("unreachable")
+
+
+def record_failures(ctx: RunContext, works: dict[int, WorkItem], failed: list[Outcome]) -> None:
+    """Failed items go to the dead-letter queue; each outcome's attempts come from the history."""
+    for outcome in failed:
+        work = works[outcome.seq]
+        outcome.attempts = ctx.ledger.record_failure(
+            ctx.run_id, work.seq, work.item_id, item_name=work.title,
+            source_url=work.source_url, error_type=outcome.error_type or "unknown",
+            status_code=outcome.status_code, message=outcome.message or "",
+            recommendations=recommendations(outcome.error_type or "unknown"),
+        )  # fmt: skip

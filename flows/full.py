@@ -25,23 +25,21 @@ from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
-from batchgate.backoff import backoff_delays
 from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
 from batchgate.config import Job
 from batchgate.destinations import Destination
-from batchgate.dlq import recommendations
-from batchgate.errors import BatchgateError, FatalError, WriteError
+from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, new_run_id
 from batchgate.planner import plan_run
 from batchgate.progress import ConsoleProgress, Progress, duration
 from batchgate.report_full import FullReport
 from batchgate.schema import SCHEMAS
-from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, as_write_error
+from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, record_failures
 from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
 from flows.dry_run import _write_json
 from tasks.limits import DestinationSlots
-from tasks.process import process_item, process_items
+from tasks.process import item_task, outcomes_of, process_items
 from tasks.validate import check_destination, validate_batch
 
 WINDOW = 3  # chunks in flight: new ones start while the oldest one's slowest item finishes
@@ -67,10 +65,17 @@ def full(
     job_ref: str = "JOB.yaml",
     run_id: str | None = None,
     console_progress: bool = False,
+    parent_run_id: str | None = None,
+    item_ids: list[str] | None = None,
 ) -> dict[str, Any] | State:
-    """Write every item that passed validation, with retries, limits and a circuit breaker."""
+    """Write every item that passed validation, with retries, limits and a circuit breaker.
+
+    `item_ids` limits the run to those items (a dead-letter retry); `parent_run_id` links the
+    run to the pipeline or the run it retries.
+    """
     logger = get_run_logger()
-    run_id = run_id or new_run_id("full")
+    mode = "retry" if item_ids is not None else "full"
+    run_id = run_id or new_run_id(mode)
     started = time.monotonic()
     ledger: Ledger | None = None
     try:
@@ -78,8 +83,9 @@ def full(
         destination = destination_for(job)
         source = source_for(job)
         ledger.start_run(
-            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="full",
+            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode=mode,
             source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
+            parent_run_id=parent_run_id,
             job_json=job.model_dump_json(),  # SecretStr fields are masked
         )  # fmt: skip
         ledger.finish_run(run_id, "running", destination_key=destination.key)
@@ -87,7 +93,11 @@ def full(
         batch = source.read(SCHEMAS[job.validation.preset])
         results = validate_batch(quote(batch.items), job, check)
         destination.prepare()
-        plan = plan_run(batch.items, results, ledger.targets_for(destination.key))
+        draft = not _publishes(destination)
+        only = set(item_ids) if item_ids is not None else None
+        plan = plan_run(
+            batch.items, results, ledger.targets_for(destination.key), only=only, draft=draft
+        )
         ledger.plan_items(run_id, plan.rows)
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
@@ -95,9 +105,7 @@ def full(
             ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         return Failed(message=str(exc))
 
-    ctx = RunContext(
-        run_id, destination, ledger, draft=not _publishes(destination), retries=job.batch.retries
-    )
+    ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries)
     runner = _Runner(job, ctx, plan.work, console_progress, logger)
     runner.run()
     quota_low = getattr(destination, "quota_low", None)
@@ -113,7 +121,7 @@ def full(
         else evaluate(succeeded, attempted, job.batch.success_threshold)
     )
     report = FullReport(
-        run_id=run_id, status=status, total=len(batch.items), succeeded=succeeded,
+        run_id=run_id, status=status, total=len(plan.rows), succeeded=succeeded,
         failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
         pending=counts.get("pending", 0), unchanged=counts.get("unchanged", 0),
         duration_s=time.monotonic() - started,
@@ -160,11 +168,7 @@ class _Runner:
         self.abort_reason: str | None = None
         self.publish_failures = 0
         self._to_publish: list[str] = []
-        self._item_task = process_item.with_options(
-            retries=batch.retries,
-            retry_delay_seconds=backoff_delays(batch.backoff_base_s, batch.retries) or 0,
-            retry_jitter_factor=batch.jitter or None,
-        )
+        self._item_task = item_task(batch)
         self._policy = RetryPolicy(batch.retries, batch.backoff_base_s, batch.jitter)
         self.capacity = batch.concurrency or WINDOW * batch.size * batch.items_per_task
         self._limit_name, self._slots = _ensure_limit(ctx.destination, self.capacity)
@@ -224,35 +228,12 @@ class _Runner:
     def _collect(self, chunk: Chunk) -> None:
         outcomes: list[Outcome] = []
         for group, future in zip(chunk.groups, chunk.futures, strict=True):
-            future.wait()
-            state = future.state
-            if state.is_completed():
-                result = state.result()
-                outcomes.extend(result if isinstance(result, list) else [result])
-            else:
-                outcomes.append(self._failed(group[0], state))
+            outcomes.extend(outcomes_of(group, future))
         self._record(chunk, outcomes)
 
-    def _failed(self, work: WorkItem, state: State) -> Outcome:
-        error = as_write_error(state.result(raise_on_failure=False) or RuntimeError(state.message))
-        # attempts: set from the ledger's history when the failure is recorded (_record)
-        return Outcome(
-            seq=work.seq, item_id=work.item_id, status="failed", attempts=1, duration_ms=0,
-            error_type=error.error_type, status_code=error.status_code, message=error.message,
-            fatal=isinstance(error, FatalError),
-        )  # fmt: skip
-
     def _record(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
-        items = {w.seq: w for w in chunk.items}
         failed = [o for o in outcomes if o.status == "failed"]
-        for outcome in failed:
-            work = items[outcome.seq]
-            outcome.attempts = self.ctx.ledger.record_failure(
-                self.ctx.run_id, work.seq, work.item_id, item_name=work.title,
-                source_url=work.source_url, error_type=outcome.error_type or "unknown",
-                status_code=outcome.status_code, message=outcome.message or "",
-                recommendations=recommendations(outcome.error_type or "unknown"),
-            )  # fmt: skip
+        record_failures(self.ctx, {w.seq: w for w in chunk.items}, failed)
         size = len(outcomes)
         self.progress.in_progress -= size
         self.progress.succeeded += size - len(failed)

@@ -8,15 +8,19 @@ from typing import Any
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.futures import PrefectFuture
 from prefect.runtime import task_run as current_task_run
 from prefect.states import State
 
-from batchgate.errors import RetryableError
+from batchgate.backoff import backoff_delays
+from batchgate.config import BatchConfig
+from batchgate.errors import FatalError, RetryableError
 from batchgate.writer import (
     Outcome,
     RetryPolicy,
     RunContext,
     WorkItem,
+    as_write_error,
     failed_outcome,
     record_attempt_error,
     write_once,
@@ -47,7 +51,7 @@ def process_item(work: WorkItem, ctx: RunContext) -> Outcome:
         ctx.mark_retrying(work.item_id, will_retry)
         raise
     ctx.mark_retrying(work.item_id, False)
-    ctx.ledger.record_writes(ctx.run_id, ctx.key, [_write_row(work, outcome)])
+    ctx.ledger.record_writes(ctx.run_id, ctx.key, [_write_row(work, outcome, ctx.draft)])
     return outcome
 
 
@@ -62,16 +66,43 @@ def process_items(works: list[WorkItem], ctx: RunContext, policy: RetryPolicy) -
         except Exception as exc:  # e.g. the ledger failing while recording an attempt
             outcomes.append(failed_outcome(work, exc, 1, started))
     by_seq = {w.seq: w for w in works}
-    written = [_write_row(by_seq[o.seq], o) for o in outcomes if o.status == "succeeded"]
+    written = [_write_row(by_seq[o.seq], o, ctx.draft) for o in outcomes if o.status == "succeeded"]
     if written:
         ctx.ledger.record_writes(ctx.run_id, ctx.key, written)
     return outcomes
 
 
-def _write_row(work: WorkItem, outcome: Outcome) -> dict[str, Any]:
+def _write_row(work: WorkItem, outcome: Outcome, draft: bool) -> dict[str, Any]:
     return {
+        "draft": draft,
         "seq": work.seq, "item_id": work.item_id, "action": outcome.action,
         "dest_id": outcome.dest_id, "attempts": outcome.attempts,
         "duration_ms": outcome.duration_ms, "previous": outcome.previous,
         "content_hash": work.content_hash,
     }  # fmt: skip
+
+
+def item_task(batch: BatchConfig) -> Task[..., Outcome]:
+    """process_item with the job's retries and jittered exponential backoff."""
+    return process_item.with_options(
+        retries=batch.retries,
+        retry_delay_seconds=backoff_delays(batch.backoff_base_s, batch.retries) or 0,
+        retry_jitter_factor=batch.jitter or None,
+    )
+
+
+def outcomes_of(group: list[WorkItem], future: PrefectFuture[Any]) -> list[Outcome]:
+    """Wait for one task run; a failed run becomes a failed outcome for its (single) item."""
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        result = state.result()
+        return result if isinstance(result, list) else [result]
+    error = as_write_error(state.result(raise_on_failure=False) or RuntimeError(state.message))
+    work = group[0]
+    # attempts: set from the ledger's history when the failure is recorded (record_failures)
+    return [Outcome(
+        seq=work.seq, item_id=work.item_id, status="failed", attempts=1, duration_ms=0,
+        error_type=error.error_type, status_code=error.status_code, message=error.message,
+        fatal=isinstance(error, FatalError),
+    )]  # fmt: skip

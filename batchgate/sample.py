@@ -1,0 +1,174 @@
+"""The sample phase: pick a few items that span short, medium and long content, and report them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchgate.errors import ConfigError
+from batchgate.report import RULE
+from batchgate.writer import WorkItem
+
+SAMPLE_MIN, SAMPLE_MAX = 3, 5
+SIZES = ("short", "medium", "long")
+
+
+@dataclass(slots=True)
+class Pick:
+    work: WorkItem
+    size: str  # short | medium | long, by the item's place among the candidates' word counts
+    words: int
+
+
+def pick_sample(
+    candidates: list[tuple[WorkItem, int]], count: int = SAMPLE_MIN, ids: list[str] | None = None
+) -> list[Pick]:
+    """`count` items spread evenly over the candidates sorted by word count (deterministic).
+
+    `candidates` pairs each writable item with its word count. Explicit `ids` override the choice;
+    each must be a writable item of this job.
+    """
+    if not ids and not SAMPLE_MIN <= count <= SAMPLE_MAX:
+        raise ConfigError(
+            f"sample_count is {count}. Fix: choose between {SAMPLE_MIN} and {SAMPLE_MAX}."
+        )
+    ranked = sorted(candidates, key=lambda pair: (pair[1], pair[0].seq))
+    n = len(ranked)
+
+    def size(position: int) -> str:
+        return SIZES[min(3 * position // n, 2)] if n else "short"
+
+    if ids:
+        if len(ids) > SAMPLE_MAX:
+            raise ConfigError(f"{len(ids)} sample ids given. Fix: name at most {SAMPLE_MAX}.")
+        position = {pair[0].item_id: i for i, pair in enumerate(ranked)}
+        unknown = [i for i in ids if i not in position]
+        if unknown:
+            raise ConfigError(
+                f"sample item(s) {', '.join(unknown)} cannot be sampled: not in the source, blocked "
+                "by validation, or already written with the same content. Fix: pick ids from the "
+                "dry-run report's Ready or Warnings list, or leave sample_ids empty."
+            )
+        chosen = [position[i] for i in dict.fromkeys(ids)]
+    elif n <= count:
+        chosen = list(range(n))
+    else:
+        # the middle of each of `count` equal slices: 3 of 49 -> positions 8, 24, 40
+        chosen = [int((2 * k + 1) * n / (2 * count)) for k in range(count)]
+    return [Pick(ranked[i][0], size(i), ranked[i][1]) for i in chosen]
+
+
+@dataclass
+class SampleEntry:
+    title: str
+    item_id: str
+    size: str
+    words: int
+    reading_time: int
+    images: int
+    status: str  # succeeded | failed
+    dest_id: str | None = None
+    link: str | None = None
+    action: str | None = None
+    duration_s: float = 0.0
+    attempts: int = 1
+    error: str | None = None
+
+
+@dataclass
+class SampleReport:
+    run_id: str
+    destination: str
+    entries: list[SampleEntry] = field(default_factory=list)
+    duration_s: float = 0.0
+    candidates: int = 0
+    approve_hint: list[str] = field(default_factory=list)  # the commands after review
+    note: str | None = None
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for e in self.entries if e.status == "succeeded")
+
+    @property
+    def status(self) -> str:
+        if not self.entries:
+            return "empty"
+        return "complete" if self.succeeded == len(self.entries) else (
+            "failed" if self.succeeded == 0 else "partial-success"
+        )  # fmt: skip
+
+    def _lines(self, md: bool) -> list[str]:
+        head = {"complete": "✅ Sample Batch Complete", "partial-success": "⚠️  Sample Batch "
+                "Partly Failed", "failed": "❌ Sample Batch Failed",
+                "empty": "ℹ️  Nothing to Sample"}[self.status]  # fmt: skip
+        lines = [f"## {head}" if md else head, ""]
+        if not self.entries:
+            lines.append(self.note or "Every ready item is already written with the same content.")
+            return lines
+        lines += [
+            f"Processed: {self.succeeded}/{len(self.entries)} successful",
+            f"Duration: {self.duration_s:.1f} seconds",
+            "Mode: Draft (not live)",
+            f"Run: {self.run_id}",
+            f"Destination: {self.destination}",
+            "",
+            "" if md else RULE,
+            "",
+            "PUBLISHED ITEMS (drafts for review):" if not md else "**Drafts for review:**",
+            "",
+        ]
+        for n, e in enumerate(self.entries, 1):
+            images = f"{e.images} image{'s' if e.images != 1 else ''}"
+            stats = f"{e.words:,} words, {e.reading_time} min read, {images}"
+            if md:
+                where = f"[{e.link}]({e.link})" if e.link and "://" in e.link else f"`{e.link}`"
+                lines.append(f"{n}. **{e.title}** [{e.size.upper()}] `{e.item_id}`")
+                if e.status == "succeeded":
+                    lines.append(f"   - ✅ Destination ID: `{e.dest_id}` ({e.action})")
+                    lines.append(f"   - 📝 Draft: {where}")
+                else:
+                    lines.append(f"   - ❌ Failed after {e.attempts} attempt(s): {e.error}")
+                lines.append(f"   - 📊 {stats}; ⏱️ {e.duration_s:.1f} s")
+            else:
+                lines.append(f'{n}. "{e.title}" [{e.size.upper()}] ({e.item_id})')
+                if e.status == "succeeded":
+                    lines.append(f"   ✅ Destination ID: {e.dest_id} ({e.action})")
+                    lines.append(f"   📝 Draft: {e.link}")
+                else:
+                    lines.append(f"   ❌ Failed after {e.attempts} attempt(s): {e.error}")
+                lines.append(f"   📊 {stats}")
+                lines.append(f"   ⏱️  Duration: {e.duration_s:.1f} seconds")
+            lines.append("")
+        if self.note:
+            lines += [self.note, ""]
+        lines += [
+            "" if md else RULE,
+            "",
+            "**MANUAL REVIEW REQUIRED:**" if md else "MANUAL REVIEW REQUIRED:",
+            "",
+            "Please verify the draft items before the full batch:",
+            "1. Content formatting (headings, images, structure)",
+            "2. Data accuracy (fields mapped correctly)",
+            "3. Visual quality (images render correctly)",
+            "",
+            "After review:",
+        ]
+        lines += [f"- {hint}" if md else hint for hint in self.approve_hint]
+        return lines
+
+    def as_text(self) -> str:
+        return "\n".join(self._lines(md=False)).rstrip() + "\n"
+
+    def as_markdown(self) -> str:
+        return "\n".join(self._lines(md=True)).rstrip() + "\n"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "destination": self.destination,
+            "succeeded": self.succeeded,
+            "total": len(self.entries),
+            "duration_s": round(self.duration_s, 2),
+            "items": [vars(e) for e in self.entries],
+        }
