@@ -55,3 +55,137 @@ def aggregate(entries: list[dict[str, Any]]) -> dict[str, Any]:
     counts = Counter(entry["error_type"] for entry in entries)
     most = counts.most_common(1)[0][0] if counts else None
     return {"total_failed": len(entries), "errors_by_type": dict(counts), "most_common_error": most}
+
+
+CAUSES = {
+    "timeout": "The destination did not answer in time (slow service or large content)",
+    "rate-limit": "The destination kept refusing with 429 Too Many Requests",
+    "api-error": "The destination system returned a server error",
+    "validation": "The destination refused the item's content (400)",
+    "auth": "The destination refused the credentials (401/403)",
+    "unknown": "An unexpected error; see the attempt history",
+}
+RULE = "━" * 46
+
+
+def actions(item_id: str, run_id: str, flags: str = "") -> list[str]:
+    return [
+        f"✅ Retry: batchgate dlq retry --run {run_id} --item {item_id}{flags}",
+        f'⚠️  Skip: batchgate dlq skip {item_id} --run {run_id} --reason "..."{flags}',
+        f"🔍 Investigate: batchgate dlq inspect {item_id} --run {run_id}{flags}",
+    ]
+
+
+def render_entry(n: int | None, entry: dict[str, Any], flags: str = "") -> list[str]:
+    """One dead letter as in the pattern's FAILED ITEMS DETAILS (n=None: no number, for inspect)."""
+    pad = "   " if n is not None else ""
+    lines = [
+        f'{f"{n}. " if n is not None else ""}Item: "{entry.get("item_name") or entry["item_id"]}"'
+    ]
+    lines += [
+        f"{pad}ID: {entry['item_id']}",
+        f"{pad}Run: {entry['run_id']}",
+        f"{pad}Source URL: {entry.get('source_url') or '-'}",
+        f"{pad}Error Type: {entry['error_type']}",
+        f"{pad}Error: {entry['message']}",
+    ]
+    if entry.get("status_code"):
+        lines.append(f"{pad}Status Code: {entry['status_code']}")
+    if entry.get("state", "open") != "open":
+        lines.append(f"{pad}State: {entry['state']} ({entry.get('note') or ''})")
+    lines.append(f"{pad}Retry Attempts: {entry['attempts']}")
+    for attempt in entry.get("history") or []:
+        at = str(attempt.get("at", ""))[11:19]
+        code = f" {attempt['status_code']}" if attempt.get("status_code") else ""
+        lines.append(f"{pad}  - Attempt {attempt['attempt']} ({at}): {attempt['error_type']}"
+                     f"{code}: {attempt['message']}")  # fmt: skip
+    lines += ["", f"{pad}Recommendations:"]
+    lines += [f"{pad}  - {r}" for r in entry.get("recommendations") or []]
+    lines += ["", f"{pad}Actions Available:"]
+    lines += [f"{pad}  {a}" for a in actions(entry["item_id"], entry["run_id"], flags)]
+    return lines
+
+
+def render_queue(entries: list[dict[str, Any]], run_id: str | None, flags: str = "") -> str:
+    """The pattern's "DEAD LETTER QUEUE - Manual Review Required" view of open dead letters."""
+    if not entries:
+        where = f" of run {run_id}" if run_id else ""
+        return f"✅ The dead-letter queue{where} is empty: nothing needs review.\n"
+    runs = sorted({e["run_id"] for e in entries})
+    created = min(str(e["created_at"])[:19] for e in entries)
+    lines = [
+        "❌ DEAD LETTER QUEUE - Manual Review Required",
+        "",
+        f"Batch ID: {', '.join(runs)}",
+        f"Total Failed: {len(entries)}",
+        f"Created: {created}",
+        "",
+        RULE,
+        "",
+        "ERROR PATTERNS:",
+        "",
+    ]
+    stats = aggregate(entries)
+    for n, (kind, count) in enumerate(
+        sorted(stats["errors_by_type"].items(), key=lambda kv: -kv[1]), 1
+    ):
+        codes = sorted({str(e["status_code"]) for e in entries
+                        if e["error_type"] == kind and e.get("status_code")})  # fmt: skip
+        label = LABELS.get(kind, kind) + (f" ({', '.join(codes)})" if codes else "")
+        lines += [
+            f"{n}. {label}: {count} item{'s' if count != 1 else ''} "
+            f"({100 * count / len(entries):.0f}%)",
+            f"   - {CAUSES.get(kind, CAUSES['unknown'])}",
+            f"   - Recommendation: {recommendations(kind)[0]}",
+            "",
+        ]
+    lines += [RULE, "", "FAILED ITEMS DETAILS:", ""]
+    for n, entry in enumerate(entries, 1):
+        lines += render_entry(n, entry, flags) + ["", RULE, ""]
+    lines += ["BULK ACTIONS:", ""]
+    for run in runs:
+        kinds = sorted({e["error_type"] for e in entries if e["run_id"] == run})
+        lines += [
+            "Retry all failed items:",
+            f"  batchgate dlq retry --run {run}{flags}",
+            "Retry one error type only:",
+            *[f"  batchgate dlq retry --run {run} --error-type {k}{flags}" for k in kinds],
+            "Export the dead-letter queue for manual processing:",
+            f"  batchgate dlq export --run {run} --format csv -o dlq-{run}.csv{flags}",
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+EXPORT_COLUMNS = [
+    "run_id", "item_id", "item_name", "source_url", "error_type", "status_code", "message",
+    "attempts", "history", "recommendations", "state", "note", "created_at",
+]  # fmt: skip
+
+
+def export_rows(entries: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
+    """Flat rows for a file: history as JSON text, recommendations joined; secrets removed."""
+    import json
+
+    rows = []
+    for entry in entries:
+        row = {name: entry.get(name) for name in EXPORT_COLUMNS}
+        row["history"] = json.dumps(entry.get("history") or [], default=str)
+        row["recommendations"] = "; ".join(entry.get("recommendations") or [])
+        row["created_at"] = str(entry.get("created_at") or "")
+        for key in ("message", "history", "note", "source_url", "item_name"):
+            row[key] = redact(row[key], secrets)
+        rows.append(row)
+    return rows
+
+
+def redact(value: Any, secrets: list[str]) -> Any:
+    """A known secret, or anything after `Bearer `, never reaches a log, artifact or export."""
+    import re
+
+    if not isinstance(value, str):
+        return value
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            value = value.replace(secret, "**********")
+    return re.sub(r"(?i)(bearer\s+)[^\s\"']+", r"\1**********", value)

@@ -495,6 +495,40 @@ class Ledger:
             row["recommendations"] = json.loads(row["recommendations"])
         return rows
 
+    def dlq_entries(
+        self,
+        run_id: str | None = None,
+        item_ids: Sequence[str] | None = None,
+        error_type: str | None = None,
+        states: Sequence[str] | None = ("open",),
+    ) -> list[dict[str, Any]]:
+        """Dead letters matching every filter given (by default the open ones), oldest first."""
+        query = select(dlq).order_by(dlq.c.created_at, dlq.c.item_id)
+        if run_id:
+            query = query.where(dlq.c.run_id == run_id)
+        if item_ids:
+            query = query.where(dlq.c.item_id.in_(list(item_ids)))
+        if error_type:
+            query = query.where(dlq.c.error_type == error_type)
+        if states:
+            query = query.where(dlq.c.state.in_(list(states)))
+        with self._guard("reading the dead-letter queue"), self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            row["history"] = json.loads(row["history"])
+            row["recommendations"] = json.loads(row["recommendations"])
+        return rows
+
+    def set_dlq_state(self, run_id: str, item_ids: Sequence[str], state: str, note: str) -> int:
+        """Close dead letters (retried or skipped) with a note; returns how many changed."""
+        query = (
+            update(dlq)
+            .where(dlq.c.run_id == run_id, dlq.c.item_id.in_(list(item_ids)), dlq.c.state == "open")
+            .values(state=state, note=note)
+        )
+        with self._guard("updating the dead-letter queue"), self.engine.begin() as conn:
+            return int(conn.execute(query).rowcount or 0)
+
     def set_lease(self, run_id: str, holder: str | None, lease_id: str | None) -> None:
         with self._guard("recording the run's lease"), self.engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.run_id == run_id)
@@ -550,6 +584,15 @@ class Ledger:
         with self._guard("listing runs"), self.engine.connect() as conn:
             if not self.engine.dialect.has_table(conn, runs.name):
                 return []
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def runs_of(self, parent_run_id: str, mode: str | None = None) -> list[dict[str, Any]]:
+        """Runs started by a pipeline, or retries of a run: newest first."""
+        query = select(runs).where(runs.c.parent_run_id == parent_run_id)
+        if mode:
+            query = query.where(runs.c.mode == mode)
+        query = query.order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
+        with self._guard("listing child runs"), self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     def run(self, run_id: str) -> dict[str, Any] | None:

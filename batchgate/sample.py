@@ -128,7 +128,7 @@ class SampleReport:
                     lines.append(f"   - 📝 Draft: {where}")
                 else:
                     lines.append(f"   - ❌ Failed after {e.attempts} attempt(s): {e.error}")
-                lines.append(f"   - 📊 {stats}; ⏱️ {e.duration_s:.1f} s")
+                lines.append(f"   - 📊 {stats}; ⏱️ {e.duration_s:.2f} s")
             else:
                 lines.append(f'{n}. "{e.title}" [{e.size.upper()}] ({e.item_id})')
                 if e.status == "succeeded":
@@ -137,7 +137,7 @@ class SampleReport:
                 else:
                     lines.append(f"   ❌ Failed after {e.attempts} attempt(s): {e.error}")
                 lines.append(f"   📊 {stats}")
-                lines.append(f"   ⏱️  Duration: {e.duration_s:.1f} seconds")
+                lines.append(f"   ⏱️  Duration: {e.duration_s:.2f} seconds")
             lines.append("")
         if self.note:
             lines += [self.note, ""]

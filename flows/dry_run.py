@@ -23,11 +23,15 @@ from tasks.validate import check_destination, publish_report, record_results, va
 
 @flow(name="dry-run", log_prints=False)
 def dry_run(
-    job: Job, json_path: str | None = None, job_ref: str = "JOB.yaml"
+    job: Job,
+    json_path: str | None = None,
+    job_ref: str = "JOB.yaml",
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any] | State:
     """Validate every item of the job's source and report Ready, Warnings and Blocked."""
     logger = get_run_logger()
-    run_id = new_run_id("dry-run")
+    run_id = run_id or new_run_id("dry-run")
     ledger: Ledger | None = None
     try:
         ledger = open_ledger(job.ledger)
@@ -39,6 +43,7 @@ def dry_run(
             mode="dry-run",
             source=source.path,
             flow_run_id=str(runtime.flow_run.id or "") or None,
+            parent_run_id=parent_run_id,
         )
         batch = source.read(SCHEMAS[job.validation.preset])
         check = check_destination(quote(destination_for(job))) if job.destination else None

@@ -1,0 +1,197 @@
+"""The pipeline: dry-run, sample, a person's approval, then full. Each phase is its own subflow."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger, runtime
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from prefect.states import Completed, Failed, State
+from pydantic import Field
+
+from batchgate.config import Job
+from batchgate.errors import BatchgateError, ConfigError
+from batchgate.ledger import Ledger, new_run_id
+from blocks.ledger import open_ledger
+from flows.dry_run import dry_run
+from flows.full import full
+from flows.rollback import rollback
+from flows.sample import sample
+
+DAY_S = 24 * 3600
+
+
+class SampleReview(RunInput):
+    """The reviewer's decision on the sample drafts."""
+
+    approve: bool = Field(
+        description="On: approve the sample and run the full batch. Off: reject it, which rolls "
+        "the sample back. Required: set it explicitly."
+    )
+    notes: str = Field(default="", description="Why, for the record (kept in the ledger).")
+
+
+@flow(name="pipeline", log_prints=False)
+def pipeline(
+    job: Job,
+    sample_count: int = 3,
+    sample_ids: list[str] | None = None,
+    allow_blocked: bool = False,
+    approval_timeout_s: int = DAY_S,
+    approval_poll_s: int = 5,
+    job_ref: str = "JOB.yaml",
+    run_id: str | None = None,
+    console_progress: bool = False,
+) -> dict[str, Any] | State:
+    """Dry-run, then a sample written as drafts, then wait for approval, then the full run.
+
+    Stops before the sample when items are blocked (unless `allow_blocked`). Reject rolls the
+    sample back and ends as `rejected`; no answer within `approval_timeout_s` ends as
+    `timed-out` and leaves the drafts for review.
+    """
+    logger = get_run_logger()
+    run_id = run_id or new_run_id("pipeline")
+    flow_run_id = str(runtime.flow_run.id or "") or None
+    ledger = None
+    try:
+        ledger = open_ledger(job.ledger)
+        ledger.start_run(
+            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="pipeline",
+            source=str(getattr(job.source, "path", None) or job.source.type),
+            flow_run_id=flow_run_id, job_json=job.model_dump_json(),
+        )  # fmt: skip
+    except BatchgateError as exc:
+        logger.error(str(exc))
+        return Failed(message=str(exc))
+    steps = _Steps(ledger, run_id, logger)
+
+    dry = dry_run(job, job_ref=job_ref, parent_run_id=run_id, return_state=True)
+    if not dry.is_completed():
+        return steps.end("failed", f"dry-run failed: {dry.message}")
+    checked = dry.result()
+    if checked["blocked"] and not allow_blocked:
+        return steps.end(
+            "blocked",
+            f"{checked['blocked']} item(s) are blocked; the sample was not started. Fix them (see "
+            f"the dry-run report of {checked['run_id']}), or set allow_blocked to go on without them.",
+        )
+
+    tried = sample(job, sample_count=sample_count, sample_ids=sample_ids, job_ref=job_ref,
+                   parent_run_id=run_id, review_flow_run_id=flow_run_id,
+                   return_state=True)  # fmt: skip
+    if not tried.is_completed():
+        return steps.end("failed", f"sample failed: {tried.message}")
+    drafts = tried.result()
+    if drafts["total"]:
+        ledger.finish_run(run_id, "awaiting-approval", message=drafts["run_id"])
+        logger.info("Sample %s written; waiting for approval", drafts["run_id"])
+        try:
+            review = pause_flow_run(
+                wait_for_input=SampleReview.with_initial_data(description=drafts["markdown"]),
+                timeout=approval_timeout_s, poll_interval=approval_poll_s,
+                key=f"review-{drafts['run_id'].lower()}",
+            )  # fmt: skip
+        except FlowPauseTimeout:
+            return steps.end(
+                "timed-out",
+                f"no approval within {approval_timeout_s} s; the sample drafts of "
+                f"{drafts['run_id']} are left for review (roll them back with "
+                f"`batchgate rollback {drafts['run_id']}`)",
+                state_name="TimedOut",
+            )
+        decision = f"{'approved' if review.approve else 'rejected'}" + (
+            f": {review.notes}" if review.notes else ""
+        )
+        logger.info("Sample %s", decision)
+        if not review.approve:
+            undone = rollback(drafts["run_id"], ledger=job.ledger, job=job, return_state=True)
+            if not undone.is_completed():
+                return steps.end("failed", f"rejected, but the rollback failed: {undone.message}")
+            return steps.end("rejected", f"sample {decision}; rolled back", state_name="Rejected")
+        ledger.finish_run(run_id, "running", message=f"sample {decision}")
+
+    done = full(job, job_ref=job_ref, parent_run_id=run_id, console_progress=console_progress,
+                return_state=True)  # fmt: skip
+    child = ledger.runs_of(run_id, mode="full")
+    outcome = child[0]["outcome"] if child and child[0].get("outcome") else "failed"
+    message = f"full run {child[0]['run_id'] if child else '?'}: {outcome}"
+    if not done.is_completed() and outcome not in ("failed", "aborted"):
+        outcome, message = "failed", f"full run failed: {done.message}"
+    return steps.end(outcome, message)
+
+
+class _Steps:
+    def __init__(self, ledger: Ledger, run_id: str, logger: Any) -> None:
+        self.ledger, self.run_id, self.logger = ledger, run_id, logger
+
+    def end(self, outcome: str, message: str, state_name: str | None = None) -> State:
+        self.ledger.finish_run(self.run_id, outcome, message=message, outcome=outcome)
+        summary = {"run_id": self.run_id, "outcome": outcome, "message": message}
+        if outcome in ("complete", "partial-success", "rejected"):
+            self.logger.info("Pipeline %s: %s (%s)", self.run_id, outcome, message)
+            return Completed(message=message, name=state_name or "Completed", data=summary)
+        self.logger.error("Pipeline %s: %s (%s)", self.run_id, outcome, message)
+        return Failed(message=message, name=state_name or "Failed", data=summary)
+
+
+# --- approving from outside the run: the CLI and tests ---------------------------------------------
+
+
+def review_state(flow_run_id: str) -> str | None:
+    """The flow run's state type (e.g. PAUSED, RUNNING, COMPLETED), or None if it has none."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(_uuid(flow_run_id))
+    return run.state.type.value if run.state else None
+
+
+def send_review(flow_run_id: str, approve: bool, notes: str = "") -> None:
+    """Resume a paused pipeline with the reviewer's decision, through the Prefect API."""
+    from prefect.exceptions import ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    run_input = {"approve": approve, "notes": notes}
+    try:
+        for wait in (0.2, 0.5, 1, 2, 4, 0):
+            try:
+                resume_flow_run(_uuid(flow_run_id), run_input=run_input)
+                return
+            except RuntimeError as exc:
+                # Paused a moment before the form's schema is saved: ask again shortly.
+                if "schema not found" not in str(exc) or not wait:
+                    raise
+                time.sleep(wait)
+    except ObjectNotFound:
+        raise ConfigError(
+            f"flow run {flow_run_id} does not exist on the Prefect API. Fix: copy the id from the "
+            "sample report or the Prefect UI, and check PREFECT_API_URL."
+        ) from None
+    except Exception as exc:  # NotPausedError, FlowPauseTimeout, a validation refusal
+        raise ConfigError(
+            f"flow run {flow_run_id} cannot be resumed: {str(exc).rstrip('.!')}. Fix: only a pipeline run in the "
+            "Paused state (waiting for its sample review) can be approved or rejected."
+        ) from None
+
+
+def wait_for_pause(flow_run_id: str, timeout_s: float = 600) -> None:
+    """Block until the run is Paused (tests and scripts)."""
+    deadline = time.monotonic() + timeout_s
+    while review_state(flow_run_id) != "PAUSED":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"flow run {flow_run_id} did not pause within {timeout_s} s")
+        time.sleep(0.5)
+
+
+def _uuid(value: str) -> UUID:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise ConfigError(
+            f"{value!r} is not a flow run id. Fix: use the UUID the sample report prints after "
+            "`batchgate approve` (it is also in the run's URL in the Prefect UI)."
+        ) from None

@@ -1,0 +1,129 @@
+"""The sample phase: write a few items that span short, medium and long content, as drafts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime, unmapped
+from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed, State
+from prefect.utilities.annotations import quote
+
+from batchgate.config import Job
+from batchgate.errors import BatchgateError, WriteError
+from batchgate.ledger import Ledger, new_run_id
+from batchgate.planner import plan_run
+from batchgate.sample import SampleEntry, SampleReport, pick_sample
+from batchgate.schema import SCHEMAS
+from batchgate.transform import blog_record
+from batchgate.writer import RunContext, record_failures
+from blocks.factory import destination_for, source_for
+from blocks.ledger import open_ledger
+from flows.dry_run import _write_json
+from tasks.process import item_task, outcomes_of
+from tasks.validate import check_destination, validate_batch
+
+
+@flow(name="sample", log_prints=False)
+def sample(
+    job: Job,
+    sample_count: int = 3,
+    sample_ids: list[str] | None = None,
+    json_path: str | None = None,
+    job_ref: str = "JOB.yaml",
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    review_flow_run_id: str | None = None,
+) -> dict[str, Any] | State:
+    """Write `sample_count` items (3-5) spanning short, medium and long content as drafts.
+
+    `sample_ids` picks the items instead. `review_flow_run_id` is the paused pipeline run the
+    reviewer resumes; without it, the report names the full and rollback commands.
+    """
+    logger = get_run_logger()
+    run_id = run_id or new_run_id("sample")
+    started = time.monotonic()
+    ledger: Ledger | None = None
+    try:
+        ledger = open_ledger(job.ledger)
+        destination = destination_for(job)
+        source = source_for(job)
+        ledger.start_run(
+            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="sample",
+            source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
+            parent_run_id=parent_run_id, job_json=job.model_dump_json(),
+        )  # fmt: skip
+        ledger.finish_run(run_id, "running", destination_key=destination.key)
+        check = check_destination(quote(destination))
+        batch = source.read(SCHEMAS[job.validation.preset])
+        results = validate_batch(quote(batch.items), job, check)
+        plan = plan_run(batch.items, results, ledger.targets_for(destination.key), draft=True)
+        # New items first: a sample of updates would change items that may already be live.
+        new = [w for w in plan.work if w.dest_id is None and not w.intent]
+        pool = new if len(new) >= sample_count and not sample_ids else plan.work
+        words = {w.item_id: blog_record(w.item_id, w.data)["word_count"] for w in pool}
+        picks = pick_sample([(w, words[w.item_id]) for w in pool], sample_count, sample_ids)
+        destination.prepare()
+        ledger.plan_items(run_id, [{"seq": p.work.seq, "item_id": p.work.item_id,
+                                    "title": p.work.title, "location": None,
+                                    "status": "pending"} for p in picks])  # fmt: skip
+    except (BatchgateError, WriteError) as exc:
+        logger.error(str(exc))
+        if ledger is not None and ledger.run(run_id) is not None:
+            ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
+        return Failed(message=str(exc))
+
+    ctx = RunContext(run_id, destination, ledger, draft=True, retries=job.batch.retries)
+    works = [p.work for p in picks]
+    futures = item_task(job.batch).map(works, unmapped(ctx)) if works else []
+    outcomes = {
+        o.seq: o for w, f in zip(works, list(futures), strict=True) for o in outcomes_of([w], f)
+    }
+    record_failures(ctx, {w.seq: w for w in works},
+                    [o for o in outcomes.values() if o.status == "failed"])  # fmt: skip
+
+    report = SampleReport(run_id, destination.key, candidates=len(plan.work),
+                          approve_hint=_hints(run_id, job_ref, review_flow_run_id))  # fmt: skip
+    for pick in picks:
+        outcome, record = outcomes[pick.work.seq], blog_record(pick.work.item_id, pick.work.data)
+        report.entries.append(SampleEntry(
+            title=pick.work.title, item_id=pick.work.item_id, size=pick.size,
+            words=record["word_count"], reading_time=record["reading_time"],
+            images=record["images"], status=outcome.status, dest_id=outcome.dest_id,
+            link=destination.link(outcome.dest_id, record) if outcome.dest_id else None,
+            action=outcome.action, duration_s=outcome.duration_ms / 1000,
+            attempts=outcome.attempts, error=outcome.message,
+        ))  # fmt: skip
+    if picks and pool is not new:
+        report.note = ("Note: fewer new items than the sample size, so the sample includes "
+                       "updates of items written before, edited in place.")  # fmt: skip
+    report.duration_s = time.monotonic() - started
+    text = report.as_text()
+    ledger.finish_run(
+        run_id, report.status, total=len(picks), succeeded=report.succeeded,
+        failed=len(picks) - report.succeeded, outcome=report.status,
+        duration_s=report.duration_s, report=text,
+    )  # fmt: skip
+    create_markdown_artifact(key="sample-report", markdown=report.as_markdown(),
+                             description=f"Sample run {run_id}")  # fmt: skip
+    if json_path:
+        _write_json(Path(json_path), report.as_json())
+    logger.info("Sample %s: %d/%d written as drafts", run_id, report.succeeded, len(picks))
+    summary = {**report.as_json(), "report": text, "markdown": report.as_markdown()}
+    if report.status == "failed":
+        return Failed(message=f"every sample item failed; see the dead-letter queue of {run_id}")
+    return summary
+
+
+def _hints(run_id: str, job_ref: str, review_flow_run_id: str | None) -> list[str]:
+    if review_flow_run_id:
+        return [
+            f"✅ Approve: batchgate approve {review_flow_run_id}  (or Resume in the Prefect UI)",
+            f"❌ Reject (rolls the sample back): batchgate reject {review_flow_run_id}",
+        ]
+    return [
+        f"✅ Proceed: batchgate full --job {job_ref}",
+        f"❌ Rollback: batchgate rollback {run_id}",
+    ]
