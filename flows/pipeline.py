@@ -101,7 +101,6 @@ def pipeline(
                 f"no approval within {approval_timeout_s} s; the sample drafts of "
                 f"{drafts['run_id']} are left for review (roll them back with "
                 f"`batchgate rollback {drafts['run_id']}`)",
-                state_name="TimedOut",
             )
         decision = f"{'approved' if review.approve else 'rejected'}" + (
             f": {review.notes}" if review.notes else ""
