@@ -37,10 +37,10 @@ class Reviewer(threading.Thread):
         self.state_of, self.send = state_of, send
         self.yes, self.ask, self.out, self.read_line = yes, ask, out, read_line
         self.answer: str | None = None  # approved | rejected | elsewhere
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
 
     def run(self) -> None:
         try:
@@ -54,7 +54,13 @@ class Reviewer(threading.Thread):
         if run is None:
             return
         flow_run_id = run["flow_run_id"]
-        if self._wait(lambda: self.state_of(flow_run_id) == "PAUSED" or None) is None:
+        paused = self._wait(lambda: self._paused_or_gone(flow_run_id))
+        if paused != "paused":
+            if paused == "gone":
+                self._say(
+                    "\nThe sample was reviewed elsewhere (Prefect UI or `batchgate approve`)."
+                )
+                self.answer = "elsewhere"
             return
         for dry in self.ledger.runs_of(self.run_id, mode="dry-run")[:1]:
             self._say(f"🔍 Dry-run {dry['run_id']}: {dry['total']} items, {dry['ready']} ready, "
@@ -77,7 +83,7 @@ class Reviewer(threading.Thread):
         reader.start()
         while not reply:
             reader.join(POLL_S)
-            if self._stop.is_set():
+            if self._done.is_set():
                 return
             if not reply and self.state_of(flow_run_id) != "PAUSED":
                 self._say("\nThe run was resumed elsewhere (Prefect UI or `batchgate approve`).")
@@ -93,6 +99,13 @@ class Reviewer(threading.Thread):
         self._say("Approved: the full run starts." if approve else
                   "Rejected: the sample will be rolled back.")  # fmt: skip
 
+    def _paused_or_gone(self, flow_run_id: str) -> str | None:
+        if self.state_of(flow_run_id) == "PAUSED":
+            return "paused"
+        if self._awaiting() is None:  # answered before we saw the pause
+            return "gone"
+        return None
+
     def _awaiting(self) -> dict[str, Any] | None:
         run = self.ledger.run(self.run_id)
         if run and run["status"] == "awaiting-approval" and run.get("flow_run_id"):
@@ -100,11 +113,11 @@ class Reviewer(threading.Thread):
         return None
 
     def _wait(self, probe: Callable[[], Any]) -> Any:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             found = probe()
             if found:
                 return found
-            self._stop.wait(POLL_S)
+            self._done.wait(POLL_S)
         return None
 
     def _say(self, text: str, end: str = "\n") -> None:

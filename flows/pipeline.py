@@ -112,12 +112,13 @@ def pipeline(
                 return steps.end("failed", f"rejected, but the rollback failed: {undone.message}")
             return steps.end("rejected", f"sample {decision}; rolled back", state_name="Rejected")
         ledger.finish_run(run_id, "running", message=f"sample {decision}")
+        steps.decision = f"sample {decision}; "
 
     done = full(job, job_ref=job_ref, parent_run_id=run_id, console_progress=console_progress,
                 return_state=True)  # fmt: skip
     child = ledger.runs_of(run_id, mode="full")
     outcome = child[0]["outcome"] if child and child[0].get("outcome") else "failed"
-    message = f"full run {child[0]['run_id'] if child else '?'}: {outcome}"
+    message = f"{steps.decision}full run {child[0]['run_id'] if child else '?'}: {outcome}"
     if not done.is_completed() and outcome not in ("failed", "aborted"):
         outcome, message = "failed", f"full run failed: {done.message}"
     return steps.end(outcome, message)
@@ -126,6 +127,7 @@ def pipeline(
 class _Steps:
     def __init__(self, ledger: Ledger, run_id: str, logger: Any) -> None:
         self.ledger, self.run_id, self.logger = ledger, run_id, logger
+        self.decision = ""
 
     def end(self, outcome: str, message: str, state_name: str | None = None) -> State:
         self.ledger.finish_run(self.run_id, outcome, message=message, outcome=outcome)

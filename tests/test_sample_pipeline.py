@@ -224,3 +224,56 @@ def test_pipeline_stops_before_the_sample_when_items_are_blocked(
     ledger = open_ledger(job.ledger)
     assert [r["mode"] for r in ledger.runs()] == ["dry-run", "pipeline"]
     assert cms_rows(tmp_path) == []
+
+
+# --- the terminal reviewer (what `batchgate pipeline` runs beside the flow) ------------------------
+
+
+def run_with_reviewer(tmp_path: Path, read_line: Callable[[], str], **kwargs: Any) -> tuple:
+    import io
+
+    from batchgate.ledger import new_run_id
+    from batchgate.review import Reviewer
+    from flows.pipeline import pipeline, review_state, send_review
+
+    job = example_job(tmp_path)
+    ledger = open_ledger(job.ledger)
+    run_id, out = new_run_id("pipeline"), io.StringIO()
+    reviewer = Reviewer(ledger, run_id, review_state, send_review, out=out, read_line=read_line,
+                        **kwargs)  # fmt: skip
+    reviewer.start()
+    state = pipeline(job, allow_blocked=True, approval_poll_s=1, run_id=run_id,
+                     return_state=True)  # fmt: skip
+    reviewer.stop()
+    reviewer.join(5)
+    return state, reviewer, out.getvalue(), ledger.run(run_id)
+
+
+@pytest.mark.prefect
+def test_terminal_answer_y_resumes_the_paused_run(prefect_api: str, tmp_path: Path) -> None:
+    state, reviewer, said, run = run_with_reviewer(tmp_path, lambda: "y\n")
+    assert reviewer.answer == "approved" and run["outcome"] == "complete"
+    assert "✅ Sample Batch Complete" in said and "Approve the sample? [y/N]" in said
+    assert "45 ready, 4 with warnings, 3 blocked" in said
+    assert len(cms_rows(tmp_path)) == 49
+
+
+@pytest.mark.prefect
+def test_an_approval_elsewhere_ends_the_terminal_question(prefect_api: str, tmp_path: Path) -> None:
+    from flows.pipeline import send_review
+
+    asked, never = threading.Event(), threading.Event()
+    ledger = open_ledger(LedgerConfig(path=str(tmp_path / "ledger.db")))
+
+    def in_the_ui() -> None:  # answers while the terminal question is open
+        assert asked.wait(120)
+        (waiting,) = [r for r in ledger.runs() if r["status"] == "awaiting-approval"]
+        send_review(waiting["flow_run_id"], True, "approved in the UI")
+
+    threading.Thread(target=in_the_ui, daemon=True).start()
+    state, reviewer, said, run = run_with_reviewer(
+        tmp_path, lambda: (asked.set(), never.wait(), "")[-1]
+    )
+    assert reviewer.answer == "elsewhere" and "resumed elsewhere" in said
+    assert run["outcome"] == "complete"
+    assert run["message"].startswith("sample approved: approved in the UI; full run ")
