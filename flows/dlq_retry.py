@@ -77,8 +77,10 @@ def dlq_retry(
     for note, group in closed.items():
         book.set_dlq_state(run_id, group, "retried", note)
     outcomes = {item_id: after.get(item_id, "missing") for item_id in ids}
-    summary = {"run_id": retry_id, "parent_run_id": run_id, "retried": len(ids),
-               "outcomes": outcomes}  # fmt: skip
-    if not state.is_completed():
-        return Failed(message=f"retry run {retry_id}: {state.message}")
-    return {**summary, **{k: v for k, v in state.result().items() if k != "run_id"}}
+    retry_run = book.run(retry_id) or {}
+    status = retry_run.get("outcome") or "failed"
+    logger.info("Retry run %s: %s", retry_id, status)
+    # The retry's own outcome is on its full subflow (Failed when it failed); this flow did its
+    # job (retry and record) either way, so it ends Completed with the outcome in its result.
+    return {"run_id": retry_id, "parent_run_id": run_id, "retried": len(ids), "status": status,
+            "outcomes": outcomes, "message": state.message}  # fmt: skip
