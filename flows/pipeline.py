@@ -6,11 +6,13 @@ import time
 from typing import Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger, runtime
+from prefect import flow, get_run_logger, runtime, task
+from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
+from prefect.transactions import Transaction, transaction
 from pydantic import Field
 
 from batchgate.config import Job
@@ -89,27 +91,37 @@ def pipeline(
     if drafts["total"]:
         ledger.finish_run(run_id, "awaiting-approval", message=drafts["run_id"])
         logger.info("Sample %s written; waiting for approval", drafts["run_id"])
-        try:
-            review = pause_flow_run(
-                wait_for_input=SampleReview.with_initial_data(description=drafts["markdown"]),
-                timeout=approval_timeout_s, poll_interval=approval_poll_s,
-                key=f"review-{drafts['run_id'].lower()}",
-            )  # fmt: skip
-        except FlowPauseTimeout:
-            return steps.end(
-                "timed-out",
-                f"no approval within {approval_timeout_s} s; the sample drafts of "
-                f"{drafts['run_id']} are left for review (roll them back with "
-                f"`batchgate rollback {drafts['run_id']}`)",
+        # The drafts are kept only if approved: a rejection rolls the transaction back, and
+        # keep_sample's on_rollback hook runs the rollback flow on the sample run.
+        with transaction() as txn:
+            txn.set("job", job)
+            txn.set("sample_run_id", drafts["run_id"])
+            keep_sample(drafts["run_id"])
+            try:
+                review = pause_flow_run(
+                    wait_for_input=SampleReview.with_initial_data(description=drafts["markdown"]),
+                    timeout=approval_timeout_s, poll_interval=approval_poll_s,
+                    key=f"review-{drafts['run_id'].lower()}",
+                )  # fmt: skip
+            except FlowPauseTimeout:
+                return steps.end(  # leaving the block commits: the drafts stay for review
+                    "timed-out",
+                    f"no approval within {approval_timeout_s} s; the sample drafts of "
+                    f"{drafts['run_id']} are left for review (roll them back with "
+                    f"`batchgate rollback {drafts['run_id']}`)",
+                )
+            decision = f"{'approved' if review.approve else 'rejected'}" + (
+                f": {review.notes}" if review.notes else ""
             )
-        decision = f"{'approved' if review.approve else 'rejected'}" + (
-            f": {review.notes}" if review.notes else ""
-        )
-        logger.info("Sample %s", decision)
+            logger.info("Sample %s", decision)
+            if not review.approve:
+                txn.rollback()
         if not review.approve:
-            undone = rollback(drafts["run_id"], ledger=job.ledger, job=job, return_state=True)
-            if not undone.is_completed():
-                return steps.end("failed", f"rejected, but the rollback failed: {undone.message}")
+            undone = ledger.run(drafts["run_id"]) or {}
+            if undone.get("status") != "rolled-back":
+                return steps.end("failed", f"sample {decision}, but its rollback did not finish: "
+                                 f"see the rollback flow run, then `batchgate rollback "
+                                 f"{drafts['run_id']}`")  # fmt: skip
             return steps.end("rejected", f"sample {decision}; rolled back", state_name="Rejected")
         ledger.finish_run(run_id, "running", message=f"sample {decision}")
         steps.decision = f"sample {decision}; "
@@ -122,6 +134,22 @@ def pipeline(
     if not done.is_completed() and outcome not in ("failed", "aborted"):
         outcome, message = "failed", f"full run failed: {done.message}"
     return steps.end(outcome, message)
+
+
+@task(name="keep-sample", cache_policy=NO_CACHE)
+def keep_sample(sample_run_id: str) -> str:
+    """Marks the sample's drafts as part of the review transaction (see the rollback hook)."""
+    return sample_run_id
+
+
+@keep_sample.on_rollback
+def _roll_back_sample(txn: Transaction) -> None:
+    """The reviewer rejected the sample: undo its run with the rollback flow (a subflow)."""
+    job: Job = txn.get("job")
+    sample_run_id = txn.get("sample_run_id")
+    # Its outcome lands in the ledger (the sample run becomes rolled-back), where the pipeline
+    # reads it: values set in a transaction are copies, so the hook cannot hand a result back.
+    rollback(sample_run_id, ledger=job.ledger, job=job, return_state=True)
 
 
 class _Steps:
