@@ -13,13 +13,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-# The example end to end: dry-run (exit 2 by design: 3 items are blocked, which is not a failure
-# here), then the full run of the 49 others into the embedded SQLite CMS, examples/blog/cms.db.
+# The example end to end, as one Prefect flow: dry-run, a sample of 3 drafts, your approval, then
+# the full run into the embedded SQLite CMS, examples/blog/cms.db. The 3 blocked items are left
+# out (--allow-blocked). In a terminal it asks "Approve the sample? [y/N]"; `make demo YES=1`, or
+# running it without a terminal, approves unattended.
 demo: setup
-	@$(BIN)/batchgate dry-run --job examples/blog/job.yaml --json dry-run.json; \
-	  code=$$?; [ $$code -eq 0 ] || [ $$code -eq 2 ] || exit $$code; \
-	  echo "(dry-run exit code $$code: 2 means some items are blocked and will be skipped)"; echo
-	$(BIN)/batchgate full --job examples/blog/job.yaml --json full.json
+	@yes=$(if $(YES),--yes,); [ -t 0 ] || yes=--yes; \
+	  $(BIN)/batchgate pipeline --job examples/blog/job.yaml --allow-blocked $$yes
 
 test: setup
 	./scripts/ensure-postgres.sh

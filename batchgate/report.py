@@ -48,16 +48,22 @@ class DryRunReport:
             return [
                 f"Fix {blocked} blocked item{'s' if blocked != 1 else ''} (see details above)",
                 f"Re-run dry-run to verify fixes: {rerun}",
-                "Proceed to sample mode once nothing is blocked",
+                f"Proceed to sample mode once nothing is blocked: batchgate sample --job {self.job_ref}"
+                f" (or batchgate pipeline --job {self.job_ref} --allow-blocked to go on without "
+                "them)",
             ]
         if warned:
             return [
                 f"Review {warned} warning{'s' if warned != 1 else ''} (they do not stop the run)",
-                "Proceed to sample mode: 3-5 items written as drafts for review",
+                f"Proceed to sample mode: batchgate sample --job {self.job_ref} (3-5 drafts for "
+                "review)",
             ]
         if not self.total:
             return ["No item passed the source filter: check source.filter and the source data"]
-        return ["All items are ready: proceed to sample mode (3-5 drafts for review)"]
+        return [
+            f"All items are ready: proceed to sample mode: batchgate sample --job {self.job_ref} "
+            "(3-5 drafts for review)"
+        ]
 
     # --- renderings -------------------------------------------------------------------------
 

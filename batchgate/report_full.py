@@ -115,10 +115,15 @@ class FullReport:
             kinds = ", ".join(
                 f"{LABELS.get(k, k)}: {v}" for k, v in stats["errors_by_type"].items()
             )
-            steps.append(f"Review {len(self.dlq)} failed items in the dead-letter queue ({kinds})")
             steps.append(
-                f"Retry them after fixes: batchgate full --job {self.job_ref} (only unwritten items run)"
+                f"Review {len(self.dlq)} failed items in the dead-letter queue ({kinds}): "
+                f"batchgate dlq list --run {self.run_id}"
             )
+            steps.append(
+                f"Retry them after fixes: batchgate dlq retry --run {self.run_id} "
+                "[--error-type TYPE] [--item ID ...]"
+            )
+            steps.append(f"Undo this run if needed: batchgate rollback {self.run_id}")
         if self.pending and self.status != "aborted":
             steps.append(f"Run again to process the {self.pending} pending items")
         if not steps:

@@ -265,7 +265,7 @@ class _Runner:
                 f"({', '.join(kinds)}), at or over the abort threshold of {self.breaker.abort_at:.0%}"
             )
             self.logger.error(self.abort_reason)
-        elif decision == "pause":
+        elif decision == "pause" and chunk.number < len(self.chunks):  # none left: no pause
             pause = self.job.batch.pause_seconds
             message = (f"⚠️  Circuit breaker triggered - {rate} of batch {chunk.number} failed; "
                        f"pausing for {pause:g} seconds before continuing")  # fmt: skip

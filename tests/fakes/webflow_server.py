@@ -58,7 +58,8 @@ class Faults:
     """What goes wrong, and how often. Rates are fractions of write requests."""
 
     error_rate: float = 0.0  # 500 internal_error
-    error_slugs: set[str] = field(default_factory=set)  # always 500 for these
+    error_slugs: set[str] = field(default_factory=set)  # 500 for these (during the outage)
+    outage_s: float = 0.0  # error_slugs fail only this long after the start (0: always)
     bad_request_slugs: set[str] = field(default_factory=set)  # always 400 validation_error
     slow_rate: float = 0.0  # answer after slow_seconds; the write is applied first
     slow_seconds: float = 0.0
@@ -77,7 +78,7 @@ class WebflowState:
         self.items: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.rng = random.Random(faults.seed)
-        self.window_start = time.monotonic()
+        self.window_start = self.started = time.monotonic()
         self.window_count = 0
         self.requests: list[tuple[float, str, str, int]] = []  # (time, method, path, status)
         self.published: set[str] = set()
@@ -240,7 +241,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "validation_error", "Validation Error", method,
                         [{"param": "fieldData.name", "description": "Field is invalid"}])  # fmt: skip
             return True
-        if slug in faults.error_slugs or self.state.roll(faults.error_rate):
+        outage = not faults.outage_s or time.monotonic() - self.state.started < faults.outage_s
+        if (slug in faults.error_slugs and outage) or self.state.roll(faults.error_rate):
             self._error(500, "internal_error", "Internal Server Error", method)
             return True
         return False
@@ -359,3 +361,54 @@ class _Handler(BaseHTTPRequestHandler):
                 self.state.published.add(i)
         errors = [{"id": i, "message": "Item not found"} for i in ids if i not in ok]
         self._send(202, {"publishedItemIds": ok, "errors": errors}, method)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """A local Webflow sandbox for trying batchgate by hand (the README's story uses it)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--collection", default="blogposts0000000000000000")
+    parser.add_argument("--token", default="sandbox-token", help="the bearer token it accepts")
+    parser.add_argument(
+        "--fail",
+        nargs="*",
+        default=[],
+        metavar="SLUG",
+        help="answer 500 to writes of these slugs (during the outage)",
+    )
+    parser.add_argument(
+        "--reject",
+        nargs="*",
+        default=[],
+        metavar="SLUG",
+        help="answer 400 validation_error to writes of these slugs",
+    )
+    parser.add_argument(
+        "--outage-seconds",
+        type=float,
+        default=0.0,
+        help="the 500s stop after this many seconds (0: never)",
+    )
+    args = parser.parse_args(argv)
+    faults = Faults(error_slugs=set(args.fail), bad_request_slugs=set(args.reject),
+                    outage_s=args.outage_seconds)  # fmt: skip
+    fields = blog_fields([*CATEGORIES, "DevOps"])
+    state = WebflowState(args.collection, args.token, fields, 1000, 60.0, faults)
+
+    class Handler(_Handler):
+        pass
+
+    Handler.state = state
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
+    print(f"Webflow sandbox on http://127.0.0.1:{args.port}/v2, collection {args.collection}",
+          flush=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
