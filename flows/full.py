@@ -256,6 +256,8 @@ class _Runner:
         if fatal:
             self.abort_reason = f"item {fatal.item_id}: {fatal.message}"
             return
+        if chunk.number == len(self.chunks):
+            return  # the last chunk: nothing left to pause or stop; the threshold decides
         decision = self.breaker.decide(len(failed), size)
         rate = f"{100 * len(failed) / size:.0f}%" if size else "0%"
         if decision == "abort":
@@ -265,7 +267,7 @@ class _Runner:
                 f"({', '.join(kinds)}), at or over the abort threshold of {self.breaker.abort_at:.0%}"
             )
             self.logger.error(self.abort_reason)
-        elif decision == "pause" and chunk.number < len(self.chunks):  # none left: no pause
+        elif decision == "pause":
             pause = self.job.batch.pause_seconds
             message = (f"⚠️  Circuit breaker triggered - {rate} of batch {chunk.number} failed; "
                        f"pausing for {pause:g} seconds before continuing")  # fmt: skip

@@ -98,7 +98,7 @@ def test_retry_by_error_type_touches_only_that_type(
     assert "Total Failed: 2" in out and "p-003" not in out
     # one item, no run named: found in its latest open entry; it fails again (still invalid)
     code, out = cli(capsys, "dlq", "retry", "--item", "p-007", "--job", str(job_path))
-    assert code == 4 and "p-007: failed" in out
+    assert code == 4 and "p-007: failed" in out and "circuit breaker" not in out
     (entry,) = ledger.dlq_entries(run_id, ["p-007"], states=None)
     assert entry["state"] == "retried" and "failed again" in entry["note"]
     code, out = cli(capsys, "dlq", "retry", "--run", run_id, "--error-type", "timeout",
