@@ -485,15 +485,8 @@ class Ledger:
             return {status: int(n) for status, n in conn.execute(query)}
 
     def dead_letters(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        query = select(dlq).order_by(dlq.c.created_at, dlq.c.item_id)
-        if run_id:
-            query = query.where(dlq.c.run_id == run_id)
-        with self._guard("reading the dead-letter queue"), self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(query)]
-        for row in rows:
-            row["history"] = json.loads(row["history"])
-            row["recommendations"] = json.loads(row["recommendations"])
-        return rows
+        """Every dead letter (of one run), whatever its state."""
+        return self.dlq_entries(run_id, states=None)
 
     def dlq_entries(
         self,

@@ -10,7 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from prefect import flow, get_run_logger, runtime, unmapped
 from prefect.artifacts import (
@@ -30,10 +30,11 @@ from batchgate.config import Job
 from batchgate.destinations import Destination
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, new_run_id
-from batchgate.planner import plan_run
+from batchgate.planner import Plan, plan_run
 from batchgate.progress import ConsoleProgress, Progress, duration
 from batchgate.report_full import FullReport
 from batchgate.schema import SCHEMAS
+from batchgate.sources import SourceBatch
 from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, record_failures
 from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
@@ -77,33 +78,14 @@ def full(
     mode = "retry" if item_ids is not None else "full"
     run_id = run_id or new_run_id(mode)
     started = time.monotonic()
-    ledger: Ledger | None = None
     try:
-        ledger = open_ledger(job.ledger)
-        destination = destination_for(job)
-        source = source_for(job)
-        ledger.start_run(
-            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode=mode,
-            source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
-            parent_run_id=parent_run_id,
-            job_json=job.model_dump_json(),  # SecretStr fields are masked
-        )  # fmt: skip
-        ledger.finish_run(run_id, "running", destination_key=destination.key)
-        check = check_destination(quote(destination))
-        batch = source.read(SCHEMAS[job.validation.preset])
-        results = validate_batch(quote(batch.items), job, check)
-        destination.prepare()
-        draft = not _publishes(destination)
-        only = set(item_ids) if item_ids is not None else None
-        plan = plan_run(
-            batch.items, results, ledger.targets_for(destination.key), only=only, draft=draft
-        )
-        ledger.plan_items(run_id, plan.rows)
+        prepared = prepare_run(job, run_id, mode, parent_run_id, item_ids=item_ids)
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
-        if ledger is not None and ledger.run(run_id) is not None:
-            ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         return Failed(message=str(exc))
+    ledger, destination, batch, plan = prepared
+    draft = not _publishes(destination)
+    ledger.plan_items(run_id, plan.rows)
 
     ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries)
     runner = _Runner(job, ctx, plan.work, console_progress, logger)
@@ -148,6 +130,53 @@ def full(
             message=f"{status}: {runner.abort_reason or f'success rate {report.success_rate}%'}"
         )
     return summary
+
+
+class Prepared(NamedTuple):
+    ledger: Ledger
+    destination: Destination
+    batch: SourceBatch
+    plan: Plan
+
+
+def prepare_run(
+    job: Job,
+    run_id: str,
+    mode: str,
+    parent_run_id: str | None,
+    item_ids: list[str] | None = None,
+    draft: bool | None = None,
+) -> Prepared:
+    """Record the run's start, read and validate the source, and plan the writes.
+
+    Shared by the writing flows. A failure marks the run failed in the ledger and is raised.
+    `draft=None` follows the destination's publish setting.
+    """
+    ledger: Ledger | None = None
+    try:
+        ledger = open_ledger(job.ledger)
+        destination = destination_for(job)
+        source = source_for(job)
+        ledger.start_run(
+            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode=mode,
+            source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
+            parent_run_id=parent_run_id,
+            job_json=job.model_dump_json(),  # SecretStr fields are masked
+        )  # fmt: skip
+        ledger.finish_run(run_id, "running", destination_key=destination.key)
+        check = check_destination(quote(destination))
+        batch = source.read(SCHEMAS[job.validation.preset])
+        results = validate_batch(quote(batch.items), job, check)
+        destination.prepare()
+        draft = not _publishes(destination) if draft is None else draft
+        only = set(item_ids) if item_ids is not None else None
+        targets = ledger.targets_for(destination.key)
+        plan = plan_run(batch.items, results, targets, only=only, draft=draft)
+    except (BatchgateError, WriteError) as exc:
+        if ledger is not None and ledger.run(run_id) is not None:
+            ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
+        raise
+    return Prepared(ledger, destination, batch, plan)
 
 
 class _Runner:

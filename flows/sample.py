@@ -6,24 +6,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, runtime, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
-from prefect.utilities.annotations import quote
 
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
-from batchgate.ledger import Ledger, new_run_id
-from batchgate.planner import plan_run
-from batchgate.sample import SampleEntry, SampleReport, pick_sample
-from batchgate.schema import SCHEMAS
+from batchgate.ledger import new_run_id
+from batchgate.sample import Pick, SampleEntry, SampleReport, pick_sample
 from batchgate.transform import blog_record
-from batchgate.writer import RunContext, record_failures
-from blocks.factory import destination_for, source_for
-from blocks.ledger import open_ledger
+from batchgate.writer import RunContext, WorkItem, record_failures
 from flows.dry_run import _write_json
+from flows.full import prepare_run
 from tasks.process import item_task, outcomes_of
-from tasks.validate import check_destination, validate_batch
 
 
 @flow(name="sample", log_prints=False)
@@ -45,34 +40,19 @@ def sample(
     logger = get_run_logger()
     run_id = run_id or new_run_id("sample")
     started = time.monotonic()
-    ledger: Ledger | None = None
     try:
-        ledger = open_ledger(job.ledger)
-        destination = destination_for(job)
-        source = source_for(job)
-        ledger.start_run(
-            run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="sample",
-            source=source.path, flow_run_id=str(runtime.flow_run.id or "") or None,
-            parent_run_id=parent_run_id, job_json=job.model_dump_json(),
-        )  # fmt: skip
-        ledger.finish_run(run_id, "running", destination_key=destination.key)
-        check = check_destination(quote(destination))
-        batch = source.read(SCHEMAS[job.validation.preset])
-        results = validate_batch(quote(batch.items), job, check)
-        plan = plan_run(batch.items, results, ledger.targets_for(destination.key), draft=True)
-        # New items first: a sample of updates would change items that may already be live.
-        new = [w for w in plan.work if w.dest_id is None and not w.intent]
-        pool = new if len(new) >= sample_count and not sample_ids else plan.work
-        words = {w.item_id: blog_record(w.item_id, w.data)["word_count"] for w in pool}
-        picks = pick_sample([(w, words[w.item_id]) for w in pool], sample_count, sample_ids)
-        destination.prepare()
+        ledger, destination, _, plan = prepare_run(job, run_id, "sample", parent_run_id, draft=True)
+    except (BatchgateError, WriteError) as exc:
+        logger.error(str(exc))
+        return Failed(message=str(exc))
+    try:
+        picks = _choose(plan.work, sample_count, sample_ids)
         ledger.plan_items(run_id, [{"seq": p.work.seq, "item_id": p.work.item_id,
                                     "title": p.work.title, "location": None,
                                     "status": "pending"} for p in picks])  # fmt: skip
-    except (BatchgateError, WriteError) as exc:
+    except BatchgateError as exc:
         logger.error(str(exc))
-        if ledger is not None and ledger.run(run_id) is not None:
-            ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
+        ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         return Failed(message=str(exc))
 
     ctx = RunContext(run_id, destination, ledger, draft=True, retries=job.batch.retries)
@@ -96,7 +76,7 @@ def sample(
             action=outcome.action, duration_s=outcome.duration_ms / 1000,
             attempts=outcome.attempts, error=outcome.message,
         ))  # fmt: skip
-    if picks and pool is not new:
+    if any(p.work.dest_id or p.work.intent for p in picks):
         report.note = ("Note: fewer new items than the sample size, so the sample includes "
                        "updates of items written before, edited in place.")  # fmt: skip
     report.duration_s = time.monotonic() - started
@@ -115,6 +95,14 @@ def sample(
     if report.status == "failed":
         return Failed(message=f"every sample item failed; see the dead-letter queue of {run_id}")
     return summary
+
+
+def _choose(work: list[WorkItem], count: int, ids: list[str] | None) -> list[Pick]:
+    """New items first: a sample of updates would change items that may already be live."""
+    new = [w for w in work if w.dest_id is None and not w.intent]
+    pool = new if len(new) >= count and not ids else work
+    words = {w.item_id: blog_record(w.item_id, w.data)["word_count"] for w in pool}
+    return pick_sample([(w, words[w.item_id]) for w in pool], count, ids)
 
 
 def _hints(run_id: str, job_ref: str, review_flow_run_id: str | None) -> list[str]:

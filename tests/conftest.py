@@ -285,3 +285,11 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
         log.close()
+
+
+def copy_example(to: Path) -> Path:
+    """A copy of examples/blog without the demo's output (cms.db), whatever `make demo` left."""
+    import shutil
+
+    shutil.copytree(EXAMPLE_JOB.parent, to, ignore=shutil.ignore_patterns("cms.db*", ".batchgate"))
+    return to / "job.yaml"

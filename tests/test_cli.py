@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE_JOB, blog_row
+from tests.conftest import blog_row, copy_example
 
 pytestmark = pytest.mark.prefect
 BATCHGATE = str(Path(sys.executable).with_name("batchgate"))
@@ -36,7 +35,7 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_example_dry_run_exits_2_with_report_and_json(cli, tmp_path: Path) -> None:
-    shutil.copytree(EXAMPLE_JOB.parent, tmp_path / "blog")
+    copy_example(tmp_path / "blog")
     result = cli("dry-run", "--job", "blog/job.yaml", "--json", "out.json")
     assert result.returncode == 2, result.stderr
     assert result.stdout.startswith("🔍 Dry-Run Validation Report")

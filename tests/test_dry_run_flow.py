@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from batchgate.config import LedgerConfig, load_job
 from blocks.ledger import open_ledger
-from tests.conftest import EXAMPLE_JOB, blog_row
+from tests.conftest import blog_row, copy_example
 
 pytestmark = pytest.mark.prefect
 
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.prefect
 def example_job(tmp_path: Path):
     """The committed example, copied so the test's ledger and CMS file stay in tmp_path."""
     folder = tmp_path / "blog"
-    shutil.copytree(EXAMPLE_JOB.parent, folder)
+    copy_example(folder)
     job = load_job(folder / "job.yaml")
     return job.model_copy(update={"ledger": LedgerConfig(path=str(tmp_path / "ledger.db"))})
 

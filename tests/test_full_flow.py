@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from batchgate.config import LedgerConfig, SqlDestinationConfig, load_job
 from blocks.ledger import open_ledger
 from blocks.sql_destination import SqlDestination
-from tests.conftest import EXAMPLE_JOB, blog_row
+from tests.conftest import blog_row, copy_example
 from tests.fakes.webflow_server import Faults, WebflowServer
 
 pytestmark = pytest.mark.prefect
@@ -50,7 +49,7 @@ def test_example_fills_the_sqlite_cms_and_a_rerun_changes_nothing(
 ) -> None:
     from flows.full import full
 
-    shutil.copytree(EXAMPLE_JOB.parent, tmp_path / "blog")
+    copy_example(tmp_path / "blog")
     job = load_job(tmp_path / "blog" / "job.yaml")
     job = job.model_copy(update={"ledger": LedgerConfig(path=str(tmp_path / "ledger.db"))})
     out = tmp_path / "full.json"

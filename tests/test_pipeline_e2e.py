@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 
 from batchgate.config import LedgerConfig
 from blocks.ledger import open_ledger
-from tests.conftest import EXAMPLE_JOB
+from tests.conftest import copy_example
 from tests.test_sample_pipeline import cms_rows
 
 pytestmark = pytest.mark.prefect
@@ -24,7 +23,7 @@ PAUSED = re.compile(r"paused for review: flow run ([0-9a-f-]{36})")
 
 
 def start_pipeline(api: str, tmp_path: Path) -> tuple[subprocess.Popen[str], Path, dict[str, str]]:
-    shutil.copytree(EXAMPLE_JOB.parent, tmp_path / "blog")
+    copy_example(tmp_path / "blog")
     env = {**os.environ, "PREFECT_API_URL": api}
     out = tmp_path / "pipeline.out"
     proc = subprocess.Popen(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ from batchgate.errors import ConfigError
 from batchgate.sample import pick_sample
 from batchgate.writer import WorkItem
 from blocks.ledger import open_ledger
-from tests.conftest import EXAMPLE_JOB, blog_row
+from tests.conftest import blog_row, copy_example
 from tests.fakes.webflow_server import WebflowServer
 from tests.test_full_flow import webflow_job
 
@@ -68,7 +67,7 @@ def test_sample_count_and_explicit_ids_are_checked() -> None:
 
 
 def example_job(tmp_path: Path) -> Any:
-    shutil.copytree(EXAMPLE_JOB.parent, tmp_path / "blog")
+    copy_example(tmp_path / "blog")
     job = load_job(tmp_path / "blog" / "job.yaml")
     return job.model_copy(update={"ledger": LedgerConfig(path=str(tmp_path / "ledger.db"))})
 

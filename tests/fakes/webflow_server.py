@@ -58,8 +58,8 @@ class Faults:
     """What goes wrong, and how often. Rates are fractions of write requests."""
 
     error_rate: float = 0.0  # 500 internal_error
-    error_slugs: set[str] = field(default_factory=set)  # 500 for these (during the outage)
-    outage_s: float = 0.0  # error_slugs fail only this long after the start (0: always)
+    error_slugs: set[str] = field(default_factory=set)  # always 500 for these (see error_times)
+    error_times: int = 0  # error_slugs fail only their first N writes (0: always)
     bad_request_slugs: set[str] = field(default_factory=set)  # always 400 validation_error
     slow_rate: float = 0.0  # answer after slow_seconds; the write is applied first
     slow_seconds: float = 0.0
@@ -78,7 +78,8 @@ class WebflowState:
         self.items: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.rng = random.Random(faults.seed)
-        self.window_start = self.started = time.monotonic()
+        self.window_start = time.monotonic()
+        self.failures: dict[str, int] = {}  # writes refused so far, by slug (for error_times)
         self.window_count = 0
         self.requests: list[tuple[float, str, str, int]] = []  # (time, method, path, status)
         self.published: set[str] = set()
@@ -98,6 +99,13 @@ class WebflowState:
     def roll(self, rate: float) -> bool:
         with self.lock:
             return rate > 0 and self.rng.random() < rate
+
+    def still_failing(self, slug: str) -> bool:
+        with self.lock:
+            if self.faults.error_times and self.failures.get(slug, 0) >= self.faults.error_times:
+                return False
+            self.failures[slug] = self.failures.get(slug, 0) + 1
+            return True
 
     def slugs(self) -> list[str]:
         with self.lock:
@@ -241,8 +249,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, "validation_error", "Validation Error", method,
                         [{"param": "fieldData.name", "description": "Field is invalid"}])  # fmt: skip
             return True
-        outage = not faults.outage_s or time.monotonic() - self.state.started < faults.outage_s
-        if (slug in faults.error_slugs and outage) or self.state.roll(faults.error_rate):
+        if (slug in faults.error_slugs and self.state.still_failing(slug)) or self.state.roll(
+            faults.error_rate
+        ):
             self._error(500, "internal_error", "Internal Server Error", method)
             return True
         return False
@@ -376,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         default=[],
         metavar="SLUG",
-        help="answer 500 to writes of these slugs (during the outage)",
+        help="answer 500 to writes of these slugs",
     )
     parser.add_argument(
         "--reject",
@@ -386,14 +395,14 @@ def main(argv: list[str] | None = None) -> None:
         help="answer 400 validation_error to writes of these slugs",
     )
     parser.add_argument(
-        "--outage-seconds",
-        type=float,
-        default=0.0,
-        help="the 500s stop after this many seconds (0: never)",
+        "--fail-times",
+        type=int,
+        default=0,
+        help="each --fail slug fails only its first N writes (0: always)",
     )
     args = parser.parse_args(argv)
     faults = Faults(error_slugs=set(args.fail), bad_request_slugs=set(args.reject),
-                    outage_s=args.outage_seconds)  # fmt: skip
+                    error_times=args.fail_times)  # fmt: skip
     fields = blog_fields([*CATEGORIES, "DevOps"])
     state = WebflowState(args.collection, args.token, fields, 1000, 60.0, faults)
 
