@@ -64,7 +64,52 @@ class SqlDestinationConfig(_Section):
     )
 
 
-SourceConfig = Annotated[FileSourceConfig, Field(discriminator="type")]
+NOTION_PROPERTIES = {
+    "title": "Name",
+    "slug": "Slug",
+    "status": "Status",
+    "category": "Category",
+    "tags": "Tags",
+    "featured": "Featured",
+    "publish_date": "Publish date",
+    "hero_image_url": "Cover image",
+    "summary": "Summary",
+    "last_edited": "Last edited",
+}
+
+
+class NotionSourceConfig(_Section):
+    """Pages of a Notion database (API version 2025-09-03), with their bodies as HTML."""
+
+    type: Literal["notion"] = Field(description="Source kind.")
+    base_url: str = Field(default="https://api.notion.com/v1", description="API base URL.")
+    database_id: str = Field(min_length=1, description="The database whose pages are the items.")
+    data_source_id: str | None = Field(
+        default=None, description="The database's data source to read (default: its first)."
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Integration secret; ${NOTION_TOKEN}. Unset: read from the NOTION_TOKEN "
+        "environment variable where the flow runs.",
+    )
+    filter: dict[str, str | int | bool | list[str | int | bool] | dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Property -> value the pages must have (e.g. Status: Published), or a "
+        "property's filter in Notion's own syntax.",
+    )
+    properties: dict[str, str] = Field(
+        default_factory=lambda: dict(NOTION_PROPERTIES),
+        description="Item field -> Notion property name (the blog template's names by default).",
+    )
+    timeout_s: float = Field(default=30.0, gt=0, le=300, description="Per-request timeout.")
+    requests_per_second: float = Field(
+        default=3.0, gt=0, description="Notion's limit per integration: an average of 3 requests/s."
+    )
+    workers: int = Field(default=4, ge=1, le=16, description="Pages read at once (the pace is "
+                         "3 requests/s whatever this is).")  # fmt: skip
+
+
+SourceConfig = Annotated[FileSourceConfig | NotionSourceConfig, Field(discriminator="type")]
 DEFAULT_FIELD_MAP = {
     "title": "name",
     "slug": "slug",

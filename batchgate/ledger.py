@@ -588,6 +588,19 @@ class Ledger:
         with self._guard("listing child runs"), self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def watermark(self, job_name: str, source: str) -> datetime | None:
+        """When the last successful sync of this job's source started (its items were read
+        after that moment), or None before the first."""
+        query = select(func.max(runs.c.started_at)).where(
+            runs.c.mode == "sync", runs.c.job_name == job_name, runs.c.source == source,
+            runs.c.outcome.in_(["complete", "partial-success"]),
+        )  # fmt: skip
+        with self._guard("reading the sync watermark"), self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)  # SQLite keeps no time zone
+        return value
+
     def run(self, run_id: str) -> dict[str, Any] | None:
         with self._guard("reading a run"), self.engine.connect() as conn:
             row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()

@@ -21,7 +21,7 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.interval = 1.0 / rate_per_s
+        self.interval = self.base_interval = 1.0 / rate_per_s
         self._clock, self._sleep = clock, sleep
         self._turn = threading.Lock()  # one caller at a time waits for the next slot
         self._hold_lock = threading.Lock()
@@ -42,6 +42,18 @@ class Pacer:
             self._last = self._clock()
         return max(self._last - asked, 0.0)
 
+    def slow_down(self, factor: float = 1.5, limit: float = 8.0) -> None:
+        """Space requests further apart (a 429 said we are too fast for the server's real limit,
+        e.g. another client shares it), at most `limit` times the configured spacing."""
+        with self._hold_lock:
+            self.interval = min(self.interval * factor, self.base_interval * limit)
+
+    def recover(self, factor: float = 0.98) -> None:
+        """After a success, creep back toward the configured rate."""
+        if self.interval > self.base_interval:
+            with self._hold_lock:
+                self.interval = max(self.interval * factor, self.base_interval)
+
     def hold(self, seconds: float) -> None:
         """Give no slot for the next `seconds` (a 429's Retry-After, or an empty quota)."""
         with self._hold_lock:
@@ -56,6 +68,6 @@ def pacer_for(key: str, rate_per_s: float) -> Pacer:
     """The process-wide pacer for one destination (created on first use)."""
     with _PACERS_LOCK:
         pacer = _PACERS.get(key)
-        if pacer is None or abs(pacer.interval - 1.0 / rate_per_s) > 1e-9:
+        if pacer is None or abs(pacer.base_interval - 1.0 / rate_per_s) > 1e-9:
             pacer = _PACERS[key] = Pacer(rate_per_s)
         return pacer

@@ -49,7 +49,8 @@ def plan_run(
             plan.rows.append({**row, "status": "skipped", "issues": issues})
             plan.skipped += 1
             continue
-        digest = source_hash(item.data)
+        # a source may give a key without its volatile parts (Notion's signed file URLs)
+        digest = item.data.get("content_key") or source_hash(item.data)
         target = targets.get(item.id)
         current = target and target["state"] == "written" and target["content_hash"] == digest
         if current and (draft or not target.get("draft")):

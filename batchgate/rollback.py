@@ -23,9 +23,9 @@ def job_of_run(run: dict[str, Any]) -> Job:
             "an older ledger). Fix: pass --job JOB.yaml."
         )
     raw = json.loads(run["job_json"])
-    destination = raw.get("destination") or {}
-    if destination.get("token") == MASKED:
-        destination["token"] = None  # the Webflow block falls back to WEBFLOW_TOKEN
+    for section in (raw.get("destination") or {}, raw.get("source") or {}):
+        if section.get("token") == MASKED:
+            section["token"] = None  # the block falls back to WEBFLOW_TOKEN / NOTION_TOKEN
     return parse_job(raw, origin=f"the job recorded with run {run['run_id']}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from batchgate.models import Item
@@ -22,6 +23,12 @@ class SourceBatch:
 class Source(Protocol):
     """A connector that reads items."""
 
-    def read(self, schema: Schema) -> SourceBatch:
-        """Read every item, typed by the schema; raise SourceError when the source as a whole is unusable."""
+    @property
+    def path(self) -> str:
+        """Where the items come from, for the ledger and reports (no secret in it)."""
+        ...
+
+    def read(self, schema: Schema, since: datetime | None = None) -> SourceBatch:
+        """Read every item (edited at or after `since`, if given), typed by the schema; raise
+        SourceError when the source as a whole is unusable."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import math
 import re
@@ -50,7 +51,8 @@ def reading_time(words: int) -> int:
 def blog_record(item_id: str, data: dict[str, Any]) -> dict[str, Any]:
     """The fields a destination stores for one blog item."""
     body = data.get("body_markdown") or ""
-    text = plain_text(body)
+    html_body = data.get("body_html")  # a source that gives HTML (Notion's blocks) wins
+    text = plain_text(body) if html_body is None else (data.get("body_text") or _strip(html_body))
     words = len(text.split())
     summary = data.get("summary") or ""
     title = data.get("title") or ""
@@ -65,13 +67,18 @@ def blog_record(item_id: str, data: dict[str, Any]) -> dict[str, Any]:
         "publish_date": _iso(data.get("publish_date")),
         "hero_image_url": data.get("hero_image_url"),
         "summary": summary or None,
-        "body_html": to_html(body),
+        "body_html": to_html(body) if html_body is None else html_body,
         "seo_title": cut_at_word(title, SEO_TITLE_MAX),
         "seo_description": cut_at_word(summary or text, SEO_DESCRIPTION_MAX),
         "reading_time": reading_time(words),
         "word_count": words,
-        "images": len(_IMAGE.findall(body)) + (1 if data.get("hero_image_url") else 0),
+        "images": (len(_IMAGE.findall(body)) if html_body is None else html_body.count("<img "))
+        + (1 if data.get("hero_image_url") else 0),
     }
+
+
+def _strip(markup: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
 
 
 def content_hash(record: dict[str, Any]) -> str:

@@ -60,9 +60,16 @@ class RunContext:
     """Everything a write needs. A plain class on purpose: Prefect does not walk into it."""
 
     def __init__(
-        self, run_id: str, destination: Destination, ledger: Ledger, draft: bool, retries: int = 0
+        self,
+        run_id: str,
+        destination: Destination,
+        ledger: Ledger,
+        draft: bool,
+        retries: int = 0,
+        refresh: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.run_id = run_id
+        self.refresh = refresh  # the source's: re-read an item whose file URLs expire soon
         self.retries = retries
         self.destination = destination
         self.ledger = ledger
@@ -79,6 +86,8 @@ class RunContext:
 def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
     """One attempt. A create that may have happened already is looked up first: no duplicates."""
     started = time.monotonic()
+    if ctx.refresh is not None:
+        work.data = ctx.refresh(work.item_id, work.data)
     record = blog_record(work.item_id, work.data)
     dest_id = work.dest_id
     if dest_id is None and (work.intent or attempt > 1):

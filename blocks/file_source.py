@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,8 +64,11 @@ class FileSource(Block):
     def name(self) -> str:
         return Path(self.path).name
 
-    def read(self, schema: Schema) -> SourceBatch:
-        """Read every row, check columns and cell sizes, apply the filter, type the items."""
+    def read(self, schema: Schema, since: datetime | None = None) -> SourceBatch:
+        """Read every row, check columns and cell sizes, apply the filter, type the items.
+
+        `since` keeps the items whose last_edited is at or after it (an incremental sync); an
+        item without a last_edited value is kept."""
         fmt = self._format()
         frame = {"csv": self._read_csv, "json": self._read_json, "parquet": self._read_parquet}[
             fmt
@@ -84,11 +88,15 @@ class FileSource(Block):
         columns = {str(name): frame[name].tolist() for name in frame.columns}
         del frame
         items = build_items_from_columns(locations, columns, schema)
+        description = f"{self.name} ({fmt.upper()})"
+        if since is not None:
+            items = [i for i in items if not _before(i.data.get("last_edited"), since)]
+            description += f", edited since {since:%Y-%m-%d %H:%M:%S}"
         return SourceBatch(
             items=items,
             total_rows=total,
             filtered_out=total - len(items),
-            description=f"{self.name} ({fmt.upper()})",
+            description=description,
         )
 
     # --- formats --------------------------------------------------------------------------
@@ -261,3 +269,11 @@ def _matches(value: Any, wanted: list[Any]) -> bool:
         elif value is not None and str(value).strip() == str(option):
             return True
     return False
+
+
+def _before(edited: Any, since: datetime) -> bool:
+    if not isinstance(edited, datetime):
+        return False
+    if edited.tzinfo is None:
+        edited = edited.replace(tzinfo=UTC)
+    return edited < since

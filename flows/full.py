@@ -9,6 +9,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -68,18 +69,20 @@ def full(
     console_progress: bool = False,
     parent_run_id: str | None = None,
     item_ids: list[str] | None = None,
+    since: datetime | None = None,
 ) -> dict[str, Any] | State:
     """Write every item that passed validation, with retries, limits and a circuit breaker.
 
-    `item_ids` limits the run to those items (a dead-letter retry); `parent_run_id` links the
-    run to the pipeline or the run it retries.
+    `item_ids` limits the run to those items (a dead-letter retry); `since` to the items edited
+    at or after it (an incremental sync); `parent_run_id` links the run to the pipeline, sync or
+    run it retries.
     """
     logger = get_run_logger()
     mode = "retry" if item_ids is not None else "full"
     run_id = run_id or new_run_id(mode)
     started = time.monotonic()
     try:
-        prepared = prepare_run(job, run_id, mode, parent_run_id, item_ids=item_ids)
+        prepared = prepare_run(job, run_id, mode, parent_run_id, item_ids=item_ids, since=since)
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
@@ -87,7 +90,8 @@ def full(
     draft = not _publishes(destination)
     ledger.plan_items(run_id, plan.rows)
 
-    ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries)
+    ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
+                     refresh=getattr(source_for(job), "refresh", None))  # fmt: skip
     runner = _Runner(job, ctx, plan.work, console_progress, logger)
     runner.run()
     quota_low = getattr(destination, "quota_low", None)
@@ -146,6 +150,7 @@ def prepare_run(
     parent_run_id: str | None,
     item_ids: list[str] | None = None,
     draft: bool | None = None,
+    since: datetime | None = None,
 ) -> Prepared:
     """Record the run's start, read and validate the source, and plan the writes.
 
@@ -165,7 +170,7 @@ def prepare_run(
         )  # fmt: skip
         ledger.finish_run(run_id, "running", destination_key=destination.key)
         check = check_destination(quote(destination))
-        batch = source.read(SCHEMAS[job.validation.preset])
+        batch = source.read(SCHEMAS[job.validation.preset], since=since)
         results = validate_batch(quote(batch.items), job, check)
         destination.prepare()
         draft = not _publishes(destination) if draft is None else draft

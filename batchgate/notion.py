@@ -1,0 +1,372 @@
+"""Reading a Notion database politely: its data source, every page, every block.
+
+Notion allows an average of 3 requests/s per integration. Every request here goes through one
+pacer (2.94/s), a 429's Retry-After holds every reader, and 500/503/529 (and timeouts) are
+retried: every call made here is a read. Page bodies are read with a few threads, so the pace,
+not the latency, sets the speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from batchgate.backoff import parse_retry_after
+from batchgate.errors import SourceError
+from batchgate.notion_html import blocks_html, blocks_text, file_expiry, file_url, hosted_expiries
+from batchgate.notion_html import plain_text as rich_plain
+from batchgate.pacer import Pacer, pacer_for
+
+NOTION_VERSION = "2025-09-03"
+RATE_PER_S = 3.0
+PACE = 0.98  # a little under the average Notion allows
+RETRY_STATUSES = {429, 500, 503, 529}
+PAGE_SIZE = 100
+THROTTLE_BUDGET = 30  # 429 answers one request may wait out
+
+# The blog preset's fields, and the Notion properties of the usual blog template they come from.
+DEFAULT_PROPERTIES = {
+    "title": "Name",
+    "slug": "Slug",
+    "status": "Status",
+    "category": "Category",
+    "tags": "Tags",
+    "featured": "Featured",
+    "publish_date": "Publish date",
+    "hero_image_url": "Cover image",
+    "summary": "Summary",
+    "last_edited": "Last edited",
+}
+FIELD_TYPES = {
+    "title": ("title", "rich_text"),
+    "slug": ("rich_text", "title", "url", "formula"),
+    "status": ("status", "select"),
+    "category": ("select", "status", "rich_text"),
+    "tags": ("multi_select", "rich_text", "select"),
+    "featured": ("checkbox",),
+    "publish_date": ("date", "created_time"),
+    "hero_image_url": ("files", "url"),
+    "summary": ("rich_text", "title"),
+    "last_edited": ("last_edited_time", "date"),
+}
+REQUIRED = {"title", "slug", "category", "hero_image_url"}
+
+
+class NotionReader:
+    """The Notion API calls a source needs, with pacing, retries and clear errors."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 6,
+        workers: int = 4,
+        rate_per_s: float = RATE_PER_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries, self.workers, self.sleep = retries, workers, sleep
+        self.pacer: Pacer = pacer_for(f"notion:{self.base_url}", rate_per_s * PACE)
+        self.requests = 0
+        self.throttled = 0  # 429 answers received
+        self._lock = threading.Lock()
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout_s,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Notion-Version": NOTION_VERSION,
+                "Content-Type": "application/json",
+            },  # fmt: skip
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- one request --------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """One read, retried on 429 (after Retry-After), 500, 503, 529 and timeouts.
+
+        429s have their own, larger budget: the server said when to come back, and every reader
+        of this integration waits until then (the pacer's hold)."""
+        last, failures, throttled = "", 0, 0
+        while failures <= self.retries and throttled <= THROTTLE_BUDGET:
+            self.pacer.acquire()
+            with self._lock:
+                self.requests += 1
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except httpx.TimeoutException:
+                failures += 1
+                last = "no answer in time"
+                self.sleep(min(2**failures, 30))
+                continue
+            except httpx.TransportError as exc:
+                raise SourceError(
+                    f"cannot reach Notion at {self.base_url} ({type(exc).__name__}: {exc}). Fix: "
+                    "check source.base_url and the network."
+                ) from None
+            if response.is_success:
+                self.pacer.recover()
+                return dict(response.json())
+            if response.status_code not in RETRY_STATUSES:
+                raise SourceError(self._explain(method, path, response))
+            last = f"HTTP {response.status_code} {_code(response)}"
+            wait = parse_retry_after(response.headers.get("Retry-After"))
+            if response.status_code == 429:
+                throttled += 1
+                with self._lock:
+                    self.throttled += 1
+                self.pacer.hold(wait if wait is not None else 1.0)
+                self.pacer.slow_down()
+            else:
+                failures += 1
+                self.sleep(wait if wait is not None else min(0.5 * 2**failures, 30))
+        raise SourceError(
+            f"Notion kept failing on {method} {path}: {last} ({failures} errors, {throttled} "
+            "rate-limit answers). Fix: try again later (Notion may be overloaded, or another "
+            "client shares this integration's rate limit), or check status.notion.so."
+        )
+
+    def _explain(self, method: str, path: str, response: httpx.Response) -> str:
+        status, code = response.status_code, _code(response)
+        message = _message(response)
+        where = f"{method} {path}: HTTP {status} {code}" + (f" - {message}" if message else "")
+        if status == 401:
+            return (f"Notion refused the token ({where}). Fix: set NOTION_TOKEN (or source.token) "
+                    "to the integration's internal secret.")  # fmt: skip
+        if status in (403, 404):
+            return (f"{where}. Fix: check source.database_id, and share the database with the "
+                    "integration (in Notion: ••• > Connections > your integration).")  # fmt: skip
+        if status == 400:
+            return f"Notion refused the request ({where}). Fix: check source.filter and the properties."
+        return where
+
+    # --- the database ---------------------------------------------------------------------------
+
+    def data_source(self, database_id: str, data_source_id: str | None = None) -> dict[str, Any]:
+        """The data source to query (the database's first unless named) and its property schema."""
+        if not data_source_id:
+            database = self.call("GET", f"/databases/{database_id}")
+            sources = database.get("data_sources") or []
+            if not sources:
+                raise SourceError(f"Notion database {database_id} has no data source. Fix: check "
+                                  "source.database_id (it must be a database, not a page).")  # fmt: skip
+            data_source_id = str(sources[0]["id"])
+        return self.call("GET", f"/data_sources/{data_source_id}")
+
+    def query(
+        self, data_source_id: str, filter_: dict[str, Any] | None
+    ) -> Iterator[dict[str, Any]]:
+        """Every page matching the filter, following next_cursor to the end."""
+        seen: set[str] = set()
+        body: dict[str, Any] = {"page_size": PAGE_SIZE}
+        if filter_:
+            body["filter"] = filter_
+        while True:
+            answer = self.call("POST", f"/data_sources/{data_source_id}/query", json=body)
+            yield from answer.get("results") or []
+            cursor = answer.get("next_cursor")
+            if not answer.get("has_more") or not cursor:
+                return
+            if cursor in seen:
+                raise SourceError(
+                    f"Notion returned the cursor {cursor!r} twice while paging data source "
+                    f"{data_source_id}: stopping instead of looping. Fix: run again; if it "
+                    "persists, report it to Notion support."
+                )
+            seen.add(cursor)
+            body["start_cursor"] = cursor
+
+    def page(self, page_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/pages/{page_id}")
+
+    def blocks(self, block_id: str) -> list[dict[str, Any]]:
+        """A block's children, every page of them, each with its own children read (recursively)."""
+        out: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"page_size": PAGE_SIZE}
+        seen: set[str] = set()
+        while True:
+            answer = self.call("GET", f"/blocks/{block_id}/children", params=params)
+            out += answer.get("results") or []
+            cursor = answer.get("next_cursor")
+            if not answer.get("has_more") or not cursor:
+                break
+            if cursor in seen:
+                raise SourceError(f"Notion returned the cursor {cursor!r} twice for the children "
+                                  f"of block {block_id}. Fix: run again.")  # fmt: skip
+            seen.add(cursor)
+            params = {"page_size": PAGE_SIZE, "start_cursor": cursor}
+        for block in out:
+            if block.get("has_children"):
+                block["children"] = self.blocks(str(block["id"]))
+        return out
+
+    def bodies(self, page_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every page's blocks, a few pages at a time (the pacer keeps the rate)."""
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return dict(zip(page_ids, pool.map(self.blocks, page_ids), strict=True))
+
+
+# --- mapping a page to an item --------------------------------------------------------------------
+
+
+def build_filter(
+    wanted: dict[str, Any], schema: dict[str, Any], since: datetime | None = None
+) -> dict[str, Any] | None:
+    """The query filter for the job's `filter` (property -> value) and an incremental `since`."""
+    properties = schema.get("properties") or {}
+    parts: list[dict[str, Any]] = []
+    for name, value in wanted.items():
+        if isinstance(value, dict):  # written in Notion's own filter syntax
+            parts.append({"property": name, **value})
+            continue
+        prop = properties.get(name)
+        if prop is None:
+            raise SourceError(_missing(name, properties, "source.filter"))
+        kind = prop.get("type")
+        values = value if isinstance(value, list) else [value]
+        ops = []
+        for one in values:
+            if kind == "checkbox":
+                ops.append({"property": name, "checkbox": {"equals": bool(one)}})
+            elif kind in ("status", "select"):
+                ops.append({"property": name, kind: {"equals": str(one)}})
+            elif kind == "multi_select":
+                ops.append({"property": name, "multi_select": {"contains": str(one)}})
+            elif kind in ("rich_text", "title"):
+                ops.append({"property": name, kind: {"equals": str(one)}})
+            else:
+                raise SourceError(
+                    f"source.filter names the property {name!r}, of type {kind}; batchgate filters "
+                    "checkbox, status, select, multi_select, rich_text and title properties by "
+                    f"value. Fix: write the filter in Notion's syntax, e.g. {name}: "
+                    f"{{{kind}: {{equals: ...}}}}."
+                )
+        parts.append(ops[0] if len(ops) == 1 else {"or": ops})
+    if since is not None:
+        parts.append({"timestamp": "last_edited_time",
+                      "last_edited_time": {"on_or_after": since.isoformat()}})  # fmt: skip
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else {"and": parts}
+
+
+def check_properties(mapping: dict[str, str], schema: dict[str, Any]) -> dict[str, str]:
+    """Each mapped field's property type; a wrong type or a missing required property is an error."""
+    properties = schema.get("properties") or {}
+    types = {}
+    for field, name in mapping.items():
+        prop = properties.get(name)
+        if prop is None:
+            if field in REQUIRED:
+                raise SourceError(_missing(name, properties, f"source.properties.{field}"))
+            continue
+        kind = str(prop.get("type"))
+        allowed = FIELD_TYPES.get(field)
+        if allowed and kind not in allowed:
+            raise SourceError(
+                f"Notion property {name!r} (mapped to {field}) is of type {kind}; {field} needs "
+                f"{' or '.join(allowed)}. Fix: map {field} to another property in "
+                f"source.properties, or change the property's type in Notion."
+            )
+        types[field] = kind
+    return types
+
+
+def page_row(
+    page: dict[str, Any], blocks: list[dict[str, Any]], mapping: dict[str, str]
+) -> dict[str, Any]:
+    """A page as the raw row the blog preset types: its properties, its body as HTML."""
+    properties = page.get("properties") or {}
+    row: dict[str, Any] = {"id": str(page["id"])}
+    expiries: list[str] = []
+    for field, name in mapping.items():
+        prop = properties.get(name)
+        if prop is None:
+            continue
+        row[field] = property_value(name, prop)
+        if field == "hero_image_url" and prop.get("type") == "files" and prop.get("files"):
+            expiry = file_expiry(prop["files"][0])
+            if expiry:
+                expiries.append(expiry)
+    if row.get("last_edited") is None:
+        row["last_edited"] = page.get("last_edited_time")
+    row["body_html"] = blocks_html(blocks)
+    row["body_text"] = blocks_text(blocks)
+    row["source_url"] = page.get("url")
+    expiries += hosted_expiries(blocks)
+    row["media_expires_at"] = min(expiries) if expiries else None
+    row["content_key"] = content_key(row)
+    return row
+
+
+def property_value(name: str, prop: dict[str, Any]) -> Any:
+    """A Notion property value as plain Python: text, a list of names, a bool, a date, a URL."""
+    kind = prop.get("type")
+    value = prop.get(str(kind))
+    if kind in ("title", "rich_text"):
+        return rich_plain(value) or None
+    if kind in ("select", "status"):
+        return (value or {}).get("name")
+    if kind == "multi_select":
+        return [option.get("name") for option in value or [] if option.get("name")]
+    if kind == "checkbox":
+        return bool(value)
+    if kind == "date":
+        return (value or {}).get("start")
+    if kind in ("created_time", "last_edited_time", "url", "email", "number"):
+        return value
+    if kind == "files":
+        return file_url(value[0]) if value else None
+    if kind == "formula":
+        inner = value or {}
+        return inner.get(str(inner.get("type")))
+    raise SourceError(
+        f"Notion property {name!r} has the type {kind}, which batchgate cannot read. Fix: map the "
+        "field to a title, rich_text, select, status, multi_select, checkbox, date, files or url "
+        "property in source.properties."
+    )
+
+
+_SIGNED = re.compile(r"(https?://[^\s\"'?]+)\?[^\s\"']*")
+
+
+def content_key(row: dict[str, Any]) -> str:
+    """A hash of the content without the signing parameters of Notion-hosted file URLs, which
+    change on every read: an unedited page keeps its key, so it is not written again."""
+    stable = {k: v for k, v in row.items() if k not in ("media_expires_at", "content_key")}
+    blob = _SIGNED.sub(r"\1", json.dumps(stable, sort_keys=True, default=str))
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _missing(name: str, properties: dict[str, Any], setting: str) -> str:
+    names = ", ".join(sorted(properties)) or "none"
+    return (f"the Notion database has no property {name!r} (it has: {names}). Fix: set {setting} "
+            "to one of those names.")  # fmt: skip
+
+
+def _code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("code") or "")
+    except ValueError:
+        return ""
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message") or "")[:300]
+    except ValueError:
+        return response.text[:300]

@@ -1,0 +1,116 @@
+"""Notion source: the pages of a Notion database, their properties and their bodies as HTML."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from batchgate.config import NOTION_PROPERTIES, NotionSourceConfig
+from batchgate.errors import ConfigError, RetryableError, SourceError
+from batchgate.notion import NotionReader, build_filter, check_properties, page_row
+from batchgate.schema import Schema, build_items
+from batchgate.sources import SourceBatch
+
+REFRESH_MARGIN = timedelta(minutes=10)  # re-read a page whose hosted files expire sooner than this
+
+
+class NotionSource(Block):
+    """Reads the pages of a Notion database through the API (version 2025-09-03)."""
+
+    _block_type_name = "Batchgate Notion Source"
+    _block_type_slug = "batchgate-notion-source"
+    _description = (
+        "Items for a batchgate job from a Notion database: its data source is queried with a "
+        "filter and every page's blocks are read (paginated, nested), at Notion's 3 requests/s."
+    )
+
+    base_url: str = Field(default="https://api.notion.com/v1", description="API base URL.")
+    database_id: str = Field(description="The database whose pages are the items.")
+    data_source_id: str | None = Field(
+        default=None, description="Its data source (default: first)."
+    )
+    token: SecretStr = Field(description="The integration's internal secret.")
+    filter: dict[str, Any] = Field(default_factory=dict, description="Property -> value to keep.")
+    properties: dict[str, str] = Field(
+        default_factory=lambda: dict(NOTION_PROPERTIES),
+        description="Item field -> Notion property name.",
+    )
+    timeout_s: float = Field(default=30.0, description="Per-request timeout in seconds.")
+    requests_per_second: float = Field(default=3.0, description="Average request rate allowed.")
+    workers: int = Field(default=4, description="Pages read at once.")
+
+    @classmethod
+    def from_config(cls, config: NotionSourceConfig) -> NotionSource:
+        token = config.token or _env_token()
+        return cls(
+            base_url=config.base_url, database_id=config.database_id,
+            data_source_id=config.data_source_id, token=token, filter=dict(config.filter),
+            properties=dict(config.properties), timeout_s=config.timeout_s, workers=config.workers,
+            requests_per_second=config.requests_per_second,
+        )  # fmt: skip
+
+    @property
+    def path(self) -> str:
+        """Where the items come from, for the ledger and reports (no secret in it)."""
+        return f"notion:{self.database_id}"
+
+    def reader(self) -> NotionReader:
+        return NotionReader(self.base_url, self.token.get_secret_value(), timeout_s=self.timeout_s,
+                            workers=self.workers, rate_per_s=self.requests_per_second)  # fmt: skip
+
+    def read(self, schema: Schema, since: datetime | None = None) -> SourceBatch:
+        """Every page the filter keeps (edited since `since`, if given), typed by the schema."""
+        reader = self.reader()
+        try:
+            source = reader.data_source(self.database_id, self.data_source_id)
+            check_properties(self.properties, source)
+            query = build_filter(self.filter, source, since)
+            pages = [p for p in reader.query(str(source["id"]), query)
+                     if not p.get("archived") and not p.get("in_trash")]  # fmt: skip
+            bodies = reader.bodies([str(p["id"]) for p in pages])
+            rows = [(p.get("url") or str(p["id"]), page_row(p, bodies[str(p["id"])],
+                                                            self.properties)) for p in pages]  # fmt: skip
+        finally:
+            reader.close()
+        items = build_items(rows, schema)
+        edited = f", edited since {since:%Y-%m-%d %H:%M:%S}" if since else ""
+        return SourceBatch(items, len(items), 0, f"Notion database {self.database_id}{edited}")
+
+    def refresh(self, item_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The item again, read just before its write when its Notion-hosted file URLs (valid one
+        hour) expire soon; otherwise `data` unchanged."""
+        expires = data.get("media_expires_at")
+        if not expires:
+            return data
+        when = datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
+        if when - datetime.now(UTC) > REFRESH_MARGIN:
+            return data
+        reader = self.reader()
+        try:
+            page = reader.page(item_id)
+            row = page_row(page, reader.blocks(item_id), self.properties)
+        except SourceError as exc:  # a write attempt that can be tried again
+            raise RetryableError(
+                f"re-reading Notion page {item_id} before the write (its file URLs expire): {exc}",
+                error_type="api-error",
+            ) from None
+        finally:
+            reader.close()
+        return {**data, **{k: v for k, v in row.items() if k in _REFRESHED}}
+
+
+_REFRESHED = ("hero_image_url", "body_html", "media_expires_at")
+
+
+def _env_token() -> SecretStr:
+    token = os.environ.get("NOTION_TOKEN")
+    if not token:
+        raise ConfigError(
+            "source.token is not set and NOTION_TOKEN is not in the environment. Fix: export "
+            "NOTION_TOKEN=... (the integration's secret) and write token: ${NOTION_TOKEN}."
+        )
+    return SecretStr(token)

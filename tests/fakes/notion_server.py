@@ -1,0 +1,436 @@
+"""A real HTTP server on 127.0.0.1 that behaves like the Notion API (version 2025-09-03).
+
+Bearer auth; a required Notion-Version header (400 missing_version); a database with one data
+source and its property schema; data source queries with filters (property equality, checkbox,
+multi_select contains, last_edited_time on_or_after, and/or), page_size and opaque cursors; pages;
+block children with pagination and nesting; Notion's error bodies; a rate limit of an average of
+3 requests/s with bursts (a token bucket), answered with 429 rate_limited and Retry-After.
+Faults: 500/503/529 at a given rate, and a query that repeats its cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+VERSION = "2025-09-03"
+CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
+
+
+@dataclass
+class NotionFaults:
+    error_rate: float = 0.0  # share of requests answered 500, 503 or 529
+    repeat_cursor: bool = False  # a query answers its first cursor forever
+    latency: tuple[float, float] = (0.0, 0.0)
+    seed: int = 11
+
+
+@dataclass
+class NotionState:
+    token: str = "notion-test-token"
+    rate_per_s: float = 3.0
+    burst: float = 10.0
+    faults: NotionFaults = field(default_factory=NotionFaults)
+    database_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    data_source_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    pages: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> page, in order
+    children: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # block id -> blocks
+    requests: list[tuple[float, str, str, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+        self.refilled = time.monotonic()
+        self.rng = random.Random(self.faults.seed)
+
+    def take(self) -> float:
+        """0 if the request may go, else the seconds until it could."""
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate_per_s)
+            self.refilled = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.rate_per_s
+
+    def edit(self, page_id: str, **properties: Any) -> None:
+        """Change a page as a person would: its properties, and last_edited_time (to the minute)."""
+        with self.lock:
+            page = self.pages[page_id]
+            for name, value in properties.items():
+                page["properties"][name] = value
+            page["last_edited_time"] = _minute(datetime.now(UTC))
+            if "Last edited" in page["properties"]:
+                page["properties"]["Last edited"]["last_edited_time"] = page["last_edited_time"]
+
+
+def _minute(moment: datetime) -> str:
+    return moment.replace(second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M:00.000Z")
+
+
+# --- content builders --------------------------------------------------------------------------
+
+
+def text(content: str, *, bold: bool = False, italic: bool = False, code: bool = False,
+         strike: bool = False, underline: bool = False, link: str | None = None) -> dict[str, Any]:  # fmt: skip
+    return {
+        "type": "text", "text": {"content": content, "link": {"url": link} if link else None},
+        "annotations": {"bold": bold, "italic": italic, "strikethrough": strike,
+                        "underline": underline, "code": code, "color": "default"},
+        "plain_text": content, "href": link,
+    }  # fmt: skip
+
+
+def block(kind: str, rich: list[dict[str, Any]] | None = None, children: list[dict[str, Any]] |
+          None = None, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {"rich_text": rich or [], **extra} if kind != "divider" else {}
+    out = {"object": "block", "id": str(uuid.uuid4()), "type": kind, kind: body,
+           "has_children": bool(children), "archived": False, "in_trash": False}  # fmt: skip
+    if children:
+        out["_children"] = children
+    return out
+
+
+def hosted_file(url: str) -> dict[str, Any]:
+    expiry = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return {"type": "file", "file": {"url": f"{url}?X-Amz-Signature={uuid.uuid4().hex}",
+                                     "expiry_time": expiry}}  # fmt: skip
+
+
+def blog_blocks(n: int, rng: random.Random) -> list[dict[str, Any]]:
+    """A post body with every block type the renderer knows, nesting and split rich text."""
+    paragraphs = rng.randint(8, 120)
+    blocks = [
+        block("heading_1", [text(f"Part one of post {n}")]),
+        block("paragraph", [text("It starts "), text("bold", bold=True), text(" and "),
+                            text("italic", italic=True), text(", with "),
+                            text("a link", link=f"https://example.com/{n}"), text(" and "),
+                            text("code()", code=True), text(" & <script>alert(1)</script>.")]),
+        block("bulleted_list_item", [text("First point")], children=[
+            block("bulleted_list_item", [text("A nested point")]),
+            block("bulleted_list_item", [text("Another, "), text("struck", strike=True)]),
+        ]),
+        block("bulleted_list_item", [text("Second point")]),
+        block("numbered_list_item", [text("Step one")], children=[
+            block("paragraph", [text("Details of step one, "), text("underlined", underline=True)]),
+        ]),
+        block("numbered_list_item", [text("Step two")]),
+        block("heading_2", [text("The middle")]),
+        block("quote", [text("A quote worth keeping.")], children=[
+            block("paragraph", [text("Said by someone.")]),
+        ]),
+        block("code", [text("def main():\n"), text("    return 1 < 2\n")], language="python",
+              caption=[text("main.py")]),
+        block("image", [], type="external", external={"url": f"https://img.example.com/b{n}.png"},
+              caption=[text(f"Figure {n}")]),
+        block("divider"),
+        block("heading_3", [text("Details")], children=None),
+        block("toggle", [text("More")], children=[block("paragraph", [text("Hidden text.")])]),
+    ]  # fmt: skip
+    words = ["data", "pipeline", "cloud", "batch", "notion", "webflow", "migration", "team"]
+    for k in range(paragraphs):
+        blocks.append(block("paragraph", [text(" ".join(rng.choice(words) for _ in range(12))),
+                                          text(f" (paragraph {k + 1})")]))  # fmt: skip
+    return blocks
+
+
+def blog_page(n: int, state: NotionState, *, status: str = "Published",
+              category: str | None = None, hosted: bool = False) -> dict[str, Any]:  # fmt: skip
+    page_id = str(uuid.UUID(int=n + 1))
+    edited = _minute(datetime(2025, 10, 1, tzinfo=UTC) + timedelta(minutes=n))
+    cover = (hosted_file(f"https://files.notion.test/cover-{n}.png") if hosted else
+             {"type": "external", "name": "cover", "external": {"url": f"https://img.example.com/cover-{n}.jpg"}})  # fmt: skip
+    properties = {
+        "Name": {"id": "title", "type": "title",
+                 "title": [text(f"Post {n}: "), text("notes on <things>", italic=True)]},
+        "Slug": {"id": "slug", "type": "rich_text", "rich_text": [text(f"post-{n}")]},
+        "Status": {"id": "st", "type": "status", "status": {"id": "s1", "name": status,
+                                                            "color": "green"}},
+        "Category": {"id": "cat", "type": "select", "select": {
+            "id": "c1", "name": category or CATEGORIES[n % len(CATEGORIES)], "color": "blue"}},
+        "Tags": {"id": "tags", "type": "multi_select",
+                 "multi_select": [{"id": "t1", "name": "notion"}, {"id": "t2", "name": f"t{n % 7}"}]},
+        "Featured": {"id": "feat", "type": "checkbox", "checkbox": n % 10 == 0},
+        "Publish date": {"id": "pd", "type": "date",
+                         "date": {"start": f"2025-{1 + n % 12:02d}-{1 + n % 28:02d}", "end": None,
+                                  "time_zone": None}},
+        "Cover image": {"id": "cov", "type": "files", "files": [cover]},
+        "Summary": {"id": "sum", "type": "rich_text",
+                    "rich_text": [text(f"What post {n} is about, in one line.")]},
+        "Last edited": {"id": "le", "type": "last_edited_time", "last_edited_time": edited},
+    }  # fmt: skip
+    return {"object": "page", "id": page_id, "created_time": edited, "last_edited_time": edited,
+            "archived": False, "in_trash": False, "url": f"https://www.notion.so/post-{n}-{page_id}",
+            "properties": properties}  # fmt: skip
+
+
+SCHEMA_TYPES = {"Name": "title", "Slug": "rich_text", "Status": "status", "Category": "select",
+                "Tags": "multi_select", "Featured": "checkbox", "Publish date": "date",
+                "Cover image": "files", "Summary": "rich_text", "Last edited": "last_edited_time"}  # fmt: skip
+
+
+class NotionServer:
+    """Starts the fake API in a thread; `base_url` is what source.base_url takes."""
+
+    def __init__(self, state: NotionState | None = None, port: int = 0) -> None:
+        self.state = state or NotionState()
+        state_ = self.state
+
+        class Handler(_Handler):
+            state = state_
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def add_pages(self, count: int, start: int = 1, seed: int = 3, **kwargs: Any) -> list[str]:
+        """Blog pages with bodies; returns their ids."""
+        rng = random.Random(seed)
+        ids = []
+        for n in range(start, start + count):
+            page = blog_page(n, self.state, **kwargs)
+            self.add(page, blog_blocks(n, rng))
+            ids.append(page["id"])
+        return ids
+
+    def add(self, page: dict[str, Any], blocks: list[dict[str, Any]]) -> None:
+        with self.state.lock:
+            self.state.pages[page["id"]] = page
+        self._store(page["id"], blocks)
+
+    def _store(self, parent: str, blocks: list[dict[str, Any]]) -> None:
+        for b in blocks:
+            if b.get("_children"):
+                self._store(b["id"], b.pop("_children"))
+        with self.state.lock:
+            self.state.children[parent] = blocks
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> NotionServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: NotionState
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        state = self.state
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.headers.get("Authorization") != f"Bearer {state.token}":
+            return self._error(401, "unauthorized", "API token is invalid.", method)
+        if not self.headers.get("Notion-Version"):
+            return self._error(400, "missing_version", "Notion-Version header failed validation: "
+                               "Notion-Version should be defined, instead was `undefined`.", method)  # fmt: skip
+        wait = state.take()
+        if wait > 0:
+            return self._error(429, "rate_limited", "You have been rate limited. Please try again "
+                               "in a few minutes.", method, {"Retry-After": str(max(1, round(wait)))})  # fmt: skip
+        low, high = state.faults.latency
+        if high:
+            time.sleep(random.uniform(low, high))
+        with state.lock:
+            fault = state.rng.random() < state.faults.error_rate
+            status = state.rng.choice([500, 503, 529])
+        if fault:
+            code = {500: "internal_server_error", 503: "service_unavailable",
+                    529: "service_overload"}[status]  # fmt: skip
+            return self._error(status, code, "Something went wrong.", method)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            return self._error(400, "invalid_json", "Error parsing JSON body.", method)
+        url = urlparse(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        routes = [
+            ("GET", r"/v1/databases/(?P<id>[^/]+)", self._database),
+            ("GET", r"/v1/data_sources/(?P<id>[^/]+)", self._data_source),
+            ("POST", r"/v1/data_sources/(?P<id>[^/]+)/query", self._query),
+            ("GET", r"/v1/pages/(?P<id>[^/]+)", self._page),
+            ("GET", r"/v1/blocks/(?P<id>[^/]+)/children", self._children),
+        ]
+        for verb, pattern, handler in routes:
+            found = re.fullmatch(pattern, url.path)
+            if verb == method and found:
+                return handler(method, found.group("id"), body, query)
+        return self._error(400, "invalid_request_url", "Invalid request URL.", method)
+
+    # --- routes -------------------------------------------------------------------------------
+
+    def _database(self, method: str, ident: str, body: Any, query: Any) -> None:
+        if ident.replace("-", "") != self.state.database_id.replace("-", ""):
+            return self._not_found(method, ident)
+        self._send(200, {"object": "database", "id": self.state.database_id,
+                         "data_sources": [{"id": self.state.data_source_id, "name": "Posts"}]}, method)  # fmt: skip
+
+    def _data_source(self, method: str, ident: str, body: Any, query: Any) -> None:
+        if ident != self.state.data_source_id:
+            return self._not_found(method, ident)
+        properties = {name: {"id": name.lower()[:4], "name": name, "type": kind, kind: {}}
+                      for name, kind in SCHEMA_TYPES.items()}  # fmt: skip
+        self._send(200, {"object": "data_source", "id": ident, "properties": properties}, method)
+
+    def _query(self, method: str, ident: str, body: dict[str, Any], query: Any) -> None:
+        if ident != self.state.data_source_id:
+            return self._not_found(method, ident)
+        wrong = _bad_filter(body.get("filter"))
+        if wrong:
+            return self._error(400, "validation_error", wrong, method)
+        size = min(int(body.get("page_size") or 100), 100)
+        with self.state.lock:
+            pages = [p for p in self.state.pages.values() if _matches(p, body.get("filter"))]
+        start = _decode(body.get("start_cursor"))
+        if self.state.faults.repeat_cursor and start:
+            start = size  # the second page keeps pointing at itself
+        chunk = pages[start : start + size]
+        more = start + size < len(pages)
+        self._send(200, {"object": "list", "results": chunk, "has_more": more,
+                         "next_cursor": _encode(start + size) if more else None,
+                         "type": "page_or_data_source"}, method)  # fmt: skip
+
+    def _page(self, method: str, ident: str, body: Any, query: Any) -> None:
+        page = self.state.pages.get(ident)
+        if page is None:
+            return self._not_found(method, ident)
+        self._send(200, _fresh(page), method)
+
+    def _children(self, method: str, ident: str, body: Any, query: dict[str, str]) -> None:
+        blocks = self.state.children.get(ident)
+        if blocks is None:
+            return self._not_found(method, ident)
+        size = min(int(query.get("page_size") or 100), 100)
+        start = _decode(query.get("start_cursor"))
+        chunk = blocks[start : start + size]
+        more = start + size < len(blocks)
+        self._send(200, {"object": "list", "results": [_fresh(b) for b in chunk], "has_more": more,
+                         "next_cursor": _encode(start + size) if more else None,
+                         "type": "block"}, method)  # fmt: skip
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _not_found(self, method: str, ident: str) -> None:
+        self._error(404, "object_not_found", f"Could not find object with ID: {ident}. Make sure "
+                    "the relevant pages and databases are shared with your integration.", method)  # fmt: skip
+
+    def _error(self, status: int, code: str, message: str, method: str,
+               headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        self._send(status, {"object": "error", "status": status, "code": code, "message": message,
+                            "request_id": str(uuid.uuid4())}, method, headers)  # fmt: skip
+
+    def _send(self, status: int, payload: Any, method: str,
+              headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        data = json.dumps(payload).encode()
+        with self.state.lock:
+            self.state.requests.append((time.monotonic(), method, self.path, status))
+        try:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def _fresh(obj: dict[str, Any]) -> dict[str, Any]:
+    """Hosted file URLs are signed anew on every read, as Notion's are."""
+    blob = json.dumps(obj)
+    blob = re.sub(
+        r"X-Amz-Signature=[0-9a-f]+", lambda _: f"X-Amz-Signature={uuid.uuid4().hex}", blob
+    )
+    return json.loads(blob)
+
+
+def _encode(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
+
+
+def _decode(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    return int(base64.urlsafe_b64decode(cursor.encode()).decode().split(":")[1])
+
+
+def _matches(page: dict[str, Any], rule: dict[str, Any] | None) -> bool:
+    if not rule:
+        return True
+    if "and" in rule:
+        return all(_matches(page, r) for r in rule["and"])
+    if "or" in rule:
+        return any(_matches(page, r) for r in rule["or"])
+    if rule.get("timestamp") == "last_edited_time":
+        bound = rule["last_edited_time"]["on_or_after"]
+        return _when(page["last_edited_time"]) >= _when(bound)
+    prop = page["properties"].get(rule["property"]) or {}
+    kind = prop.get("type")
+    condition = rule.get(kind) or {}
+    value = prop.get(kind)
+    if kind in ("status", "select"):
+        return (value or {}).get("name") == condition.get("equals")
+    if kind == "checkbox":
+        return bool(value) == condition.get("equals")
+    if kind == "multi_select":
+        return condition.get("contains") in [o["name"] for o in value or []]
+    if kind in ("rich_text", "title"):
+        return "".join(p["plain_text"] for p in value or []) == condition.get("equals")
+    return False
+
+
+def _bad_filter(rule: dict[str, Any] | None) -> str | None:
+    """Notion refuses a filter whose condition does not match the property's type."""
+    if not rule:
+        return None
+    for key in ("and", "or"):
+        if key in rule:
+            return next((w for w in map(_bad_filter, rule[key]) if w), None)
+    if "timestamp" in rule:
+        return None
+    kind = SCHEMA_TYPES.get(rule.get("property", ""))
+    if kind is None:
+        return f"Could not find property with name or id: {rule.get('property')}"
+    if kind not in rule:
+        given = next((k for k in rule if k != "property"), "?")
+        return (
+            f"body failed validation: body.filter.{given} should be not present, instead was "
+            f"`{json.dumps(rule.get(given))}`; property {rule['property']} is a {kind}."
+        )
+    return None
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
