@@ -145,12 +145,23 @@ def blog_blocks(n: int, rng: random.Random) -> list[dict[str, Any]]:
     return blocks
 
 
+def png_header(width: int, height: int) -> bytes:
+    """The first bytes of a PNG: enough for an image probe to read its size."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + crc + b"\0" * 64
+
+
 def blog_page(n: int, state: NotionState, *, status: str = "Published",
-              category: str | None = None, hosted: bool = False) -> dict[str, Any]:  # fmt: skip
+              category: str | None = None, hosted: bool = False,
+              files: str = "https://files.notion.test") -> dict[str, Any]:  # fmt: skip
     page_id = str(uuid.UUID(int=n + 1))
     edited = _minute(datetime(2025, 10, 1, tzinfo=UTC) + timedelta(minutes=n))
-    cover = (hosted_file(f"https://files.notion.test/cover-{n}.png") if hosted else
-             {"type": "external", "name": "cover", "external": {"url": f"https://img.example.com/cover-{n}.jpg"}})  # fmt: skip
+    cover = (hosted_file(f"{files}/files/cover-{n}.png") if hosted else
+             {"type": "external", "name": "cover", "external": {"url": f"{files}/img/cover-{n}.png"}})  # fmt: skip
     properties = {
         "Name": {"id": "title", "type": "title",
                  "title": [text(f"Post {n}: "), text("notes on <things>", italic=True)]},
@@ -204,6 +215,7 @@ class NotionServer:
         """Blog pages with bodies; returns their ids."""
         rng = random.Random(seed)
         ids = []
+        kwargs.setdefault("files", self.base_url.removesuffix("/v1"))
         for n in range(start, start + count):
             page = blog_page(n, self.state, **kwargs)
             self.add(page, blog_blocks(n, rng))
@@ -248,6 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         state = self.state
+        if method == "GET" and self.path.startswith(("/files/", "/img/")):
+            return self._image()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if self.headers.get("Authorization") != f"Bearer {state.token}":
@@ -340,6 +354,17 @@ class _Handler(BaseHTTPRequestHandler):
                          "type": "block"}, method)  # fmt: skip
 
     # --- plumbing -----------------------------------------------------------------------------
+
+    def _image(self) -> None:
+        """Cover images (hosted and external alike): 16:9 PNG headers, ranges honoured."""
+        body = png_header(1600, 900)
+        with self.state.lock:
+            self.state.requests.append((time.monotonic(), "GET", self.path, 200))
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _not_found(self, method: str, ident: str) -> None:
         self._error(404, "object_not_found", f"Could not find object with ID: {ident}. Make sure "

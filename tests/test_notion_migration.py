@@ -1,0 +1,121 @@
+"""Notion to Webflow end to end, between the two test servers: dry-run, sample, full, then an
+incremental sync after an edit, with faults on both sides."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from batchgate.config import load_job
+from blocks.ledger import open_ledger
+from tests.fakes.notion_server import NotionFaults, NotionServer, NotionState, text
+from tests.fakes.webflow_server import Faults, WebflowServer
+
+pytestmark = pytest.mark.prefect
+PAGES, DRAFTS = 300, 30
+
+
+@pytest.fixture(autouse=True)
+def _tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTION_TOKEN", "notion-test-token")
+    monkeypatch.setenv("WEBFLOW_TOKEN", "test-token")
+
+
+def migration_job(tmp_path: Path, notion: NotionServer, webflow: WebflowServer) -> Path:
+    path = tmp_path / "notion.yaml"
+    path.write_text(
+        "source:\n"
+        "  type: notion\n"
+        f"  base_url: {notion.base_url}\n"
+        f"  database_id: {notion.state.database_id}\n"
+        "  token: ${NOTION_TOKEN}\n"
+        "  filter: {Status: Published}\n"
+        "  requests_per_second: 400   # the test server allows it; Notion allows 3\n"
+        "destination:\n"
+        "  type: webflow\n"
+        f"  base_url: {webflow.base_url}\n"
+        f"  collection_id: {webflow.state.collection_id}\n"
+        "  token: ${WEBFLOW_TOKEN}\n"
+        "  rate_per_minute: 60000\n"
+        "  publish: true\n"
+        "validation: {preset: blog}\n"
+        "batch: {size: 20, backoff_base_s: 0.05, attempt_timeout_s: 1.0, pause_seconds: 0.1}\n"
+        f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
+    )
+    return path
+
+
+def plain(markup: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
+
+
+def test_notion_to_webflow_migration_then_incremental_sync(
+    tmp_path: Path, prefect_api: str
+) -> None:
+    from flows.dry_run import dry_run
+    from flows.full import full
+    from flows.sample import sample
+    from flows.sync import sync
+
+    notion_state = NotionState(rate_per_s=400, burst=40, faults=NotionFaults(error_rate=0.03))
+    faults = Faults(error_rate=0.05, slow_rate=0.02, slow_seconds=1.5, drop_rate=0.02)
+    with NotionServer(notion_state) as notion, WebflowServer(faults=faults) as webflow:
+        published = notion.add_pages(PAGES - DRAFTS, hosted=True)
+        notion.add_pages(DRAFTS, start=PAGES - DRAFTS + 1, status="Draft")
+        job = load_job(migration_job(tmp_path, notion, webflow))
+
+        checked = dry_run(job)
+        assert (checked["total"], checked["blocked"]) == (PAGES - DRAFTS, 0)
+        writes_before = len([r for r in webflow.state.requests if r[1] != "GET"])
+        assert writes_before == 0  # the dry-run wrote nothing
+
+        drafts = sample(job)
+        assert [i["size"] for i in drafts["items"]] == ["short", "medium", "long"]
+        summary = full(job, return_state=True).result()
+        webflow.state.faults = Faults()  # the outage is over: retry whatever failed
+        if summary["failed"]:
+            full(job)
+
+        items = dict(webflow.items)
+        slugs = Counter(i["fieldData"]["slug"] for i in items.values())
+        assert len(items) == PAGES - DRAFTS and max(slugs.values()) == 1  # each page exactly once
+        assert not any(i["isDraft"] for i in items.values())  # the sample was published in place
+        by_slug = {i["fieldData"]["slug"]: i for i in items.values()}
+        for page_id in published[::37]:  # the HTML matches the source content
+            page = notion.state.pages[page_id]
+            n = int(page["properties"]["Slug"]["rich_text"][0]["plain_text"].split("-")[1])
+            body = by_slug[f"post-{n}"]["fieldData"]["post-body"]
+            count = len(notion.state.children[page_id]) - 13  # the generated paragraphs
+            assert body.startswith(f"<h1>Part one of post {n}</h1>")
+            assert "<strong>bold</strong>" in body and "<code>code()</code>" in body
+            assert f'<a href="https://example.com/{n}">a link</a>' in body
+            assert "&amp; &lt;script&gt;alert(1)&lt;/script&gt;." in body and "<script>" not in body
+            assert "<ul><li>First point<ul><li>A nested point</li>" in body
+            assert '<pre><code class="language-python">def main():\n    return 1 &lt; 2\n' in body
+            assert f"(paragraph {count})" in plain(body)  # the last one: every page of blocks read
+            assert by_slug[f"post-{n}"]["fieldData"]["name"] == f"Post {n}: notes on <things>"
+
+        # the first sync sets the watermark (nothing changed: nothing written)
+        first = sync(job)
+        assert first["outcome"] == "complete" and first["succeeded"] == first["unchanged"]
+        edited = published[5:8]
+        for page_id in edited:
+            notion.state.edit(page_id, Name={"type": "title", "title": [text("Edited title")]})
+        before = len(webflow.state.requests)
+        second = sync(job)
+        assert second["outcome"] == "complete"
+        after = dict(webflow.items)
+        assert len(after) == PAGES - DRAFTS  # updated in place, nothing added
+        renamed = [i for i in after.values() if i["fieldData"]["name"] == "Edited title"]
+        assert len(renamed) == 3
+        ledger = open_ledger(job.ledger)
+        run = ledger.run(second["full_run_id"])
+        # only the edited pages (and those within the overlap) were read, 3 of them written
+        assert run["total"] < 10 and second["succeeded"] - second["unchanged"] == 3
+        new_writes = [r for r in webflow.state.requests[before:] if r[1] in ("POST", "PATCH")]
+        assert len([r for r in new_writes if r[1] == "PATCH"]) == 3
+        assert not [r for r in new_writes if r[1] == "POST" and r[2].endswith("/items")]
