@@ -161,3 +161,29 @@ def test_postgres_and_absolute_urls_are_left_alone(tmp_path: Path) -> None:
     )
     job = load_job(write(tmp_path, text))
     assert job.destination.url == "postgresql://u@h/db"
+
+
+NOTION_AS_WRITTEN = """
+source:
+  type: notion
+  base_url: https://api.notion.com/v1   # default
+  database_id: 6513270e269e4d37b2a74de452e6b438
+  token: ${NOTION_TOKEN}
+  filter: {Status: Published}
+validation: {preset: blog}
+"""
+
+
+def test_the_notion_source_is_accepted_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchgate.config import NOTION_PROPERTIES, NotionSourceConfig
+
+    monkeypatch.setenv("NOTION_TOKEN", "secret_abc")
+    job = load_job(write(tmp_path, NOTION_AS_WRITTEN))
+    assert isinstance(job.source, NotionSourceConfig)
+    assert job.source.database_id == "6513270e269e4d37b2a74de452e6b438"
+    assert job.source.filter == {"Status": "Published"}
+    assert job.source.token is not None and job.source.token.get_secret_value() == "secret_abc"
+    assert "secret_abc" not in job.model_dump_json()  # masked wherever the job is recorded
+    assert job.source.properties == NOTION_PROPERTIES and job.source.requests_per_second == 3.0

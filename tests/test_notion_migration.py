@@ -119,3 +119,30 @@ def test_notion_to_webflow_migration_then_incremental_sync(
         new_writes = [r for r in webflow.state.requests[before:] if r[1] in ("POST", "PATCH")]
         assert len([r for r in new_writes if r[1] == "PATCH"]) == 3
         assert not [r for r in new_writes if r[1] == "POST" and r[2].endswith("/items")]
+
+
+def test_a_cover_image_that_cannot_be_fetched_blocks_its_page(
+    tmp_path: Path, prefect_api: str
+) -> None:
+    from flows.dry_run import dry_run
+    from tests.fakes.notion_server import blog_blocks, blog_page
+
+    with NotionServer(NotionState(rate_per_s=400, burst=40)) as notion, WebflowServer() as webflow:
+        notion.add_pages(2)
+        page = blog_page(3, notion.state, files="http://127.0.0.1:9")  # nothing listens there
+        import random
+
+        notion.add(page, blog_blocks(3, random.Random(1)))
+        report = dry_run(load_job(migration_job(tmp_path, notion, webflow)))
+    assert (report["total"], report["blocked"]) == (3, 1)
+    (blocked,) = [i for i in report_items(tmp_path) if i["status"] == "blocked"]
+    assert blocked["id"] == page["id"]
+    issue = blocked["issues"][0]
+    assert "cannot be read" in issue["message"] and "publicly reachable" in issue["fix"]
+
+
+def report_items(tmp_path: Path) -> list[dict]:
+    ledger = open_ledger(load_job(tmp_path / "notion.yaml").ledger)
+    run = ledger.runs()[0]
+    return [{"id": r["item_id"], "status": r["status"], "issues": r["issues"]}
+            for r in ledger.item_rows(run["run_id"])]  # fmt: skip
