@@ -104,6 +104,15 @@ def _parser() -> argparse.ArgumentParser:
     pipe.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
     pipe.set_defaults(handler=cmd_pipeline)
 
+    syn = commands.add_parser(
+        "sync", help="write only the items edited since the last successful sync"
+    )
+    syn.add_argument("--job", required=True, help="job file (YAML)")
+    syn.add_argument("--overlap", type=int, default=120, metavar="SECONDS",
+                     help="re-read edits this long before the watermark (default 120)")  # fmt: skip
+    syn.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
+    syn.set_defaults(handler=cmd_sync)
+
     for name, verdict in (("approve", "approve"), ("reject", "reject (rolls the sample back)")):
         gate = commands.add_parser(name, help=f"{verdict} a pipeline paused for sample review")
         gate.add_argument("flow_run_id", metavar="FLOW_RUN_ID")
@@ -276,6 +285,20 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     if outcome == "blocked":
         print(f"See the report: batchgate dry-run --job {args.job}")
     return OUTCOME_EXIT[outcome]
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    job = _job_with_ledger(args)
+    from flows.sync import sync
+
+    state = sync(job, overlap_s=args.overlap, job_ref=args.job, console_progress=True,
+                 return_state=True)  # fmt: skip
+    result = state.result(raise_on_failure=False) if state.is_completed() else None
+    if not isinstance(result, dict):
+        print(f"error: {state.message}", file=sys.stderr)
+        return EXIT_FAILED if "failed" in (state.message or "") else EXIT_ERROR
+    print(f"\n🔄 Sync {result['run_id']}: {result['outcome']}, {result['message']}")
+    return OUTCOME_EXIT.get(result["outcome"], EXIT_FAILED)
 
 
 def cmd_review(args: argparse.Namespace) -> int:

@@ -187,3 +187,18 @@ def test_the_notion_source_is_accepted_as_written(
     assert job.source.token is not None and job.source.token.get_secret_value() == "secret_abc"
     assert "secret_abc" not in job.model_dump_json()  # masked wherever the job is recorded
     assert job.source.properties == NOTION_PROPERTIES and job.source.requests_per_second == 3.0
+
+
+def test_the_notion_to_webflow_example_job_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchgate.config import NotionSourceConfig, WebflowDestinationConfig
+
+    for name, value in {"NOTION_TOKEN": "secret_n", "WEBFLOW_TOKEN": "w-token",
+                        "NOTION_DATABASE_ID": "6513270e269e4d37b2a74de452e6b438",
+                        "WEBFLOW_COLLECTION_ID": "c0ffee"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    root = Path(__file__).resolve().parents[1]
+    job = load_job(root / "examples" / "notion-to-webflow" / "job.yaml")
+    assert isinstance(job.source, NotionSourceConfig)
+    assert isinstance(job.destination, WebflowDestinationConfig)
+    assert job.destination.publish and job.destination.collection_id == "c0ffee"
+    assert "secret_n" not in job.model_dump_json() and "w-token" not in job.model_dump_json()
