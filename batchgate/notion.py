@@ -33,19 +33,7 @@ RETRY_STATUSES = {429, 500, 503, 529}
 PAGE_SIZE = 100
 THROTTLE_BUDGET = 30  # 429 answers one request may wait out
 
-# The blog preset's fields, and the Notion properties of the usual blog template they come from.
-DEFAULT_PROPERTIES = {
-    "title": "Name",
-    "slug": "Slug",
-    "status": "Status",
-    "category": "Category",
-    "tags": "Tags",
-    "featured": "Featured",
-    "publish_date": "Publish date",
-    "hero_image_url": "Cover image",
-    "summary": "Summary",
-    "last_edited": "Last edited",
-}
+# Which Notion property types each blog field can be read from (the names: config.NOTION_PROPERTIES).
 FIELD_TYPES = {
     "title": ("title", "rich_text"),
     "slug": ("rich_text", "title", "url", "formula"),
