@@ -150,6 +150,12 @@ class WebflowDestinationConfig(_Section):
         default=None,
         description="Public site URL, for links in reports (e.g. https://blog.example.com).",
     )
+    link_template: str | None = Field(
+        default=None,
+        description="Where a reviewer opens an item, with {slug}, {id} and {collection_id}, e.g. "
+        "https://my-site.webflow.io/blog/{slug} (drafts: the site's staging domain). Unset: "
+        "site_url/{slug}, else the item's API URL.",
+    )
 
 
 DestinationConfig = Annotated[

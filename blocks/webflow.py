@@ -54,6 +54,9 @@ class WebflowDestination(Block):
         description="Item field -> collection field slug.",
     )
     site_url: str | None = Field(default=None, description="Public site URL, for links in reports.")
+    link_template: str | None = Field(
+        default=None, description="Item link with {slug}, {id}, {collection_id} (for reviewers)."
+    )
     timeout_s: float = Field(default=10.0, description="Timeout of one HTTP request.")
 
     _client: httpx.Client | None = PrivateAttr(default=None)
@@ -70,6 +73,7 @@ class WebflowDestination(Block):
             base_url=config.base_url.rstrip("/"), collection_id=config.collection_id, token=token,
             rate_per_minute=config.rate_per_minute, publish_live=config.publish,
             field_map=dict(config.field_map), site_url=config.site_url, timeout_s=timeout_s,
+            link_template=config.link_template,
         )  # fmt: skip
 
     # --- identity and limits ----------------------------------------------------------------
@@ -164,6 +168,9 @@ class WebflowDestination(Block):
         self._request("PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=previous)
 
     def link(self, dest_id: str, record: dict[str, Any]) -> str:
+        if self.link_template:
+            return self.link_template.format(slug=record.get("slug", ""), id=dest_id,
+                                             collection_id=self.collection_id)  # fmt: skip
         if self.site_url:
             return f"{self.site_url.rstrip('/')}/{record.get('slug', dest_id)}"
         return f"{self.base_url}/collections/{self.collection_id}/items/{dest_id}"

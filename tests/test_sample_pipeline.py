@@ -276,3 +276,19 @@ def test_an_approval_elsewhere_ends_the_terminal_question(prefect_api: str, tmp_
     assert reviewer.answer == "elsewhere" and "resumed elsewhere" in said
     assert run["outcome"] == "complete"
     assert run["message"].startswith("sample approved: approved in the UI; full run ")
+
+
+def test_webflow_draft_links_follow_the_link_template(tmp_path: Path) -> None:
+    from batchgate.config import WebflowDestinationConfig
+    from blocks.webflow import WebflowDestination
+
+    config = WebflowDestinationConfig(
+        type="webflow", collection_id="c1", token="t",
+        link_template="https://my-site.webflow.io/blog/{slug}?item={id}&c={collection_id}",
+    )  # fmt: skip
+    destination = WebflowDestination.from_config(config)
+    assert destination.link("i9", {"slug": "hello"}) == (
+        "https://my-site.webflow.io/blog/hello?item=i9&c=c1"
+    )
+    plain = WebflowDestination.from_config(config.model_copy(update={"link_template": None}))
+    assert plain.link("i9", {"slug": "hello"}).endswith("/collections/c1/items/i9")
