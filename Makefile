@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean serve stop
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ test: setup
 lint: setup
 	$(BIN)/ruff check batchgate blocks tasks flows deployments tests benchmarks examples
 	$(BIN)/ruff format --check batchgate blocks tasks flows deployments tests benchmarks examples
+
+# The local stack for the Prefect UI: server, work pool, blocks, deployments and a worker.
+serve: setup
+	./scripts/serve.sh
+
+stop:
+	./scripts/stop.sh
 
 bench: setup
 	$(BIN)/python benchmarks/validate_rows.py

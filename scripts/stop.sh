@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Stops what scripts/serve.sh started: the worker, then the Prefect server.
+cd "$(dirname "$0")/.."
+state=${SERVE_DIR:-$(pwd)/.serve}
+for name in worker server; do
+  pidfile="$state/$name.pid"
+  [ -f "$pidfile" ] || continue
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2> /dev/null; then
+    kill "$pid" 2> /dev/null
+    for _ in $(seq 1 40); do kill -0 "$pid" 2> /dev/null || break; sleep 0.25; done
+    kill -0 "$pid" 2> /dev/null && kill -9 "$pid" 2> /dev/null  # a worker may ignore one SIGTERM
+  fi
+  rm -f "$pidfile"
+  echo "stopped the $name"
+done
