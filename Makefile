@@ -23,6 +23,7 @@ demo: setup
 
 test: setup
 	./scripts/ensure-postgres.sh
+	./scripts/ensure-browser.sh
 	$(BIN)/python -m pytest
 
 lint: setup

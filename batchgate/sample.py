@@ -105,12 +105,13 @@ class SampleReport:
         if not self.entries:
             lines.append(self.note or "Every ready item is already written with the same content.")
             return lines
+        bullet = "- " if md else ""
         lines += [
-            f"Processed: {self.succeeded}/{len(self.entries)} successful",
-            f"Duration: {self.duration_s:.1f} seconds",
-            "Mode: Draft (not live)",
-            f"Run: {self.run_id}",
-            f"Destination: {self.destination}",
+            f"{bullet}Processed: {self.succeeded}/{len(self.entries)} successful",
+            f"{bullet}Duration: {self.duration_s:.1f} seconds",
+            f"{bullet}Mode: Draft (not live)",
+            f"{bullet}Run: {self.run_id}",
+            f"{bullet}Destination: {self.destination}",
             "",
             "" if md else RULE,
             "",

@@ -172,9 +172,7 @@ def test_page_properties_map_to_blog_fields() -> None:
     assert (row["slug"], row["status"], row["category"]) == ("post-1", "Published", "Data")
     assert row["tags"] == ["notion", "t1"] and row["featured"] is False
     assert row["publish_date"] == "2025-02-02"
-    assert row["hero_image_url"].startswith(
-        f"{files}/files/cover-1.png?X-Amz-Signature="
-    )
+    assert row["hero_image_url"].startswith(f"{files}/files/cover-1.png?X-Amz-Signature=")
     assert row["media_expires_at"]  # a Notion-hosted file: its URL expires
     assert row["source_url"].startswith("https://www.notion.so/")
     assert "<h1>Part one of post 1</h1>" in row["body_html"]

@@ -1,0 +1,195 @@
+"""The Prefect UI in a real browser (Debian's chromium, driven by Playwright), against the local
+stack `make serve` starts: trigger the pipeline from its deployment's Run form, approve or reject
+the paused sample from the run page, and check the destination. Screenshots of every step go to
+docs/screenshots/, where the README shows them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.prefect
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "screenshots"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+SKIP = shutil.ignore_patterns(".git", ".venv", ".serve", ".batchgate", "cms.db*", "__pycache__",
+                              ".pytest_cache", ".ruff_cache", "docs", "*.egg-info", "data")  # fmt: skip
+
+
+class Stack:
+    def __init__(self, home: Path, port: int) -> None:
+        self.home, self.ui = home, f"http://127.0.0.1:{port}"
+        self.api = f"{self.ui}/api"
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        found = httpx.post(f"{self.api}/deployments/filter", json={}).json()
+        return next(d for d in found if d["name"] == name)
+
+    def runs(self, deployment_id: str) -> list[dict[str, Any]]:
+        query = {"deployments": {"id": {"any_": [deployment_id]}}}
+        return list(httpx.post(f"{self.api}/flow_runs/filter", json=query).json())
+
+    def new_run(self, deployment_id: str, before: set[str], timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = [r["id"] for r in self.runs(deployment_id) if r["id"] not in before]
+            if new:
+                return str(new[0])
+            time.sleep(0.3)
+        raise AssertionError("submitting the Run form created no flow run")
+
+    def state(self, flow_run_id: str) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.api}/flow_runs/{flow_run_id}").json()["state"])
+
+    def wait(self, flow_run_id: str, kind: str, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.state(flow_run_id)
+            if state["type"] == kind:
+                return state
+            assert state["type"] not in ("FAILED", "CRASHED", "CANCELLED"), state
+            time.sleep(0.5)
+        raise AssertionError(
+            f"flow run {flow_run_id} never reached {kind}: {self.state(flow_run_id)}"
+        )
+
+    def posts(self) -> list[tuple[str, int]]:
+        db = self.home / "examples" / "blog" / "cms.db"
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as conn:
+            if not conn.execute("SELECT name FROM sqlite_master WHERE name='posts'").fetchall():
+                return []
+            return conn.execute("SELECT source_id, draft FROM posts").fetchall()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`scripts/serve.sh` on a copy of the project: server, pool, blocks, deployments, worker."""
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing; scripts/ensure-browser.sh installs it")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    home = tmp_path_factory.mktemp("stack") / "batchgate"
+    shutil.copytree(ROOT, home, ignore=SKIP)
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "BIN": str(Path(sys.executable).parent),
+           "SERVE_DIR": str(home / ".serve")}  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    served = subprocess.run([str(home / "scripts" / "serve.sh")], env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert served.returncode == 0, served.stdout + served.stderr
+    try:
+        yield Stack(home, port)
+    finally:
+        subprocess.run([str(home / "scripts" / "stop.sh")], env=env, timeout=60)
+
+
+@pytest.fixture
+def browser_page(stack: Stack) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    shutil.rmtree(stack.home / ".batchgate", ignore_errors=True)  # a fresh example each time
+    for leftover in stack.home.glob("examples/blog/cms.db*"):
+        leftover.unlink()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def trigger_pipeline(stack: Stack, page: Any, shot: str) -> str:
+    """Steps 1-3: open the UI, run the pipeline deployment from its Run form, wait for Paused."""
+    deployment = stack.deployment("pipeline")
+    page.goto(f"{stack.ui}/v2/deployments/deployment/{deployment['id']}")
+    page.get_by_role("button", name="Run").first.wait_for()
+    page.screenshot(path=SHOTS / f"{shot}-1-deployment.png")
+    page.get_by_role("button", name="Run").first.click()
+    page.get_by_role("menuitem", name="Custom run").click()
+    page.get_by_text("Job name, used in run ids and reports.").wait_for()  # the job model's form
+    page.screenshot(path=SHOTS / f"{shot}-2-run-form.png")
+    before = {r["id"] for r in stack.runs(deployment["id"])}
+    page.get_by_role("button", name="Submit").click()
+    flow_run_id = stack.new_run(deployment["id"], before)  # the toast's link is not always there
+    page.goto(f"{stack.ui}/v2/runs/flow-run/{flow_run_id}")
+    stack.wait(flow_run_id, "PAUSED")
+    page.reload()
+    page.locator('[data-slot="badge"]', has_text="Paused").first.wait_for()
+    page.screenshot(path=SHOTS / f"{shot}-3-paused.png")
+    return flow_run_id
+
+
+def open_review(page: Any, shot: str) -> Any:
+    """Step 4: the run page's menu, Resume, and the review form with the sample report."""
+    page.get_by_role("button", name="Open menu").first.click()
+    page.get_by_role("menuitem", name="Resume").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Sample Batch Complete").wait_for()
+    dialog.get_by_role("switch").first.wait_for()
+    return dialog
+
+
+def test_pipeline_approved_in_the_browser(stack: Stack, browser_page: Any) -> None:
+    page = browser_page
+    flow_run_id = trigger_pipeline(stack, page, "approve")
+    assert len(stack.posts()) == 3 and all(draft for _, draft in stack.posts())  # the sample
+    dialog = open_review(page, "approve")
+    dialog.get_by_role("switch").first.click()  # approve: on
+    dialog.get_by_role("textbox").last.fill("Looks right in the browser")
+    page.screenshot(path=SHOTS / "approve-4-review-form.png")
+    dialog.get_by_role("button", name="Resume").click()
+    state = stack.wait(flow_run_id, "COMPLETED")
+    assert (
+        state["name"] == "Completed" and "approved: Looks right in the browser" in state["message"]
+    )
+    page.reload()
+    page.locator('[data-slot="badge"]', has_text="Completed").first.wait_for()
+    page.screenshot(path=SHOTS / "approve-5-completed.png")
+    posts = stack.posts()
+    assert len(posts) == 49 and len({source_id for source_id, _ in posts}) == 49
+
+
+def test_pipeline_rejected_in_the_browser(stack: Stack, browser_page: Any) -> None:
+    page = browser_page
+    flow_run_id = trigger_pipeline(stack, page, "reject")
+    assert len(stack.posts()) == 3
+    dialog = open_review(page, "reject")
+    switch = dialog.get_by_role("switch").first
+    switch.click()
+    switch.click()  # a decision, explicitly off: reject (left untouched, the form is refused)
+    dialog.get_by_role("textbox").last.fill("Headings are wrong")
+    page.screenshot(path=SHOTS / "reject-4-review-form.png")
+    dialog.get_by_role("button", name="Resume").click()
+    state = stack.wait(flow_run_id, "COMPLETED")
+    assert state["name"] == "Rejected" and "rolled back" in state["message"]
+    page.reload()
+    page.locator('[data-slot="badge"]', has_text="Rejected").first.wait_for()
+    page.screenshot(path=SHOTS / "reject-5-rejected.png")
+    assert stack.posts() == []  # the sample was rolled back
+
+
+def test_the_sync_deployment_has_its_schedule_paused(stack: Stack) -> None:
+    deployment = stack.deployment("sync")
+    (schedule,) = deployment["schedules"]
+    assert schedule["schedule"]["cron"] == "*/30 * * * *" and schedule["active"] is False
+    names = {d["name"] for d in httpx.post(f"{stack.api}/deployments/filter", json={}).json()}
+    assert names == {"dry-run", "sample", "full", "pipeline", "dlq-retry", "rollback", "sync"}
+    # the Run form's schema is the job model, with its descriptions
+    job = stack.deployment("pipeline")["parameter_openapi_schema"]["properties"]["job"]
+    assert job["$ref"].endswith("/Job") or "allOf" in job or "properties" in job
