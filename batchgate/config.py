@@ -109,7 +109,20 @@ class NotionSourceConfig(_Section):
                          "3 requests/s whatever this is).")  # fmt: skip
 
 
-SourceConfig = Annotated[FileSourceConfig | NotionSourceConfig, Field(discriminator="type")]
+class BlockRefConfig(_Section):
+    """A connector saved as a Prefect block (UI: Blocks), named instead of written inline."""
+
+    type: Literal["block"] = Field(description="Use a saved block.")
+    name: str = Field(
+        pattern=r"^[a-z0-9-]+/[A-Za-z0-9_.-]+$",
+        description="<block type slug>/<block name>, e.g. batchgate-notion-source/blog "
+        "(the slug is on the block's page in the Prefect UI).",
+    )
+
+
+SourceConfig = Annotated[
+    FileSourceConfig | NotionSourceConfig | BlockRefConfig, Field(discriminator="type")
+]
 DEFAULT_FIELD_MAP = {
     "title": "name",
     "slug": "slug",
@@ -159,7 +172,7 @@ class WebflowDestinationConfig(_Section):
 
 
 DestinationConfig = Annotated[
-    SqlDestinationConfig | WebflowDestinationConfig, Field(discriminator="type")
+    SqlDestinationConfig | WebflowDestinationConfig | BlockRefConfig, Field(discriminator="type")
 ]
 
 
