@@ -197,3 +197,23 @@ def test_an_unexpected_property_type_names_the_property_and_type() -> None:
     with pytest.raises(SourceError, match="'Cover image', of type files"):
         build_filter({"Cover image": "x"}, schema)
     assert set(BLOG.required) - {"id"} <= set(_mapping())  # the id is the page id
+
+
+def test_expiring_file_urls_are_read_again_just_before_the_write() -> None:
+    from blocks.notion_source import NotionSource
+
+    with NotionServer(NotionState(rate_per_s=1000, burst=1000)) as server:
+        (page_id,) = server.add_pages(1, hosted=True)
+        source = NotionSource(base_url=server.base_url, database_id=server.state.database_id,
+                              token=TOKEN, requests_per_second=1000)  # fmt: skip
+        row = page_row(reader(server).page(page_id), [], dict(_mapping()))
+        fresh = source.refresh(page_id, row)  # an hour left: used as it is
+        assert fresh is row
+        stale = {**row, "media_expires_at": "2020-01-01T00:00:00.000Z", "title": "kept"}
+        before = len(server.state.requests)
+        renewed = source.refresh(page_id, stale)
+    assert renewed["hero_image_url"] != row["hero_image_url"]  # signed anew
+    assert renewed["media_expires_at"] > "2020" and renewed["title"] == "kept"
+    assert [r[2].split("?")[0] for r in server.state.requests[before:]][:2] == [
+        f"/v1/pages/{page_id}", f"/v1/blocks/{page_id}/children"
+    ]  # fmt: skip
