@@ -19,9 +19,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from tests.fakes.base import JsonHandler, ThreadedServer
 
 VERSION = "2025-09-03"
 CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
@@ -191,25 +192,13 @@ SCHEMA_TYPES = {"Name": "title", "Slug": "rich_text", "Status": "status", "Categ
                 "Cover image": "files", "Summary": "rich_text", "Last edited": "last_edited_time"}  # fmt: skip
 
 
-class NotionServer:
+class NotionServer(ThreadedServer):
     """Starts the fake API in a thread; `base_url` is what source.base_url takes."""
 
+    prefix = "/v1"
+
     def __init__(self, state: NotionState | None = None, port: int = 0) -> None:
-        self.state = state or NotionState()
-        state_ = self.state
-
-        class Handler(_Handler):
-            state = state_
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        super().__init__(_Handler, state or NotionState(), port)
 
     def add_pages(self, count: int, start: int = 1, seed: int = 3, **kwargs: Any) -> list[str]:
         """Blog pages with bodies; returns their ids."""
@@ -234,29 +223,9 @@ class NotionServer:
         with self.state.lock:
             self.state.children[parent] = blocks
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
-    def __enter__(self) -> NotionServer:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     state: NotionState
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
         state = self.state

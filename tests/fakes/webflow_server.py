@@ -18,8 +18,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.base import JsonHandler, ThreadedServer
 
 CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
 
@@ -112,64 +113,26 @@ class WebflowState:
             return [i["fieldData"].get("slug") for i in self.items.values()]
 
 
-class WebflowServer:
+class WebflowServer(ThreadedServer):
     """Starts the fake API in a thread; `base_url` is what the destination's base_url takes."""
+
+    prefix = "/v2"
 
     def __init__(self, collection_id: str | None = None, token: str = "test-token",
                  fields: list[dict[str, Any]] | None = None, rate_limit: int = 1000,
                  window_s: float = 60.0, faults: Faults | None = None) -> None:  # fmt: skip
         collection_id = collection_id or uuid.uuid4().hex[:24]
-        self.state = WebflowState(collection_id, token, fields or blog_fields(), rate_limit,
-                                  window_s, faults or Faults())  # fmt: skip
-        state = self.state
-
-        class Handler(_Handler):
-            pass
-
-        Handler.state = state
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/v2"
+        state = WebflowState(collection_id, token, fields or blog_fields(), rate_limit,
+                             window_s, faults or Faults())  # fmt: skip
+        super().__init__(_Handler, state)
 
     @property
     def items(self) -> dict[str, dict[str, Any]]:
         return self.state.items
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
-    def __enter__(self) -> WebflowServer:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     state: WebflowState
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch("DELETE")
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -405,18 +368,13 @@ def main(argv: list[str] | None = None) -> None:
                     error_times=args.fail_times)  # fmt: skip
     fields = blog_fields([*CATEGORIES, "DevOps"])
     state = WebflowState(args.collection, args.token, fields, 1000, 60.0, faults)
-
-    class Handler(_Handler):
-        pass
-
-    Handler.state = state
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(f"Webflow sandbox on http://127.0.0.1:{args.port}/v2, collection {args.collection}",
-          flush=True)  # fmt: skip
+    sandbox = ThreadedServer(_Handler, state, args.port)
+    sandbox.prefix = "/v2"
+    print(f"Webflow sandbox on {sandbox.base_url}, collection {args.collection}", flush=True)
     try:
-        server.serve_forever()
+        sandbox.thread.join()
     except KeyboardInterrupt:
-        server.server_close()
+        sandbox.close()
 
 
 if __name__ == "__main__":
