@@ -241,6 +241,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from batchgate.sample import SAMPLE_MAX, SAMPLE_MIN
+
+    if not args.ids and not SAMPLE_MIN <= args.count <= SAMPLE_MAX:
+        raise BatchgateError(f"--count is {args.count}. Fix: choose between {SAMPLE_MIN} and "
+                             f"{SAMPLE_MAX}, or name the items with --ids.")  # fmt: skip
     job = _job_with_ledger(args)
     from flows.sample import sample
 
@@ -255,6 +260,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
+    from batchgate.sample import SAMPLE_MAX, SAMPLE_MIN
+
+    if not args.sample_ids and not SAMPLE_MIN <= args.sample_count <= SAMPLE_MAX:
+        raise BatchgateError(f"--sample-count is {args.sample_count}. Fix: choose between "
+                             f"{SAMPLE_MIN} and {SAMPLE_MAX}.")  # fmt: skip
     job = _job_with_ledger(args)
     from batchgate.ledger import new_run_id
     from batchgate.review import Reviewer

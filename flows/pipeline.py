@@ -185,10 +185,11 @@ def send_review(flow_run_id: str, approve: bool, notes: str = "") -> None:
     from prefect.flow_runs import resume_flow_run
 
     run_input = {"approve": approve, "notes": notes}
+    run_uuid = _uuid(flow_run_id)
     try:
         for wait in (0.2, 0.5, 1, 2, 4, 0):
             try:
-                resume_flow_run(_uuid(flow_run_id), run_input=run_input)
+                resume_flow_run(run_uuid, run_input=run_input)
                 return
             except RuntimeError as exc:
                 # Paused a moment before the form's schema is saved: ask again shortly.

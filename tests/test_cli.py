@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import blog_row, copy_example
+from tests.conftest import EXAMPLE_JOB, blog_row, copy_example
 
 pytestmark = pytest.mark.prefect
 BATCHGATE = str(Path(sys.executable).with_name("batchgate"))
@@ -103,3 +103,25 @@ def test_usage_errors_exit_1(cli) -> None:
 def test_runs_on_an_empty_ledger(cli) -> None:
     result = cli("runs")
     assert result.returncode == 0 and "No runs recorded" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["approve", "nonsense"], "'nonsense' is not a flow run id. Fix:"),
+        (["sample", "--job", "JOB", "--count", "7"], "--count is 7. Fix: choose between 3 and 5"),
+        (["pipeline", "--job", "JOB", "--sample-count", "2"], "--sample-count is 2. Fix:"),
+        (["dlq", "retry"], "name the run: batchgate dlq retry --run RUN_ID"),
+        (["dlq", "inspect", "p-1", "--ledger", "LEDGER"], "p-1 has no dead letter"),
+    ],
+)  # fmt: skip
+def test_review_sample_and_dlq_mistakes_are_one_clear_line(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from batchgate.cli import main
+
+    args = [a.replace("JOB", str(EXAMPLE_JOB)).replace("LEDGER", f"sqlite:///{tmp_path}/l.db")
+            for a in args]  # fmt: skip
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
