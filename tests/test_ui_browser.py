@@ -193,3 +193,18 @@ def test_the_sync_deployment_has_its_schedule_paused(stack: Stack) -> None:
     # the Run form's schema is the job model, with its descriptions
     job = stack.deployment("pipeline")["parameter_openapi_schema"]["properties"]["job"]
     assert job["$ref"].endswith("/Job") or "allOf" in job or "properties" in job
+
+
+def test_the_connector_blocks_are_registered_with_descriptions(stack: Stack) -> None:
+    for slug in ("batchgate-file-source", "batchgate-notion-source", "batchgate-sql-destination",
+                 "batchgate-webflow-destination"):  # fmt: skip
+        block_type = httpx.get(f"{stack.api}/block_types/slug/{slug}").json()
+        assert block_type["description"], slug
+        schemas = httpx.post(f"{stack.api}/block_schemas/filter", json={
+            "block_schemas": {"block_type_id": {"any_": [block_type["id"]]}}}).json()  # fmt: skip
+        fields = schemas[0]["fields"]["properties"]
+        assert all(field.get("description") for field in fields.values()), (slug, fields)
+    notion = httpx.get(f"{stack.api}/block_types/slug/batchgate-notion-source").json()
+    schema = httpx.post(f"{stack.api}/block_schemas/filter", json={
+        "block_schemas": {"block_type_id": {"any_": [notion["id"]]}}}).json()[0]  # fmt: skip
+    assert schema["fields"]["properties"]["token"]["format"] == "password"  # a SecretStr
