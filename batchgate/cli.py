@@ -293,7 +293,10 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     print(f"\n{'✅' if outcome == 'complete' else '⏹️ '} Pipeline {run_id}: {outcome}. "
           f"{run.get('message') or ''}")  # fmt: skip
     if outcome == "blocked":
-        print(f"See the report: batchgate dry-run --job {args.job}")
+        for dry in ledger.runs_of(run_id, mode="dry-run")[:1]:
+            print("\n" + (dry.get("report") or ""), end="")
+        print(f"\nFix the blocked items and run again, or go on without them: batchgate pipeline "
+              f"--job {args.job} --allow-blocked")  # fmt: skip
     return OUTCOME_EXIT[outcome]
 
 

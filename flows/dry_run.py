@@ -71,6 +71,7 @@ def dry_run(
         warnings=len(report.warnings),
         blocked=len(report.blocked),
         filtered_out=batch.filtered_out,
+        report=report.as_text(),
     )
     publish_report(quote(report))
     if json_path:

@@ -292,3 +292,19 @@ def test_webflow_draft_links_follow_the_link_template(tmp_path: Path) -> None:
     )
     plain = WebflowDestination.from_config(config.model_copy(update={"link_template": None}))
     assert plain.link("i9", {"slug": "hello"}).endswith("/collections/c1/items/i9")
+
+
+@pytest.mark.prefect
+def test_pipeline_cli_stops_on_blocked_items_and_shows_them(
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from batchgate.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    copy_example(tmp_path / "blog")
+    assert main(["pipeline", "--job", "blog/job.yaml"]) == 2
+    out = capsys.readouterr().out
+    assert "blocked. 3 item(s) are blocked" in out and "❌ BLOCKED (must fix" in out
+    assert "post-050" in out and "--allow-blocked" in out
+    assert not (tmp_path / "blog" / "cms.db").exists()
