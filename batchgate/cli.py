@@ -70,30 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    dry = commands.add_parser("dry-run", help="validate every item; write nothing")
-    dry.add_argument("--job", required=True, help="job file (YAML)")
+    def job_command(name: str, help: str, handler: Any) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("--job", required=True, help="job file (YAML)")
+        sub.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    dry = job_command("dry-run", "validate every item; write nothing", cmd_dry_run)
     dry.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
-    dry.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
-    dry.set_defaults(handler=cmd_dry_run)
-
-    full = commands.add_parser("full", help="write every item that passed validation")
-    full.add_argument("--job", required=True, help="job file (YAML)")
+    full = job_command("full", "write every item that passed validation", cmd_full)
     full.add_argument("--json", metavar="OUT", help="also write the final report as JSON to OUT")
-    full.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
-    full.set_defaults(handler=cmd_full)
-
-    smp = commands.add_parser("sample", help="write 3-5 items spanning short/medium/long as drafts")
-    smp.add_argument("--job", required=True, help="job file (YAML)")
+    smp = job_command("sample", "write 3-5 items spanning short/medium/long as drafts", cmd_sample)
     smp.add_argument("--count", type=int, default=3, help="how many items, 3-5 (default 3)")
     smp.add_argument("--ids", nargs="+", metavar="ID", help="sample these item ids instead")
     smp.add_argument("--json", metavar="OUT", help="also write the sample report as JSON to OUT")
-    smp.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
-    smp.set_defaults(handler=cmd_sample)
-
-    pipe = commands.add_parser(
-        "pipeline", help="dry-run, sample, ask for approval, then full (one Prefect flow)"
-    )
-    pipe.add_argument("--job", required=True, help="job file (YAML)")
+    pipe = job_command("pipeline", "dry-run, sample, ask for approval, then full (one Prefect "
+                       "flow)", cmd_pipeline)  # fmt: skip
     pipe.add_argument("--sample-count", type=int, default=3, help="sample size, 3-5 (default 3)")
     pipe.add_argument("--sample-ids", nargs="+", metavar="ID", help="sample these item ids")
     pipe.add_argument("--allow-blocked", action="store_true",
@@ -101,17 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     pipe.add_argument("--timeout", type=int, default=24 * 3600, metavar="SECONDS",
                       help="how long to wait for the review (default 24 h)")  # fmt: skip
     pipe.add_argument("--yes", action="store_true", help="approve the sample unattended")
-    pipe.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
-    pipe.set_defaults(handler=cmd_pipeline)
-
-    syn = commands.add_parser(
-        "sync", help="write only the items edited since the last successful sync"
-    )
-    syn.add_argument("--job", required=True, help="job file (YAML)")
+    syn = job_command("sync", "write only the items edited since the last successful sync",
+                      cmd_sync)  # fmt: skip
     syn.add_argument("--overlap", type=int, default=120, metavar="SECONDS",
                      help="re-read edits this long before the watermark (default 120)")  # fmt: skip
-    syn.add_argument("--ledger", metavar="URL", help="ledger database URL (overrides the job)")
-    syn.set_defaults(handler=cmd_sync)
 
     for name, verdict in (("approve", "approve"), ("reject", "reject (rolls the sample back)")):
         gate = commands.add_parser(name, help=f"{verdict} a pipeline paused for sample review")
@@ -187,11 +173,7 @@ def _ledger_config(url: str | None, job_ledger: LedgerConfig | None = None) -> L
 
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
-    job = load_job(args.job)
-    job = job.model_copy(update={"ledger": _ledger_config(args.ledger, job.ledger)})
-    from batchgate.validation import build_rules
-
-    build_rules(job.validation)  # a rule mistake is a config error: report it before starting
+    job = _job_with_ledger(args)
     from flows.dry_run import dry_run
 
     json_path = str(Path(args.json).resolve()) if args.json else None
@@ -206,11 +188,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 def cmd_full(args: argparse.Namespace) -> int:
-    job = load_job(args.job)
-    job = job.model_copy(update={"ledger": _ledger_config(args.ledger, job.ledger)})
-    from batchgate.validation import build_rules
-
-    build_rules(job.validation)
+    job = _job_with_ledger(args)
     from batchgate.ledger import new_run_id
     from blocks.ledger import open_ledger
     from flows.full import full
@@ -334,7 +312,7 @@ def _job_with_ledger(args: argparse.Namespace) -> Any:
     return job
 
 
-def _dlq_ledger(args: argparse.Namespace) -> tuple[Any, str]:
+def _open_ledger(args: argparse.Namespace) -> tuple[Any, str]:
     """The ledger to read, and the flags to repeat in the commands a report suggests."""
     job_ledger = load_job(args.job).ledger if args.job else None
     from blocks.ledger import open_ledger
@@ -348,7 +326,7 @@ def _dlq_ledger(args: argparse.Namespace) -> tuple[Any, str]:
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     from batchgate.dlq import render_queue
 
-    ledger, flags = _dlq_ledger(args)
+    ledger, flags = _open_ledger(args)
     states = None if args.all else ("open",)
     entries = ledger.dlq_entries(args.run, states=states)
     print(render_queue(entries, args.run, flags), end="")
@@ -358,7 +336,7 @@ def cmd_dlq_list(args: argparse.Namespace) -> int:
 def cmd_dlq_inspect(args: argparse.Namespace) -> int:
     from batchgate.dlq import render_entry
 
-    ledger, flags = _dlq_ledger(args)
+    ledger, flags = _open_ledger(args)
     entries = ledger.dlq_entries(args.run, [args.item_id], states=None)
     if not entries:
         where = f" in run {args.run}" if args.run else ""
@@ -412,7 +390,7 @@ def cmd_dlq_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq_skip(args: argparse.Namespace) -> int:
-    ledger, _ = _dlq_ledger(args)
+    ledger, _ = _open_ledger(args)
     entries = ledger.dlq_entries(args.run, [args.item_id])
     if not entries:
         raise BatchgateError(f"item {args.item_id} has no open dead letter"
@@ -430,7 +408,7 @@ def cmd_dlq_export(args: argparse.Namespace) -> int:
 
     from batchgate.dlq import export_rows
 
-    ledger, _ = _dlq_ledger(args)
+    ledger, _ = _open_ledger(args)
     entries = ledger.dlq_entries(args.run, states=None if args.all else ("open",))
     if ledger.run(args.run) is None:
         raise BatchgateError(f"run {args.run} is not in the ledger at {ledger.where}. Fix: pick "
@@ -460,10 +438,7 @@ def _failed(state: Any) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    job_ledger = load_job(args.job).ledger if args.job else None
-    from blocks.ledger import open_ledger
-
-    ledger = open_ledger(_ledger_config(args.ledger, job_ledger))
+    ledger, _ = _open_ledger(args)
     rows = ledger.runs(limit=args.limit)
     if not rows:
         print(f"No runs recorded in {ledger.where}.")
