@@ -50,7 +50,7 @@ class Reviewer(threading.Thread):
                       "or with `batchgate approve FLOW_RUN_ID`.")  # fmt: skip
 
     def _review(self) -> None:
-        run = self._wait(lambda: self._awaiting())
+        run = self._wait(self._awaiting)
         if run is None:
             return
         flow_run_id = run["flow_run_id"]

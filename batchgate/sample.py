@@ -81,7 +81,6 @@ class SampleReport:
     destination: str
     entries: list[SampleEntry] = field(default_factory=list)
     duration_s: float = 0.0
-    candidates: int = 0
     approve_hint: list[str] = field(default_factory=list)  # the commands after review
     note: str | None = None
 
@@ -118,28 +117,24 @@ class SampleReport:
             "PUBLISHED ITEMS (drafts for review):" if not md else "**Drafts for review:**",
             "",
         ]
+        code = (lambda v: f"`{v}`") if md else (lambda v: str(v))  # noqa: E731
         for n, e in enumerate(self.entries, 1):
             images = f"{e.images} image{'s' if e.images != 1 else ''}"
-            stats = f"{e.words:,} words, {e.reading_time} min read, {images}"
-            if md:
-                where = f"[{e.link}]({e.link})" if e.link and "://" in e.link else f"`{e.link}`"
-                lines.append(f"{n}. **{e.title}** [{e.size.upper()}] `{e.item_id}`")
-                if e.status == "succeeded":
-                    lines.append(f"   - ✅ Destination ID: `{e.dest_id}` ({e.action})")
-                    lines.append(f"   - 📝 Draft: {where}")
-                else:
-                    lines.append(f"   - ❌ Failed after {e.attempts} attempt(s): {e.error}")
-                lines.append(f"   - 📊 {stats}; ⏱️ {e.duration_s:.2f} s")
+            title = f"**{e.title}**" if md else f'"{e.title}"'
+            lines.append(f"{n}. {title} [{e.size.upper()}] ({code(e.item_id)})")
+            if e.status == "succeeded":
+                link = (
+                    f"[{e.link}]({e.link})" if md and e.link and "://" in e.link else code(e.link)
+                )
+                details = [
+                    f"✅ Destination ID: {code(e.dest_id)} ({e.action})",
+                    f"📝 Draft: {link}",
+                ]
             else:
-                lines.append(f'{n}. "{e.title}" [{e.size.upper()}] ({e.item_id})')
-                if e.status == "succeeded":
-                    lines.append(f"   ✅ Destination ID: {e.dest_id} ({e.action})")
-                    lines.append(f"   📝 Draft: {e.link}")
-                else:
-                    lines.append(f"   ❌ Failed after {e.attempts} attempt(s): {e.error}")
-                lines.append(f"   📊 {stats}")
-                lines.append(f"   ⏱️  Duration: {e.duration_s:.2f} seconds")
-            lines.append("")
+                details = [f"❌ Failed after {e.attempts} attempt(s): {e.error}"]
+            details += [f"📊 {e.words:,} words, {e.reading_time} min read, {images}",
+                        f"⏱️  Duration: {e.duration_s:.2f} seconds"]  # fmt: skip
+            lines += [f"   {'- ' if md else ''}{line}" for line in details] + [""]
         if self.note:
             lines += [self.note, ""]
         lines += [

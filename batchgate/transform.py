@@ -48,11 +48,23 @@ def reading_time(words: int) -> int:
     return math.ceil(words / WORDS_PER_MINUTE)
 
 
+def body_text(data: dict[str, Any]) -> str:
+    """The text of an item's body (Markdown, or HTML from the source), without rendering it."""
+    html_body = data.get("body_html")
+    if html_body is None:
+        return plain_text(data.get("body_markdown") or "")
+    return str(data.get("body_text") or _strip(html_body))
+
+
+def word_count(data: dict[str, Any]) -> int:
+    return len(body_text(data).split())
+
+
 def blog_record(item_id: str, data: dict[str, Any]) -> dict[str, Any]:
     """The fields a destination stores for one blog item."""
     body = data.get("body_markdown") or ""
     html_body = data.get("body_html")  # a source that gives HTML (Notion's blocks) wins
-    text = plain_text(body) if html_body is None else (data.get("body_text") or _strip(html_body))
+    text = body_text(data)
     words = len(text.split())
     summary = data.get("summary") or ""
     title = data.get("title") or ""

@@ -35,7 +35,7 @@ from batchgate.planner import Plan, plan_run
 from batchgate.progress import ConsoleProgress, Progress, duration
 from batchgate.report_full import FullReport
 from batchgate.schema import SCHEMAS
-from batchgate.sources import SourceBatch
+from batchgate.sources import Source, SourceBatch
 from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, record_failures
 from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
@@ -86,12 +86,12 @@ def full(
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
-    ledger, destination, batch, plan = prepared
+    ledger, destination, source, batch, plan = prepared
     draft = not _publishes(destination)
     ledger.plan_items(run_id, plan.rows)
 
     ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
-                     refresh=getattr(source_for(job), "refresh", None))  # fmt: skip
+                     refresh=getattr(source, "refresh", None))  # fmt: skip
     runner = _Runner(job, ctx, plan.work, console_progress, logger)
     runner.run()
     quota_low = getattr(destination, "quota_low", None)
@@ -139,6 +139,7 @@ def full(
 class Prepared(NamedTuple):
     ledger: Ledger
     destination: Destination
+    source: Source
     batch: SourceBatch
     plan: Plan
 
@@ -181,7 +182,7 @@ def prepare_run(
         if ledger is not None and ledger.run(run_id) is not None:
             ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         raise
-    return Prepared(ledger, destination, batch, plan)
+    return Prepared(ledger, destination, source, batch, plan)
 
 
 class _Runner:

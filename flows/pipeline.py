@@ -58,7 +58,6 @@ def pipeline(
     logger = get_run_logger()
     run_id = run_id or new_run_id("pipeline")
     flow_run_id = str(runtime.flow_run.id or "") or None
-    ledger = None
     try:
         ledger = open_ledger(job.ledger)
         ledger.start_run(
@@ -88,6 +87,7 @@ def pipeline(
     if not tried.is_completed():
         return steps.end("failed", f"sample failed: {tried.message}")
     drafts = tried.result()
+    decided = ""  # the reviewer's decision, for the pipeline's final message
     if drafts["total"]:
         ledger.finish_run(run_id, "awaiting-approval", message=drafts["run_id"])
         logger.info("Sample %s written; waiting for approval", drafts["run_id"])
@@ -124,13 +124,13 @@ def pipeline(
                                  f"{drafts['run_id']}`")  # fmt: skip
             return steps.end("rejected", f"sample {decision}; rolled back", state_name="Rejected")
         ledger.finish_run(run_id, "running", message=f"sample {decision}")
-        steps.decision = f"sample {decision}; "
+        decided = f"sample {decision}; "
 
     done = full(job, job_ref=job_ref, parent_run_id=run_id, console_progress=console_progress,
                 return_state=True)  # fmt: skip
     child = ledger.runs_of(run_id, mode="full")
     outcome = child[0]["outcome"] if child and child[0].get("outcome") else "failed"
-    message = f"{steps.decision}full run {child[0]['run_id'] if child else '?'}: {outcome}"
+    message = f"{decided}full run {child[0]['run_id'] if child else '?'}: {outcome}"
     if not done.is_completed() and outcome not in ("failed", "aborted"):
         outcome, message = "failed", f"full run failed: {done.message}"
     return steps.end(outcome, message)
@@ -155,7 +155,6 @@ def _roll_back_sample(txn: Transaction) -> None:
 class _Steps:
     def __init__(self, ledger: Ledger, run_id: str, logger: Any) -> None:
         self.ledger, self.run_id, self.logger = ledger, run_id, logger
-        self.decision = ""
 
     def end(self, outcome: str, message: str, state_name: str | None = None) -> State:
         self.ledger.finish_run(self.run_id, outcome, message=message, outcome=outcome)

@@ -14,7 +14,7 @@ from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import new_run_id
 from batchgate.sample import Pick, SampleEntry, SampleReport, pick_sample
-from batchgate.transform import blog_record
+from batchgate.transform import blog_record, word_count
 from batchgate.writer import RunContext, WorkItem, record_failures
 from flows.dry_run import _write_json
 from flows.full import prepare_run
@@ -41,10 +41,11 @@ def sample(
     run_id = run_id or new_run_id("sample")
     started = time.monotonic()
     try:
-        ledger, destination, _, plan = prepare_run(job, run_id, "sample", parent_run_id, draft=True)
+        prepared = prepare_run(job, run_id, "sample", parent_run_id, draft=True)
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
+    ledger, destination, plan = prepared.ledger, prepared.destination, prepared.plan
     try:
         picks = _choose(plan.work, sample_count, sample_ids)
         ledger.plan_items(run_id, [{"seq": p.work.seq, "item_id": p.work.item_id,
@@ -64,7 +65,7 @@ def sample(
     record_failures(ctx, {w.seq: w for w in works},
                     [o for o in outcomes.values() if o.status == "failed"])  # fmt: skip
 
-    report = SampleReport(run_id, destination.key, candidates=len(plan.work),
+    report = SampleReport(run_id, destination.key,
                           approve_hint=_hints(run_id, job_ref, review_flow_run_id))  # fmt: skip
     for pick in picks:
         outcome, record = outcomes[pick.work.seq], blog_record(pick.work.item_id, pick.work.data)
@@ -80,18 +81,18 @@ def sample(
         report.note = ("Note: fewer new items than the sample size, so the sample includes "
                        "updates of items written before, edited in place.")  # fmt: skip
     report.duration_s = time.monotonic() - started
-    text = report.as_text()
+    text, markdown = report.as_text(), report.as_markdown()
     ledger.finish_run(
         run_id, report.status, total=len(picks), succeeded=report.succeeded,
         failed=len(picks) - report.succeeded, outcome=report.status,
         duration_s=report.duration_s, report=text,
     )  # fmt: skip
-    create_markdown_artifact(key="sample-report", markdown=report.as_markdown(),
+    create_markdown_artifact(key="sample-report", markdown=markdown,
                              description=f"Sample run {run_id}")  # fmt: skip
     if json_path:
         _write_json(Path(json_path), report.as_json())
     logger.info("Sample %s: %d/%d written as drafts", run_id, report.succeeded, len(picks))
-    summary = {**report.as_json(), "report": text, "markdown": report.as_markdown()}
+    summary = {**report.as_json(), "report": text, "markdown": markdown}
     if report.status == "failed":
         return Failed(message=f"every sample item failed; see the dead-letter queue of {run_id}")
     return summary
@@ -101,8 +102,7 @@ def _choose(work: list[WorkItem], count: int, ids: list[str] | None) -> list[Pic
     """New items first: a sample of updates would change items that may already be live."""
     new = [w for w in work if w.dest_id is None and not w.intent]
     pool = new if len(new) >= count and not ids else work
-    words = {w.item_id: blog_record(w.item_id, w.data)["word_count"] for w in pool}
-    return pick_sample([(w, words[w.item_id]) for w in pool], count, ids)
+    return pick_sample([(w, word_count(w.data)) for w in pool], count, ids)
 
 
 def _hints(run_id: str, job_ref: str, review_flow_run_id: str | None) -> list[str]:
