@@ -22,6 +22,7 @@ from batchgate.errors import ConfigError
 
 Severity = Literal["blocked", "warning"]
 DEFAULT_LEDGER_PATH = ".batchgate/ledger.db"
+MASKED = "**********"  # how pydantic dumps a SecretStr, and how exports mask a secret
 
 
 class _Section(BaseModel):

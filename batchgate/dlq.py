@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections import Counter
 from typing import Any
+
+from batchgate.config import MASKED
 
 RECOMMENDATIONS: dict[str, list[str]] = {
     "timeout": [
@@ -165,8 +169,6 @@ EXPORT_COLUMNS = [
 
 def export_rows(entries: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
     """Flat rows for a file: history as JSON text, recommendations joined; secrets removed."""
-    import json
-
     rows = []
     for entry in entries:
         row = {name: entry.get(name) for name in EXPORT_COLUMNS}
@@ -181,11 +183,9 @@ def export_rows(entries: list[dict[str, Any]], secrets: list[str]) -> list[dict[
 
 def redact(value: Any, secrets: list[str]) -> Any:
     """A known secret, or anything after `Bearer `, never reaches a log, artifact or export."""
-    import re
-
     if not isinstance(value, str):
         return value
     for secret in secrets:
         if secret and len(secret) >= 4:
-            value = value.replace(secret, "**********")
-    return re.sub(r"(?i)(bearer\s+)[^\s\"']+", r"\1**********", value)
+            value = value.replace(secret, MASKED)
+    return re.sub(r"(?i)(bearer\s+)[^\s\"']+", rf"\1{MASKED}", value)

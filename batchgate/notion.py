@@ -159,48 +159,42 @@ class NotionReader:
         self, data_source_id: str, filter_: dict[str, Any] | None
     ) -> Iterator[dict[str, Any]]:
         """Every page matching the filter, following next_cursor to the end."""
-        seen: set[str] = set()
-        body: dict[str, Any] = {"page_size": PAGE_SIZE}
-        if filter_:
-            body["filter"] = filter_
-        while True:
-            answer = self.call("POST", f"/data_sources/{data_source_id}/query", json=body)
-            yield from answer.get("results") or []
-            cursor = answer.get("next_cursor")
-            if not answer.get("has_more") or not cursor:
-                return
-            if cursor in seen:
-                raise SourceError(
-                    f"Notion returned the cursor {cursor!r} twice while paging data source "
-                    f"{data_source_id}: stopping instead of looping. Fix: run again; if it "
-                    "persists, report it to Notion support."
-                )
-            seen.add(cursor)
-            body["start_cursor"] = cursor
+        body = {"filter": filter_} if filter_ else {}
+        return self._list("POST", f"/data_sources/{data_source_id}/query", body)
 
     def page(self, page_id: str) -> dict[str, Any]:
         return self.call("GET", f"/pages/{page_id}")
 
     def blocks(self, block_id: str) -> list[dict[str, Any]]:
         """A block's children, every page of them, each with its own children read (recursively)."""
-        out: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"page_size": PAGE_SIZE}
-        seen: set[str] = set()
-        while True:
-            answer = self.call("GET", f"/blocks/{block_id}/children", params=params)
-            out += answer.get("results") or []
-            cursor = answer.get("next_cursor")
-            if not answer.get("has_more") or not cursor:
-                break
-            if cursor in seen:
-                raise SourceError(f"Notion returned the cursor {cursor!r} twice for the children "
-                                  f"of block {block_id}. Fix: run again.")  # fmt: skip
-            seen.add(cursor)
-            params = {"page_size": PAGE_SIZE, "start_cursor": cursor}
+        out = list(self._list("GET", f"/blocks/{block_id}/children"))
         for block in out:
             if block.get("has_children"):
                 block["children"] = self.blocks(str(block["id"]))
         return out
+
+    def _list(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every result of a paginated list (the cursor goes in a POST's body, a GET's query);
+        a cursor seen twice is an error, not a loop."""
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            page = {"page_size": PAGE_SIZE, **({"start_cursor": cursor} if cursor else {})}
+            answer = (self.call(method, path, json={**(body or {}), **page}) if method == "POST"
+                      else self.call(method, path, params=page))  # fmt: skip
+            yield from answer.get("results") or []
+            cursor = answer.get("next_cursor")
+            if not answer.get("has_more") or not cursor:
+                return
+            if cursor in seen:
+                raise SourceError(
+                    f"Notion returned the cursor {cursor!r} twice while paging {path}: stopping "
+                    "instead of looping. Fix: run again; if it persists, report it to Notion "
+                    "support."
+                )
+            seen.add(cursor)
 
     def bodies(self, page_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Every page's blocks, a few pages at a time (the pacer keeps the rate)."""

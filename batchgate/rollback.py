@@ -6,13 +6,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchgate.config import Job, parse_job
+from batchgate.config import MASKED, Job, parse_job
 from batchgate.destinations import Destination
 from batchgate.errors import ConfigError, WriteError
 from batchgate.ledger import Ledger
 from batchgate.report import RULE
-
-MASKED = "**********"
 
 
 def job_of_run(run: dict[str, Any]) -> Job:
