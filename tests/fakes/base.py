@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,6 +18,22 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         raise NotImplementedError
+
+    def _reply(self, method: str, status: int, data: bytes, headers: dict[str, str] | None = None,
+               content_type: str = "application/json") -> None:  # fmt: skip
+        """Record the request in `state.requests`, then answer; a client gone away is fine."""
+        with self.state.lock:  # type: ignore[attr-defined]
+            self.state.requests.append((time.monotonic(), method, self.path, status))  # type: ignore[attr-defined]
+        try:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def do_GET(self) -> None:  # noqa: N802
         self._dispatch("GET")

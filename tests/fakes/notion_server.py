@@ -325,15 +325,8 @@ class _Handler(JsonHandler):
     # --- plumbing -----------------------------------------------------------------------------
 
     def _image(self) -> None:
-        """Cover images (hosted and external alike): 16:9 PNG headers, ranges honoured."""
-        body = png_header(1600, 900)
-        with self.state.lock:
-            self.state.requests.append((time.monotonic(), "GET", self.path, 200))
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        """Cover images (hosted and external alike): the head of a 16:9 PNG, whatever the Range."""
+        self._reply("GET", 200, png_header(1600, 900), content_type="image/png")
 
     def _not_found(self, method: str, ident: str) -> None:
         self._error(404, "object_not_found", f"Could not find object with ID: {ident}. Make sure "
@@ -346,19 +339,7 @@ class _Handler(JsonHandler):
 
     def _send(self, status: int, payload: Any, method: str,
               headers: dict[str, str] | None = None) -> None:  # fmt: skip
-        data = json.dumps(payload).encode()
-        with self.state.lock:
-            self.state.requests.append((time.monotonic(), method, self.path, status))
-        try:
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self._reply(method, status, json.dumps(payload).encode(), headers)
 
 
 def _fresh(obj: dict[str, Any]) -> dict[str, Any]:

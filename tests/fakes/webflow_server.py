@@ -184,21 +184,10 @@ class _Handler(JsonHandler):
         self, status: int, payload: Any, method: str, headers: dict[str, str] | None = None
     ) -> None:
         data = b"" if status == 204 else json.dumps(payload).encode()
-        with self.state.lock:
-            self.state.requests.append((time.monotonic(), method, self.path, status))
-        try:
-            self.send_response(status)
-            remaining, _ = getattr(self, "_quota", (self.state.rate_limit, 0))
-            self.send_header("X-RateLimit-Limit", str(self.state.rate_limit))
-            self.send_header("X-RateLimit-Remaining", str(remaining))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        remaining, _ = getattr(self, "_quota", (self.state.rate_limit, 0))
+        quota = {"X-RateLimit-Limit": str(self.state.rate_limit),
+                 "X-RateLimit-Remaining": str(remaining)}  # fmt: skip
+        self._reply(method, status, data, {**quota, **(headers or {})})
 
     def _error(self, status: int, code: str, message: str, method: str,
                details: list[dict[str, str]] | None = None) -> None:  # fmt: skip
