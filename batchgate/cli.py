@@ -166,8 +166,12 @@ def _quiet_prefect(verbose: bool) -> None:
 
 
 def _ledger_config(url: str | None, job_ledger: LedgerConfig | None = None) -> LedgerConfig:
-    url = url or os.environ.get("BATCHGATE_LEDGER_URL")
     if url:
+        return LedgerConfig(url=url)
+    if os.environ.get("BATCHGATE_LEDGER_URL"):  # records name the variable, not its password
+        from batchgate.secrets import SecretUrl
+
+        url = SecretUrl(os.environ["BATCHGATE_LEDGER_URL"], "${BATCHGATE_LEDGER_URL}")
         return LedgerConfig(url=url)
     return job_ledger or LedgerConfig()
 
@@ -214,8 +218,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     state = rollback(args.run_id, ledger=ledger, job=job, return_state=True)
     if not state.is_completed():
         return _failed(state)
-    print(state.result()["report"], end="")
-    return EXIT_OK
+    result = state.result()
+    print(result["report"], end="")
+    # 3: items left alone because newer work changed them (conflicts), as for a partial run
+    return EXIT_PARTIAL if result.get("conflicts") else EXIT_OK
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -315,29 +321,46 @@ def _job_with_ledger(args: argparse.Namespace) -> Any:
 def _open_ledger(args: argparse.Namespace) -> tuple[Any, str]:
     """The ledger to read, and the flags to repeat in the commands a report suggests."""
     job_ledger = load_job(args.job).ledger if args.job else None
+    from batchgate.secrets import hide_password
     from blocks.ledger import open_ledger
 
-    flags = (f" --ledger {args.ledger}" if args.ledger else "") + (
+    flags = (f" --ledger {hide_password(args.ledger)}" if args.ledger else "") + (
         f" --job {args.job}" if args.job else ""
     )
     return open_ledger(_ledger_config(args.ledger, job_ledger)), flags
 
 
+def _dlq_secrets(args: argparse.Namespace, ledger: Any, entries: list[dict[str, Any]]) -> list[str]:
+    """What the DLQ views mask: the secrets of --job, of each run's recorded job (its ${VAR}s
+    read from the environment, whatever they are named), of the ledger URL, and *TOKEN etc."""
+    from batchgate.dlq import env_secrets, recorded_secrets
+    from batchgate.secrets import secret_values
+
+    found = env_secrets(os.environ) + secret_values(_ledger_config(args.ledger))
+    if args.job:
+        found += secret_values(load_job(args.job))
+    for run_id in sorted({e["run_id"] for e in entries}):
+        found += recorded_secrets((ledger.run(run_id) or {}).get("job_json"), os.environ)
+    return found
+
+
 def cmd_dlq_list(args: argparse.Namespace) -> int:
-    from batchgate.dlq import render_queue
+    from batchgate.dlq import mask_entries, render_queue
 
     ledger, flags = _open_ledger(args)
     states = None if args.all else ("open",)
     entries = ledger.dlq_entries(args.run, states=states)
+    entries = mask_entries(entries, _dlq_secrets(args, ledger, entries))
     print(render_queue(entries, args.run, flags), end="")
     return EXIT_OK
 
 
 def cmd_dlq_inspect(args: argparse.Namespace) -> int:
-    from batchgate.dlq import render_entry
+    from batchgate.dlq import mask_entries, render_entry
 
     ledger, flags = _open_ledger(args)
     entries = ledger.dlq_entries(args.run, [args.item_id], states=None)
+    entries = mask_entries(entries, _dlq_secrets(args, ledger, entries))
     if not entries:
         where = f" in run {args.run}" if args.run else ""
         raise BatchgateError(f"item {args.item_id} has no dead letter{where} in {ledger.where}. "
@@ -413,7 +436,7 @@ def cmd_dlq_export(args: argparse.Namespace) -> int:
     if ledger.run(args.run) is None:
         raise BatchgateError(f"run {args.run} is not in the ledger at {ledger.where}. Fix: pick "
                              "one from `batchgate runs`.")  # fmt: skip
-    secrets = [v for k, v in os.environ.items() if k.endswith(("TOKEN", "SECRET", "PASSWORD"))]
+    secrets = _dlq_secrets(args, ledger, entries)
     from batchgate.dlq import EXPORT_COLUMNS
 
     frame = pd.DataFrame(export_rows(entries, secrets), columns=EXPORT_COLUMNS)

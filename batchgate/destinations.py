@@ -10,11 +10,13 @@ Action = Literal["created", "updated"]
 
 @dataclass(slots=True)
 class WriteResult:
-    """What one upsert did; `previous` is the old version, kept so a rollback can restore it."""
+    """What one upsert did. `version` identifies what it left at the destination (a content hash
+    or the destination's own version), so a rollback can tell whether anything changed it since."""
 
     dest_id: str
     action: Action
     previous: dict[str, Any] | None = None
+    version: str | None = None
 
 
 @dataclass(slots=True)
@@ -63,7 +65,24 @@ class Destination(Protocol):
         """The destination id of an item written before (by source id or slug), if any."""
         ...
 
-    def upsert(self, record: dict[str, Any], dest_id: str | None, draft: bool) -> WriteResult: ...
+    def snapshot(self, dest_id: str) -> dict[str, Any] | None:
+        """The item as the destination holds it now, in the form `restore` takes; None if gone.
+        Recorded in the ledger before every write (write-ahead)."""
+        ...
+
+    def version(self, dest_id: str) -> str | None:
+        """The item's current version, comparable with `WriteResult.version`; None if gone."""
+        ...
+
+    def upsert(
+        self,
+        record: dict[str, Any],
+        dest_id: str | None,
+        draft: bool,
+        current: dict[str, Any] | None = None,
+    ) -> WriteResult:
+        """Create or update; `current` is the snapshot taken before (saves a read when given)."""
+        ...
 
     def publish(self, dest_ids: list[str]) -> dict[str, str]:
         """Make items live; returns {dest_id: error} for those that failed."""
@@ -71,7 +90,9 @@ class Destination(Protocol):
 
     def delete(self, dest_id: str) -> None: ...
 
-    def restore(self, dest_id: str, previous: dict[str, Any]) -> None: ...
+    def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
+        """Put a snapshot back; False when the item is gone (the restore changed nothing)."""
+        ...
 
     def link(self, dest_id: str, record: dict[str, Any]) -> str:
         """Where a person can look at the item."""

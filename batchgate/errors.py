@@ -63,6 +63,12 @@ class PermanentError(WriteError):
     error_type = "validation"
 
 
+class ChangedSinceReview(WriteError):
+    """The source item changed after its plan was frozen and reviewed: held, never written."""
+
+    error_type = "changed-since-review"
+
+
 class FatalError(WriteError, BatchgateError):
     """Nothing will succeed until a person acts (401, 403, missing collection): stop the run."""
 

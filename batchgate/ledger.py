@@ -6,9 +6,12 @@ schema is created or upgraded on first use, one numbered migration at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,6 +112,19 @@ _RUNS_V4 = [Column("job_json", Text)]
 # whether a target was written as a draft (so an approved sample is published in place).
 _RUNS_V5 = [Column("report", Text)]
 _TARGETS_V5 = [Column("draft", Integer)]
+# Version 6: the frozen plan (each item's validated data and content hash, kept on the dry-run's or
+# the run's own item rows), what each write left at the destination (`version`) and whose version
+# it replaced (`prev_run_id`), the write-ahead record of a write in flight, DLQ claims, and the
+# one-writer hold of each destination (batchgate_holds).
+_ITEMS_V6 = [
+    Column("content_hash", String(64)),
+    Column("data", Text),
+    Column("version", String(64)),
+    Column("prev_run_id", String(80)),
+]
+_TARGETS_V6 = [Column("write_ahead", Text), Column("version", String(64))]
+_DLQ_V6 = [Column("claimed_by", String(80)), Column("claimed_at", Float)]
+CLAIM_START_S = 600.0  # a claim whose retry run never started is free again after this
 
 runs = Table(
     "batchgate_runs",
@@ -116,7 +132,9 @@ runs = Table(
     *_runs_columns(),
     *[c.copy() for c in _RUNS_V2 + _RUNS_V3 + _RUNS_V4 + _RUNS_V5],
 )
-items = Table("batchgate_items", metadata, *_items_columns(), *[c.copy() for c in _ITEMS_V2])
+items = Table(
+    "batchgate_items", metadata, *_items_columns(), *[c.copy() for c in _ITEMS_V2 + _ITEMS_V6]
+)
 
 targets = Table(
     "batchgate_targets",
@@ -128,7 +146,7 @@ targets = Table(
     Column("state", String(16), nullable=False),  # intent: a create was sent; written: confirmed
     Column("run_id", String(80), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    *[c.copy() for c in _TARGETS_V5],
+    *[c.copy() for c in _TARGETS_V5 + _TARGETS_V6],
     PrimaryKeyConstraint("destination_key", "item_id"),
 )
 
@@ -160,7 +178,21 @@ dlq = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("state", String(16), nullable=False, default="open"),  # open | retried | skipped
     Column("note", Text),
+    *[c.copy() for c in _DLQ_V6],
     PrimaryKeyConstraint("run_id", "item_id"),
+)
+
+# One writer per destination: the run that holds it, its process, and when the hold lapses unless
+# renewed. It lives in the ledger, not in a Prefect server's memory, so a holder that died frees
+# the destination after one lease whatever server the next run talks to.
+holds = Table(
+    "batchgate_holds",
+    metadata,
+    Column("destination_key", String(300), primary_key=True),
+    Column("run_id", String(80), nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
 )
 
 
@@ -208,8 +240,15 @@ def _v5(conn: Connection) -> None:
     _add_columns(conn, "batchgate_targets", _TARGETS_V5)
 
 
+def _v6(conn: Connection) -> None:
+    _add_columns(conn, "batchgate_items", _ITEMS_V6)
+    _add_columns(conn, "batchgate_targets", _TARGETS_V6)
+    _add_columns(conn, "batchgate_dlq", _DLQ_V6)
+    metadata.create_all(conn, tables=[holds], checkfirst=True)
+
+
 # Append-only: a migration, once released, never changes; a new schema is a new entry.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 INSERT_CHUNK = 5000
 
 
@@ -262,8 +301,16 @@ class Ledger:
             return int(version or 0)
 
     def ensure_schema(self) -> int:
-        """Create the tables, or apply the migrations this database has not had yet."""
-        with self._guard("creating or upgrading its schema"), self.engine.begin() as conn:
+        """Create the tables, or apply the migrations this database has not had yet.
+
+        Safe from many processes at once: the check and every migration run in one exclusive
+        transaction (SQLite BEGIN IMMEDIATE, a PostgreSQL advisory lock), so the second process
+        waits and then finds the work done, and a migration stopped half-way is rolled back whole
+        (DDL is transactional in both) and done again by the next open.
+        """
+        if self.schema_version() >= len(self.migrations):
+            return self.schema_version()
+        with self._guard("creating or upgrading its schema"), self.exclusive("schema") as conn:
             metadata.create_all(conn, tables=[schema_table], checkfirst=True)
             current = int(conn.execute(select(func.max(schema_table.c.version))).scalar() or 0)
             for version, migrate in enumerate(self.migrations, start=1):
@@ -271,6 +318,24 @@ class Ledger:
                     migrate(conn)
                     conn.execute(insert(schema_table).values(version=version))
             return max(current, len(self.migrations))
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[Connection]:
+        """A transaction that no other process holds `name` during: SQLite takes the database's
+        write lock up front (BEGIN IMMEDIATE, waiting out busy_timeout), PostgreSQL an advisory
+        transaction lock on the name. Commits on success, rolls back on any error."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                             {"k": zlib.crc32(f"batchgate:{name}".encode())})  # fmt: skip
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -301,9 +366,19 @@ class Ledger:
         with self._guard("recording the start of a run"), self.engine.begin() as conn:
             conn.execute(insert(runs).values(**row))
 
-    def record_validation(self, run_id: str, results: Iterable[ItemResult]) -> int:
-        """Write one row per item with its status and issues; returns how many were written."""
+    def record_validation(
+        self,
+        run_id: str,
+        results: Iterable[ItemResult],
+        frozen: dict[int, tuple[str, str]] | None = None,
+    ) -> int:
+        """Write one row per item with its status and issues; returns how many were written.
+
+        `frozen` (seq -> content hash, data as JSON) freezes the plan: a sample and the full run
+        after an approval write exactly this content, never a newer read of the source.
+        """
         now = datetime.now(UTC)
+        frozen = frozen or {}
         rows = (
             {
                 "run_id": run_id,
@@ -314,6 +389,8 @@ class Ledger:
                 "status": result.status,
                 "issues": json.dumps([i.as_dict() for i in result.issues]),
                 "recorded_at": now,
+                "content_hash": frozen.get(result.seq, (None, None))[0],
+                "data": frozen.get(result.seq, (None, None))[1],
             }
             for result in results
         )
@@ -329,11 +406,30 @@ class Ledger:
 
     # --- full runs ------------------------------------------------------------------------
 
+    def frozen_plan(self, plan_id: str) -> list[dict[str, Any]]:
+        """The items a dry-run froze, in source order: status, issues, content hash and data."""
+        query = (
+            select(items.c.seq, items.c.item_id, items.c.title, items.c.location, items.c.status,
+                   items.c.issues, items.c.content_hash, items.c.data)
+            .where(items.c.run_id == plan_id)
+            .order_by(items.c.seq)
+        )  # fmt: skip
+        with self._guard("reading the frozen plan"), self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        if any(r["status"] != "blocked" and r["data"] is None for r in rows):
+            raise LedgerError(
+                f"run {plan_id} has no frozen plan (it is not a dry-run of this version). Fix: "
+                "run the dry-run again and review its sample."
+            )
+        return rows
+
     def plan_items(self, run_id: str, rows: Iterable[dict[str, Any]]) -> int:
-        """Record every item of a full run up front (pending, skipped or unchanged)."""
+        """Record every item of a full run up front (pending, skipped, unchanged or held)."""
         now = datetime.now(UTC)
         blank = {"recorded_at": now, "issues": "[]", "attempts": 0, "action": None,
-                 "dest_id": None, "error_type": None, "duration_ms": None, "previous": None}  # fmt: skip
+                 "dest_id": None, "error_type": None, "duration_ms": None, "previous": None,
+                 "content_hash": None, "data": None, "version": None,
+                 "prev_run_id": None}  # fmt: skip
         planned = ({"run_id": run_id, **blank, **row} for row in rows)
         with self._guard("recording the run's items"), self.engine.begin() as conn:
             return _insert_chunked(conn, planned)
@@ -344,13 +440,59 @@ class Ledger:
         with self._guard("reading the destination map"), self.engine.connect() as conn:
             return {row.item_id: dict(row._mapping) for row in conn.execute(query)}
 
-    def mark_intent(self, destination_key: str, item_id: str, run_id: str) -> None:
-        """Before a create: if we die before hearing back, the next run looks the item up first."""
-        row = {"destination_key": destination_key, "item_id": item_id, "dest_id": None,
-               "content_hash": None, "state": "intent", "run_id": run_id,
-               "updated_at": datetime.now(UTC), "draft": None}  # fmt: skip
+    def mark_intent(
+        self,
+        destination_key: str,
+        item_id: str,
+        run_id: str,
+        dest_id: str | None,
+        write_ahead: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Before a write (write-ahead): what the destination held before it, so a crash between
+        the write and its ledger row never loses the original version, and a create whose answer
+        was lost is looked up first by the next attempt or run.
+
+        A write-ahead left by an earlier write that never finished is kept: it, not what that
+        write left behind, is the original. Returns the write-ahead in force.
+        """
+        key = (targets.c.destination_key == destination_key) & (targets.c.item_id == item_id)
+        now = datetime.now(UTC)
         with self._guard("recording a write intent"), self.engine.begin() as conn:
-            conn.execute(self._upsert_targets_statement(conn), [row])
+            row = conn.execute(select(targets).where(key)).first()
+            if row is not None and row.state == "intent" and row.write_ahead:
+                conn.execute(update(targets).where(key).values(run_id=run_id, updated_at=now,
+                             dest_id=dest_id or row.dest_id))  # fmt: skip
+                return dict(json.loads(row.write_ahead))
+            values = {"dest_id": dest_id, "content_hash": None, "state": "intent", "run_id": run_id,
+                      "updated_at": now, "write_ahead": json.dumps(write_ahead, default=str)}  # fmt: skip
+            if row is None:
+                conn.execute(insert(targets).values(destination_key=destination_key,
+                                                    item_id=item_id, draft=None, **values))  # fmt: skip
+            else:
+                conn.execute(update(targets).where(key).values(**values))
+        return write_ahead
+
+    def target(self, destination_key: str, item_id: str) -> dict[str, Any] | None:
+        query = select(targets).where(
+            targets.c.destination_key == destination_key, targets.c.item_id == item_id
+        )
+        with self._guard("reading the destination map"), self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def pending_reviews(self, destination_key: str) -> dict[str, str]:
+        """Items of this destination written by a sample whose pipeline awaits its review:
+        item id -> the pipeline run. No other run may publish or overwrite them meanwhile."""
+        sample, pipe = runs.alias("s"), runs.alias("p")
+        query = (
+            select(targets.c.item_id, pipe.c.run_id)
+            .join(sample, sample.c.run_id == targets.c.run_id)
+            .join(pipe, pipe.c.run_id == sample.c.parent_run_id)
+            .where(targets.c.destination_key == destination_key, sample.c.mode == "sample",
+                   pipe.c.status == "awaiting-approval")
+        )  # fmt: skip
+        with self._guard("reading pending reviews"), self.engine.connect() as conn:
+            return {item_id: run_id for item_id, run_id in conn.execute(query)}
 
     def record_writes(
         self, run_id: str, destination_key: str, writes: list[dict[str, Any]]
@@ -362,13 +504,15 @@ class Ledger:
         item_rows = [
             {"b_seq": w["seq"], "b_action": w["action"], "b_dest": w["dest_id"],
              "b_attempts": w["attempts"], "b_ms": w["duration_ms"],
-             "b_previous": json.dumps(w["previous"]) if w.get("previous") else None}
+             "b_previous": json.dumps(w["previous"], default=str) if w.get("previous") else None,
+             "b_version": w.get("version"), "b_prev_run": w.get("prev_run_id")}
             for w in writes
         ]  # fmt: skip
         target_rows = [
             {"destination_key": destination_key, "item_id": w["item_id"], "dest_id": w["dest_id"],
              "content_hash": w["content_hash"], "state": "written", "run_id": run_id,
-             "updated_at": now, "draft": int(bool(w.get("draft")))}
+             "updated_at": now, "draft": int(bool(w.get("draft"))), "write_ahead": None,
+             "version": w.get("version")}
             for w in writes
         ]  # fmt: skip
         mark_written = (
@@ -376,7 +520,8 @@ class Ledger:
             .where(items.c.run_id == run_id, items.c.seq == bindparam("b_seq"))
             .values(status="succeeded", action=bindparam("b_action"), dest_id=bindparam("b_dest"),
                     attempts=bindparam("b_attempts"), duration_ms=bindparam("b_ms"),
-                    previous=bindparam("b_previous"), recorded_at=now)
+                    previous=bindparam("b_previous"), version=bindparam("b_version"),
+                    prev_run_id=bindparam("b_prev_run"), recorded_at=now)
         )  # fmt: skip
         with self._guard("recording written items"), self.engine.begin() as conn:
             conn.execute(mark_written, item_rows)
@@ -388,7 +533,8 @@ class Ledger:
             raise LedgerError(f"the ledger supports SQLite and PostgreSQL, not {dialect}")
         module = sqlite_dialect if dialect == "sqlite" else postgresql_dialect
         statement = module.insert(targets)
-        changing = ("dest_id", "content_hash", "state", "run_id", "updated_at", "draft")
+        changing = ("dest_id", "content_hash", "state", "run_id", "updated_at", "draft",
+                    "write_ahead", "version")  # fmt: skip
         return statement.on_conflict_do_update(
             index_elements=[targets.c.destination_key, targets.c.item_id],
             set_={name: statement.excluded[name] for name in changing},
@@ -475,6 +621,30 @@ class Ledger:
             conn.execute(insert(dlq).values(**entry))
         return entry["attempts"]
 
+    def hold_item(self, run_id: str, seq: int, reason: str, fix: str) -> None:
+        """The item was not written, on purpose (e.g. it changed since its review)."""
+        issues = json.dumps([{"rule": "held", "field": "", "severity": "blocked",
+                              "message": reason, "fix": fix, "impact": None}])  # fmt: skip
+        with self._guard("recording a held item"), self.engine.begin() as conn:
+            conn.execute(update(items).where(items.c.run_id == run_id, items.c.seq == seq)
+                         .values(status="held", issues=issues, recorded_at=datetime.now(UTC)))  # fmt: skip
+
+    def held_items(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's held items: id, title and why, with the fix."""
+        query = (
+            select(items.c.item_id, items.c.title, items.c.issues)
+            .where(items.c.run_id == run_id, items.c.status == "held")
+            .order_by(items.c.seq)
+        )
+        with self._guard("reading held items"), self.engine.connect() as conn:
+            rows = list(conn.execute(query))
+        out = []
+        for item_id, title, issues in rows:
+            issue = (json.loads(issues) or [{}])[0]
+            out.append({"item_id": item_id, "title": title, "reason": issue.get("message", ""),
+                        "fix": issue.get("fix", "")})  # fmt: skip
+        return out
+
     def status_counts(self, run_id: str) -> dict[str, int]:
         query = (
             select(items.c.status, func.count())
@@ -516,11 +686,107 @@ class Ledger:
         """Close dead letters (retried or skipped) with a note; returns how many changed."""
         query = (
             update(dlq)
-            .where(dlq.c.run_id == run_id, dlq.c.item_id.in_(list(item_ids)), dlq.c.state == "open")
+            .where(dlq.c.run_id == run_id, dlq.c.item_id.in_(list(item_ids)),
+                   dlq.c.state.in_(["open", "retrying"]))
             .values(state=state, note=note)
         )
         with self._guard("updating the dead-letter queue"), self.engine.begin() as conn:
             return int(conn.execute(query).rowcount or 0)
+
+    def mark_published(self, destination_key: str, dest_ids: Sequence[str]) -> None:
+        """The destination confirmed these items live: only now are they no longer drafts."""
+        if not dest_ids:
+            return
+        query = (
+            update(targets)
+            .where(targets.c.destination_key == destination_key,
+                   targets.c.dest_id.in_(list(dest_ids)), targets.c.state == "written")
+            .values(draft=0)
+        )  # fmt: skip
+        with self._guard("recording published items"), self.engine.begin() as conn:
+            conn.execute(query)
+
+    def claim_dlq(
+        self, run_id: str, item_ids: Sequence[str], claimer: str
+    ) -> list[str]:
+        """Claim open dead letters for one retry run, atomically: two retries of the same run
+        never both get an entry. An entry claimed by a run that is no longer running (it died,
+        or ended without closing it) can be claimed again. Returns the items this call got."""
+        now = time.time()
+        ended = select(runs.c.run_id).where(runs.c.status != "running")
+        claimable = (dlq.c.state == "open") | (
+            (dlq.c.state == "retrying")
+            & (dlq.c.claimed_by.in_(ended) | (dlq.c.claimed_at < now - CLAIM_START_S)
+               & dlq.c.claimed_by.not_in(select(runs.c.run_id)))
+        )  # fmt: skip
+        got = []
+        with self._guard("claiming dead letters"), self.exclusive(f"dlq:{run_id}") as conn:
+            for item_id in item_ids:
+                changed = conn.execute(
+                    update(dlq)
+                    .where(dlq.c.run_id == run_id, dlq.c.item_id == item_id, claimable)
+                    .values(state="retrying", claimed_by=claimer, claimed_at=now,
+                            note=f"claimed by {claimer}")  # fmt: skip
+                ).rowcount
+                if changed:
+                    got.append(item_id)
+        return got
+
+    # --- one writer per destination -------------------------------------------------------
+
+    def acquire_hold(
+        self,
+        destination_key: str,
+        run_id: str,
+        holder: str,
+        lease_s: float,
+        is_dead: Callable[[str], bool],
+    ) -> dict[str, Any] | None:
+        """Take the destination for `run_id`, or return the hold that stands in the way.
+
+        A hold whose lease lapsed, or whose holder is a process on this host that is gone, is
+        taken over (its run is marked interrupted). Decided in one exclusive transaction, so two
+        processes asking at once never both get it.
+        """
+        key = holds.c.destination_key == destination_key
+        now = time.time()
+        with self._guard("taking the destination's hold"), self.exclusive(
+            f"hold:{destination_key}"
+        ) as conn:
+            row = conn.execute(select(holds).where(key)).first()
+            if row is not None and row.run_id != run_id:
+                if row.expires_at > now and not is_dead(row.holder):
+                    return dict(row._mapping)
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.run_id == row.run_id, runs.c.status == "running")
+                    .values(status="interrupted",
+                            message="the process stopped without finishing (its hold was freed)")
+                )  # fmt: skip
+            values = {"run_id": run_id, "holder": holder, "acquired_at": now,
+                      "expires_at": now + lease_s}  # fmt: skip
+            if row is None:
+                conn.execute(insert(holds).values(destination_key=destination_key, **values))
+            else:
+                conn.execute(update(holds).where(key).values(**values))
+        return None
+
+    def renew_hold(self, destination_key: str, run_id: str, lease_s: float) -> bool:
+        """Extend our hold; False if it is no longer ours (it lapsed and was taken over)."""
+        query = (
+            update(holds)
+            .where(holds.c.destination_key == destination_key, holds.c.run_id == run_id)
+            .values(expires_at=time.time() + lease_s)
+        )
+        with self._guard("renewing the destination's hold"), self.engine.begin() as conn:
+            return bool(conn.execute(query).rowcount)
+
+    def release_hold(self, destination_key: str, run_id: str) -> None:
+        query = holds.delete().where(
+            holds.c.destination_key == destination_key, holds.c.run_id == run_id
+        )
+        with self._guard("releasing the destination's hold"), self.engine.begin() as conn:
+            conn.execute(query)
 
     def set_lease(self, run_id: str, holder: str | None, lease_id: str | None) -> None:
         with self._guard("recording the run's lease"), self.engine.begin() as conn:
@@ -549,18 +815,21 @@ class Ledger:
             row["previous"] = json.loads(row["previous"]) if row["previous"] else None
         return rows
 
-    def mark_rolled_back(self, run_id: str, seq: int, destination_key: str, item_id: str,
-                         action: str) -> None:  # fmt: skip
-        """The item is back as it was before the run: a created one is forgotten by the map, an
-        updated one is marked stale so the next full run writes it again."""
-        key = (targets.c.destination_key == destination_key) & (targets.c.item_id == item_id)
+    def mark_rolled_back(self, run_id: str, row: dict[str, Any], destination_key: str,
+                         version: str | None = None) -> None:  # fmt: skip
+        """The item is back as it was before the run: a created one is forgotten by the map; an
+        updated one holds the version of the run it replaced again (so that run can still be
+        rolled back) and is marked stale, so the next full run writes it again."""
+        key = (targets.c.destination_key == destination_key) & (targets.c.item_id == row["item_id"])
         with self._guard("recording a rollback"), self.engine.begin() as conn:
-            conn.execute(update(items).where(items.c.run_id == run_id, items.c.seq == seq)
+            conn.execute(update(items).where(items.c.run_id == run_id, items.c.seq == row["seq"])
                          .values(status="rolled-back"))  # fmt: skip
-            if action == "created":
-                conn.execute(targets.delete().where(key))
+            if row["action"] == "created":
+                conn.execute(targets.delete().where(key, targets.c.run_id == run_id))
             else:
-                conn.execute(update(targets).where(key).values(content_hash=None))
+                conn.execute(update(targets).where(key, targets.c.run_id == run_id).values(
+                    content_hash=None, run_id=row.get("prev_run_id") or run_id, version=version,
+                    updated_at=datetime.now(UTC)))  # fmt: skip
 
     def mark_interrupted(self, run_id: str) -> None:
         with self._guard("marking a run interrupted"), self.engine.begin() as conn:

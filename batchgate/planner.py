@@ -1,10 +1,17 @@
-"""Plans a full run: which items to write, skip (blocked) or leave alone (unchanged)."""
+"""Plans a run: which items to write, skip (blocked), hold, or leave alone (unchanged).
+
+A plan is frozen when it is made: every item's validated data and its content hash go into the
+ledger (`freeze`), so a sample and the full run after an approval write exactly what was
+reviewed. Which of those items still need a write is decided later, while the run holds the
+destination, from what the ledger's destination map says at that moment (`plan_run`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from batchgate.models import Item, ItemResult
@@ -13,12 +20,27 @@ from batchgate.writer import WorkItem
 TRANSFORM_VERSION = "blog-1"  # bump when the transform changes, so every item is written again
 
 
+@dataclass(slots=True)
+class Candidate:
+    """One item of a frozen plan: what was validated, and its content hash."""
+
+    seq: int
+    item_id: str
+    title: str
+    location: str
+    data: dict[str, Any] | None  # None for a blocked item
+    content_hash: str | None
+    issues: str = "[]"  # JSON; a blocked item's reasons
+    blocked: bool = False
+
+
 @dataclass
 class Plan:
     work: list[WorkItem] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)  # one ledger row per source item
     skipped: int = 0
     unchanged: int = 0
+    held: int = 0
 
 
 def source_hash(data: dict[str, Any]) -> str:
@@ -27,41 +49,122 @@ def source_hash(data: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
+def content_hash(data: dict[str, Any]) -> str:
+    # a source may give a key without its volatile parts (Notion's signed file URLs)
+    return str(data.get("content_key") or source_hash(data))
+
+
+def _tag(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    raise TypeError(f"cannot freeze {type(value).__name__}")
+
+
+def _untag(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        if "$datetime" in obj:
+            return datetime.fromisoformat(obj["$datetime"])
+        if "$date" in obj:
+            return date.fromisoformat(obj["$date"])
+    return obj
+
+
+def freeze(data: dict[str, Any]) -> str:
+    """An item's typed data as JSON that `thaw` turns back into equal values (dates included)."""
+    return json.dumps(data, default=_tag, ensure_ascii=False, sort_keys=True)
+
+
+def thaw(text: str) -> dict[str, Any]:
+    return dict(json.loads(text, object_hook=_untag))
+
+
+def from_source(items: list[Item], results: list[ItemResult]) -> list[Candidate]:
+    """Candidates from a fresh read and its validation."""
+    out = []
+    for item, result in zip(items, results, strict=True):
+        blocked = result.status == "blocked"
+        out.append(Candidate(
+            seq=item.seq, item_id=item.id, title=item.title, location=item.location,
+            data=None if blocked else item.data,
+            content_hash=None if blocked else content_hash(item.data),
+            issues=json.dumps([i.as_dict() for i in result.issues]) if blocked else "[]",
+            blocked=blocked,
+        ))  # fmt: skip
+    return out
+
+
+def frozen_rows(candidates: list[Candidate]) -> dict[int, tuple[str, str]]:
+    """What the ledger keeps of each writable candidate: seq -> (content hash, data JSON)."""
+    return {
+        c.seq: (c.content_hash, freeze(c.data))
+        for c in candidates
+        if c.data is not None and c.content_hash is not None
+    }
+
+
+def from_frozen(rows: list[dict[str, Any]]) -> list[Candidate]:
+    """Candidates from a plan the ledger froze (Ledger.frozen_plan)."""
+    return [
+        Candidate(
+            seq=r["seq"], item_id=r["item_id"], title=r["title"] or "", location=r["location"],
+            data=thaw(r["data"]) if r["data"] else None, content_hash=r["content_hash"],
+            issues=r["issues"] if isinstance(r["issues"], str) else json.dumps(r["issues"]),
+            blocked=r["status"] == "blocked",
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+def held_issue(reason: str, fix: str) -> str:
+    return json.dumps([{"rule": "held", "field": "", "severity": "blocked", "message": reason,
+                        "fix": fix, "impact": None}])  # fmt: skip
+
+
 def plan_run(
-    items: list[Item],
-    results: list[ItemResult],
+    candidates: list[Candidate],
     targets: dict[str, dict[str, Any]],
     only: set[str] | None = None,
     draft: bool = True,
+    held: dict[str, tuple[str, str]] | None = None,
 ) -> Plan:
-    """Blocked items are skipped; items written before with the same content are unchanged.
+    """Blocked items are skipped; items written before with the same content are unchanged;
+    items another run's pending review holds (`held`: id -> (reason, fix)) are held.
 
+    Call it while holding the destination: `targets` must be what the ledger says now.
     A run that publishes (`draft=False`) updates in place the items an earlier run left as drafts
-    with the same content, such as an approved sample: they go live without a second copy.
+    (or whose publish was never confirmed) with the same content, such as an approved sample:
+    they go live without a second copy.
     """
-    plan = Plan()
-    for item, result in zip(items, results, strict=True):
-        row = {"seq": item.seq, "item_id": item.id, "title": item.title, "location": item.location}
-        if only is not None and item.id not in only:
+    plan, held = Plan(), held or {}
+    for c in candidates:
+        row = {"seq": c.seq, "item_id": c.item_id, "title": c.title, "location": c.location}
+        if only is not None and c.item_id not in only:
             continue
-        if result.status == "blocked":
-            issues = json.dumps([i.as_dict() for i in result.issues])
-            plan.rows.append({**row, "status": "skipped", "issues": issues})
+        if c.blocked or c.data is None:
+            plan.rows.append({**row, "status": "skipped", "issues": c.issues})
             plan.skipped += 1
             continue
-        # a source may give a key without its volatile parts (Notion's signed file URLs)
-        digest = item.data.get("content_key") or source_hash(item.data)
-        target = targets.get(item.id)
-        current = target and target["state"] == "written" and target["content_hash"] == digest
+        if c.item_id in held:
+            plan.rows.append({**row, "status": "held", "issues": held_issue(*held[c.item_id])})
+            plan.held += 1
+            continue
+        target = targets.get(c.item_id)
+        current = target and target["state"] == "written" and target["content_hash"] == c.content_hash
         if current and (draft or not target.get("draft")):
             plan.rows.append({**row, "status": "unchanged", "dest_id": target["dest_id"]})
             plan.unchanged += 1
             continue
-        plan.rows.append({**row, "status": "pending"})
+        plan.rows.append({**row, "status": "pending", "content_hash": c.content_hash})
+        in_flight = bool(target and target["state"] == "intent")
         plan.work.append(WorkItem(
-            seq=item.seq, item_id=item.id, title=item.title,
-            source_url=item.data.get("source_url") or item.location, data=item.data,
-            content_hash=digest, dest_id=target["dest_id"] if target else None,
-            intent=bool(target and target["state"] == "intent"),
+            seq=c.seq, item_id=c.item_id, title=c.title,
+            source_url=c.data.get("source_url") or c.location, data=c.data,
+            content_hash=str(c.content_hash), dest_id=target["dest_id"] if target else None,
+            intent=in_flight,
+            write_ahead=json.loads(target["write_ahead"])
+            if in_flight and target.get("write_ahead") else None,
+            prev_run_id=target["run_id"] if target and not in_flight else None,
         ))  # fmt: skip
     return plan

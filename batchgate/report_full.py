@@ -36,6 +36,7 @@ class FullReport:
     reason: str | None = None
     job_ref: str = "JOB.yaml"
     published_failures: int = 0
+    held: list[dict[str, Any]] = field(default_factory=list)  # not written on purpose, with why
 
     @property
     def attempted(self) -> int:
@@ -68,7 +69,12 @@ class FullReport:
         if self.reason:
             lines += ["", f"Reason: {self.reason}"]
         if self.published_failures:
-            lines.append(f"Not published (still drafts): {self.published_failures}")
+            lines.append(f"Written, not published: {self.published_failures} (the next run "
+                         "publishes them)")  # fmt: skip
+        if self.held:
+            lines += ["", f"⏸️  HELD, NOT WRITTEN ({len(self.held)} items):"]
+            lines += [f'- "{h["title"]}" ({h["item_id"]}): {h["reason"]}. Fix: {h["fix"]}'
+                      for h in self.held]  # fmt: skip
         lines += ["", RULE, "", f"✅ SUCCESSFULLY PROCESSED ({self.succeeded} items)"]
         if self.succeeded and self.duration_s:
             lines.append(
@@ -138,6 +144,7 @@ class FullReport:
             ("Failed (DLQ)", self.failed),
             ("Skipped (blocked)", self.skipped),
             ("Pending", self.pending),
+            ("Held (not written)", len(self.held)),
             ("Success rate", f"{self.success_rate}% (threshold {self.threshold:g}%)"),
             ("Duration", duration(self.duration_s)),
         ]
@@ -168,6 +175,8 @@ class FullReport:
             "skipped": self.skipped,
             "pending": self.pending,
             "unchanged": self.unchanged,
+            "held": [{"item_id": h["item_id"], "reason": h["reason"], "fix": h["fix"]}
+                     for h in self.held],
             "success_rate": self.success_rate,
             "duration_s": round(self.duration_s, 3),
             "reason": self.reason,

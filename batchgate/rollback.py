@@ -6,15 +6,22 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchgate.config import MASKED, Job, parse_job
+from batchgate.config import MASKED, Job, expand_env, parse_job
 from batchgate.destinations import Destination
 from batchgate.errors import ConfigError, WriteError
 from batchgate.ledger import Ledger
 from batchgate.report import RULE
+from batchgate.secrets import has_hidden_password, keep_templates, templates_of
 
 
 def job_of_run(run: dict[str, Any]) -> Job:
-    """The job a run was made with, from the ledger; masked secrets come from the environment."""
+    """The job a run was made with, from the ledger; its secrets come from the environment.
+
+    A secret recorded as `${VAR}` is read from VAR; a masked token falls back to the connector's
+    own variable (WEBFLOW_TOKEN, NOTION_TOKEN). A database password is never recorded: a
+    destination URL that had one needs --job, and a ledger URL is the one the caller opened.
+    """
+    origin = f"the job recorded with run {run['run_id']}"
     if not run.get("job_json"):
         raise ConfigError(
             f"run {run['run_id']} has no recorded job settings (it is a {run['mode']} run, or from "
@@ -24,7 +31,23 @@ def job_of_run(run: dict[str, Any]) -> Job:
     for section in (raw.get("destination") or {}, raw.get("source") or {}):
         if section.get("token") == MASKED:
             section["token"] = None  # the block falls back to WEBFLOW_TOKEN / NOTION_TOKEN
-    return parse_job(raw, origin=f"the job recorded with run {run['run_id']}")
+    if has_hidden_password((raw.get("ledger") or {}).get("url")):
+        del raw["ledger"]  # the caller passes on the ledger it read this run from
+    if has_hidden_password((raw.get("destination") or {}).get("url")):
+        raise ConfigError(
+            f"run {run['run_id']} wrote to a database URL with a password, which the ledger does "
+            "not keep. Fix: pass --job JOB.yaml (or write destination.url as ${VAR} in the job "
+            "file, so runs record the variable's name and the password is read from it)."
+        )
+    templates = templates_of(raw)
+    for (section, key), template in list(templates.items()):
+        try:
+            raw[section][key] = expand_env(template, f"{section}.{key}")
+        except ConfigError as exc:
+            if section != "ledger":
+                raise ConfigError(f"{origin}: {exc} Or pass --job JOB.yaml.") from None
+            del raw["ledger"], templates[(section, key)]  # the caller's ledger is used anyway
+    return keep_templates(parse_job(raw, origin=origin), templates)
 
 
 @dataclass
@@ -38,32 +61,43 @@ class RollbackReport:
     def failed(self) -> int:
         return sum(1 for o in self.outcomes if o["outcome"] == "failed")
 
+    @property
+    def conflicts(self) -> int:
+        return sum(1 for o in self.outcomes if o["outcome"] == "conflict")
+
     def as_text(self) -> str:
         if self.already:
             return (f"↩️  Run {self.run_id}: nothing to roll back (already rolled back, or it wrote "
                     "nothing).\n")  # fmt: skip
-        done = len(self.outcomes) - self.failed
+        done = len(self.outcomes) - self.failed - self.conflicts
         lines = [
-            "↩️  Rollback " + ("Complete" if not self.failed else "Incomplete"),
+            "↩️  Rollback " + ("Complete" if not self.failed + self.conflicts else "Incomplete"),
             "",
             f"Run: {self.run_id}",
             f"Destination: {self.destination}",
-            f"Items: {done} rolled back, {self.failed} failed",
+            f"Items: {done} rolled back, {self.conflicts} left alone (changed since), "
+            f"{self.failed} failed",
             "",
             RULE,
             "",
         ]
+        icons = {"failed": "❌", "conflict": "⚠️ "}
         for n, o in enumerate(self.outcomes, 1):
-            icon = "✅" if o["outcome"] != "failed" else "❌"
-            lines.append(f"{n}. {icon} {o['item_id']} ({o['dest_id']}): {o['outcome']}"
-                         + (f" - {o['error']}" if o.get("error") else ""))  # fmt: skip
+            lines.append(f"{n}. {icons.get(o['outcome'], '✅')} {o['item_id']} ({o['dest_id']}): "
+                         f"{o['outcome']}" + (f" - {o['error']}" if o.get("error") else ""))  # fmt: skip
+        if self.conflicts:
+            lines += ["", "Items marked conflict were changed after this run wrote them; they were "
+                      "left as they are so newer work is not destroyed. Roll back the newer run "
+                      "first if you mean to undo both."]  # fmt: skip
         if self.failed:
             lines += ["", "Run the rollback again to retry the failed items."]
         return "\n".join(lines) + "\n"
 
 
 def roll_back(run_id: str, destination: Destination, ledger: Ledger) -> RollbackReport:
-    """Undo one run, newest item first. Idempotent: rolled-back items are not touched again."""
+    """Undo one run, newest item first, only where the destination still holds what this run
+    wrote; anything else is a conflict, left alone and reported with the run that changed it.
+    Idempotent: rolled-back items are not touched again. Call it holding the destination."""
     report = RollbackReport(run_id, destination.key)
     rows = ledger.written_items(run_id)
     if not rows:
@@ -72,20 +106,39 @@ def roll_back(run_id: str, destination: Destination, ledger: Ledger) -> Rollback
     for row in rows:
         outcome = {"item_id": row["item_id"], "dest_id": row["dest_id"], "action": row["action"]}
         try:
-            if row["action"] == "created":
-                destination.delete(row["dest_id"])
-                outcome["outcome"] = "deleted"
-            elif row["previous"] is not None:
-                destination.restore(row["dest_id"], row["previous"])
-                outcome["outcome"] = "restored"
-            else:
-                raise WriteError("no previous version recorded", error_type="unknown")
+            done, why = _undo(run_id, row, destination, ledger)
         except WriteError as exc:
-            if row["action"] == "created" and exc.status_code == 404:
-                outcome["outcome"] = "deleted"  # already gone: the goal is met
-            else:
-                report.outcomes.append({**outcome, "outcome": "failed", "error": exc.message})
-                continue
-        ledger.mark_rolled_back(run_id, row["seq"], destination.key, row["item_id"], row["action"])
-        report.outcomes.append(outcome)
+            report.outcomes.append({**outcome, "outcome": "failed", "error": exc.message})
+            continue
+        if why:
+            report.outcomes.append({**outcome, "outcome": "conflict", "error": why})
+            continue
+        ledger.mark_rolled_back(run_id, row, destination.key, version=done)
+        report.outcomes.append({**outcome, "outcome": row["action"] == "created" and "deleted"
+                                or "restored"})  # fmt: skip
     return report
+
+
+def _undo(
+    run_id: str, row: dict[str, Any], destination: Destination, ledger: Ledger
+) -> tuple[str | None, str | None]:
+    """Undo one item: (the version now at the destination, None), or (None, why not)."""
+    target = ledger.target(destination.key, row["item_id"])
+    if target is not None and target["run_id"] != run_id:
+        return None, f"changed since by run {target['run_id']}"
+    dest_id = row["dest_id"]
+    current = destination.version(dest_id)
+    if current is None:
+        if row["action"] == "created":
+            return None, None  # already gone: the goal is met
+        return None, "no longer at the destination, so there is nothing to restore"
+    if row.get("version") and current != row["version"]:
+        return None, "changed at the destination since this run wrote it (outside batchgate)"
+    if row["action"] == "created":
+        destination.delete(dest_id)
+        return None, None
+    if row["previous"] is None:
+        return None, "no previous version was recorded"
+    if not destination.restore(dest_id, row["previous"]):
+        return None, "the restore changed nothing (the item is gone)"
+    return destination.version(dest_id), None

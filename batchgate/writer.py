@@ -15,7 +15,7 @@ from typing import Any
 from batchgate.backoff import backoff_delays, jittered
 from batchgate.destinations import Destination
 from batchgate.dlq import recommendations
-from batchgate.errors import FatalError, RetryableError, WriteError
+from batchgate.errors import ChangedSinceReview, FatalError, RetryableError, WriteError
 from batchgate.ledger import Ledger
 from batchgate.transform import blog_record
 
@@ -31,7 +31,9 @@ class WorkItem:
     data: dict[str, Any]  # the typed source fields; transformed when written
     content_hash: str
     dest_id: str | None = None
-    intent: bool = False  # a create was sent before without an answer: look it up first
+    intent: bool = False  # a write was sent before without an answer: look it up first
+    write_ahead: dict[str, Any] | None = None  # what the destination held before the first try
+    prev_run_id: str | None = None  # the run whose version this write replaces
 
 
 @dataclass(slots=True)
@@ -40,12 +42,14 @@ class Outcome:
 
     seq: int
     item_id: str
-    status: str  # succeeded | failed
+    status: str  # succeeded | failed | held
     attempts: int
     duration_ms: int
     dest_id: str | None = None
     action: str | None = None
     previous: dict[str, Any] | None = None
+    version: str | None = None
+    prev_run_id: str | None = None
     error_type: str | None = None
     status_code: int | None = None
     message: str | None = None
@@ -84,21 +88,39 @@ class RunContext:
 
 
 def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
-    """One attempt. A create that may have happened already is looked up first: no duplicates."""
+    """One attempt, write-ahead: what the destination holds is recorded in the ledger before the
+    write, so a crash between the write and its ledger row never loses the original version. A
+    write that may have happened already is looked up first: no duplicates."""
     started = time.monotonic()
     if ctx.refresh is not None:
-        work.data = ctx.refresh(work.item_id, work.data)
+        fresh = ctx.refresh(work.item_id, work.data)
+        if fresh.get("content_key") and fresh["content_key"] != work.content_hash:
+            raise ChangedSinceReview(
+                "the source item changed after the plan was frozen (its file URLs had to be "
+                "read again and its content differs): it was not written unreviewed"
+            )
+        work.data = fresh
     record = blog_record(work.item_id, work.data)
     dest_id = work.dest_id
     if dest_id is None and (work.intent or attempt > 1):
         dest_id = ctx.destination.find(record)
-    if dest_id is None and not ctx.destination.idempotent:
-        ctx.ledger.mark_intent(ctx.key, work.item_id, ctx.run_id)
-    result = ctx.destination.upsert(record, dest_id, ctx.draft)
+    if work.write_ahead is None:
+        current = ctx.destination.snapshot(dest_id) if dest_id else None
+        if current is None:
+            dest_id = None  # gone from the destination: written again as new
+        ahead = {"action": "create" if current is None else "update", "previous": current,
+                 "prev_run": work.prev_run_id}  # fmt: skip
+        # an earlier write that never finished keeps its record of the original
+        work.write_ahead = ctx.ledger.mark_intent(ctx.key, work.item_id, ctx.run_id, dest_id, ahead)
+    ahead = work.write_ahead
+    previous = ahead.get("previous")
+    result = ctx.destination.upsert(record, dest_id, ctx.draft, current=previous)
+    created = ahead.get("action") == "create"
     return Outcome(
         seq=work.seq, item_id=work.item_id, status="succeeded", attempts=attempt,
         duration_ms=int(1000 * (time.monotonic() - started)), dest_id=result.dest_id,
-        action=result.action, previous=result.previous,
+        action="created" if created else "updated", previous=None if created else previous,
+        version=result.version, prev_run_id=None if created else ahead.get("prev_run"),
     )  # fmt: skip
 
 
@@ -119,8 +141,9 @@ def as_write_error(exc: BaseException) -> WriteError:
 
 def failed_outcome(work: WorkItem, exc: BaseException, attempts: int, started: float) -> Outcome:
     error = as_write_error(exc)
+    status = "held" if isinstance(error, ChangedSinceReview) else "failed"
     return Outcome(
-        seq=work.seq, item_id=work.item_id, status="failed", attempts=attempts,
+        seq=work.seq, item_id=work.item_id, status=status, attempts=attempts,
         duration_ms=int(1000 * (time.monotonic() - started)), error_type=error.error_type,
         status_code=error.status_code, message=error.message, fatal=isinstance(error, FatalError),
     )  # fmt: skip

@@ -103,7 +103,7 @@ class NotionSource(Block):
         return {**data, **{k: v for k, v in row.items() if k in _REFRESHED}}
 
 
-_REFRESHED = ("hero_image_url", "body_html", "media_expires_at")
+_REFRESHED = ("hero_image_url", "body_html", "media_expires_at", "content_key")
 
 
 def _env_token() -> SecretStr:

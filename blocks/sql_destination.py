@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +29,14 @@ from sqlalchemy import (
     inspect as sa_inspect,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from batchgate.config import SqlDestinationConfig
 from batchgate.destinations import DestinationCheck, WriteResult
 from batchgate.errors import FatalError, PermanentError, RetryableError
 from batchgate.ledger import tune_sqlite
+from batchgate.secrets import mask_credentials
+from blocks.ledger import connector_for, parse_url
 
 CONTENT_FIELDS = (
     "title", "slug", "status", "category", "tags", "featured", "publish_date", "hero_image_url",
@@ -89,10 +91,7 @@ class SqlDestination(Block):
 
     @classmethod
     def from_config(cls, config: SqlDestinationConfig) -> SqlDestination:
-        url = make_url(config.url)
-        if url.drivername == "postgresql":
-            url = url.set(drivername="postgresql+psycopg2")
-        connector = SqlAlchemyConnector(connection_info=url.render_as_string(hide_password=False))
+        connector = connector_for(parse_url(config.url, "destination.url"))
         return cls(connector=connector, table=config.table, categories=config.categories,
                    publish_live=config.publish)  # fmt: skip
 
@@ -160,35 +159,55 @@ class SqlDestination(Block):
             ).first()
         return row[0] if row else None
 
-    def upsert(self, record: dict[str, Any], dest_id: str | None, draft: bool) -> WriteResult:
+    def snapshot(self, dest_id: str) -> dict[str, Any] | None:
+        """The row as it is now (what a rollback would restore), or None if there is none."""
+        table = self._table
+        with self._errors("reading"), self.engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.source_id == dest_id)).first()
+        return _restorable(row._mapping) if row is not None else None
+
+    def version(self, dest_id: str) -> str | None:
+        """A hash of the row's content as it is now, or None if the row is gone."""
+        table = self._table
+        with self._errors("reading"), self.engine.connect() as conn:
+            row = conn.execute(select(table).where(table.c.source_id == dest_id)).first()
+        return _version(row._mapping) if row is not None else None
+
+    def upsert(
+        self,
+        record: dict[str, Any],
+        dest_id: str | None,
+        draft: bool,
+        current: dict[str, Any] | None = None,
+    ) -> WriteResult:
         table, now = self._table, datetime.now(UTC)
         values = {name: record.get(name) for name in CONTENT_FIELDS}
         values["tags"] = json.dumps(values["tags"] or [])
+        key = table.c.source_id == record["source_id"]
         with self._errors("writing"), self.engine.begin() as conn:
-            old = conn.execute(
-                select(table).where(table.c.source_id == record["source_id"])
-            ).first()
+            old = conn.execute(select(table.c.draft).where(key)).first()
             if old is not None:
-                previous = {k: v for k, v in old._mapping.items() if k not in ("updated_at",)}
-                previous["created_at"] = previous["created_at"].isoformat()
                 conn.execute(
-                    update(table)
-                    .where(table.c.source_id == record["source_id"])
-                    .values(**values, draft=draft and old.draft, updated_at=now)
+                    update(table).where(key).values(**values, draft=draft and old.draft,
+                                                    updated_at=now)
+                )  # fmt: skip
+                action = "updated"
+            else:
+                insert = (
+                    postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
                 )
-                return WriteResult(record["source_id"], "updated", previous)
-            insert = (
-                postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-            )
-            statement = insert(table).values(
-                source_id=record["source_id"], **values, draft=draft, created_at=now, updated_at=now
-            )
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=[table.c.source_id], set_={**values, "updated_at": now}
+                statement = insert(table).values(
+                    source_id=record["source_id"], **values, draft=draft, created_at=now,
+                    updated_at=now,
+                )  # fmt: skip
+                conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=[table.c.source_id], set_={**values, "updated_at": now}
+                    )
                 )
-            )
-            return WriteResult(record["source_id"], "created")
+                action = "created"
+            written = conn.execute(select(table).where(key)).first()
+        return WriteResult(record["source_id"], action, version=_version(written._mapping))
 
     def publish(self, dest_ids: list[str]) -> dict[str, str]:
         table = self._table
@@ -201,15 +220,17 @@ class SqlDestination(Block):
         with self._errors("deleting"), self.engine.begin() as conn:
             conn.execute(delete(table).where(table.c.source_id == dest_id))
 
-    def restore(self, dest_id: str, previous: dict[str, Any]) -> None:
+    def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
+        """Put the row back as it was; False when there is no row to put back (nothing changed)."""
         table = self._table
         values = {k: v for k, v in previous.items() if k not in ("source_id", "created_at")}
         with self._errors("restoring"), self.engine.begin() as conn:
-            conn.execute(
+            changed = conn.execute(
                 update(table)
                 .where(table.c.source_id == dest_id)
                 .values(**values, updated_at=datetime.now(UTC))
-            )
+            ).rowcount
+        return bool(changed)
 
     def link(self, dest_id: str, record: dict[str, Any]) -> str:
         return f"{self.key}/source_id={dest_id}"
@@ -244,5 +265,17 @@ class _SqlErrors:
         raise PermanentError(message, error_type="validation") from None
 
 
+def _restorable(row: Any) -> dict[str, Any]:
+    previous = {k: v for k, v in row.items() if k != "updated_at"}
+    previous["created_at"] = previous["created_at"].isoformat()
+    return previous
+
+
+def _version(row: Any) -> str:
+    """What a row holds, as a hash of its content columns (not its times or draft flag)."""
+    blob = json.dumps([row[name] for name in CONTENT_FIELDS], default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
 def _reason(exc: SQLAlchemyError) -> str:
-    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    return mask_credentials(str(getattr(exc, "orig", None) or exc).strip().splitlines()[0])

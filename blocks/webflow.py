@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from typing import Any
@@ -15,6 +17,7 @@ from batchgate.config import DEFAULT_FIELD_MAP, WebflowDestinationConfig
 from batchgate.destinations import DestinationCheck, WriteResult
 from batchgate.errors import ConfigError, FatalError, PermanentError, RetryableError, WriteError
 from batchgate.pacer import Pacer, pacer_for
+from batchgate.secrets import require_token_url
 
 # HTTP status -> (what to do, DLQ error type). Unknown 4xx are permanent, unknown 5xx retryable.
 STATUS_ACTIONS: dict[int, tuple[str, str]] = {
@@ -133,18 +136,44 @@ class WebflowDestination(Block):
                 return str(item["id"])
         return None
 
-    def upsert(self, record: dict[str, Any], dest_id: str | None, draft: bool) -> WriteResult:
+    def snapshot(self, dest_id: str) -> dict[str, Any] | None:
+        item = self._item(dest_id)
+        if item is None:
+            return None
+        return {"isDraft": item.get("isDraft"), "fieldData": item.get("fieldData", {})}
+
+    def version(self, dest_id: str) -> str | None:
+        item = self._item(dest_id)
+        return _version(item) if item is not None else None
+
+    def upsert(
+        self,
+        record: dict[str, Any],
+        dest_id: str | None,
+        draft: bool,
+        current: dict[str, Any] | None = None,
+    ) -> WriteResult:
         field_data = self._field_data(record)
         path = f"/collections/{self.collection_id}/items"
         if dest_id is None:
             body = {"isArchived": False, "isDraft": draft, "fieldData": field_data}
             item = self._request("POST", path, json=body).json()
-            return WriteResult(str(item["id"]), "created")
-        before = self._request("GET", f"{path}/{dest_id}").json()
-        previous = {"isDraft": before.get("isDraft"), "fieldData": before.get("fieldData", {})}
-        body = {"isDraft": draft and bool(before.get("isDraft", True)), "fieldData": field_data}
-        self._request("PATCH", f"{path}/{dest_id}", json=body)
-        return WriteResult(dest_id, "updated", previous)
+            return WriteResult(str(item["id"]), "created", version=_version(item))
+        # a live item stays live; `current` is the write-ahead snapshot (no GET needed)
+        was_draft = bool((current or {}).get("isDraft", True))
+        body = {"isDraft": draft and was_draft, "fieldData": field_data}
+        item = self._request("PATCH", f"{path}/{dest_id}", json=body).json()
+        return WriteResult(dest_id, "updated", current, version=_version(item))
+
+    def _item(self, dest_id: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                self._request("GET", f"/collections/{self.collection_id}/items/{dest_id}").json()
+            )
+        except PermanentError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
 
     def publish(self, dest_ids: list[str]) -> dict[str, str]:
         failed: dict[str, str] = {}
@@ -164,8 +193,16 @@ class WebflowDestination(Block):
     def delete(self, dest_id: str) -> None:
         self._request("DELETE", f"/collections/{self.collection_id}/items/{dest_id}")
 
-    def restore(self, dest_id: str, previous: dict[str, Any]) -> None:
-        self._request("PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=previous)
+    def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
+        try:
+            self._request(
+                "PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=previous
+            )
+        except PermanentError as exc:
+            if exc.status_code == 404:
+                return False
+            raise
+        return True
 
     def link(self, dest_id: str, record: dict[str, Any]) -> str:
         if self.link_template:
@@ -213,7 +250,7 @@ class WebflowDestination(Block):
         with self._lock:
             if self._client is None:
                 self._client = httpx.Client(
-                    base_url=self.base_url,
+                    base_url=require_token_url(self.base_url, "destination.base_url"),
                     timeout=self.timeout_s,
                     headers={
                         "Authorization": f"Bearer {self.token.get_secret_value()}",
@@ -313,3 +350,9 @@ def _env_token() -> SecretStr:
             "export WEBFLOW_TOKEN=... and write token: ${WEBFLOW_TOKEN} in the job file."
         )
     return SecretStr(token)
+
+
+def _version(item: dict[str, Any]) -> str:
+    """What an item holds, as a hash of its field data (publishing does not change it)."""
+    blob = json.dumps(item.get("fieldData", {}), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]

@@ -64,7 +64,12 @@ def dlq_retry(
         return {"run_id": None, "parent_run_id": run_id, "retried": 0, "report": text}
 
     retry_id = new_run_id("retry")
-    ids = [e["item_id"] for e in entries]
+    # claimed atomically: two retries of the same run never both write an entry
+    ids = book.claim_dlq(run_id, [e["item_id"] for e in entries], retry_id)
+    if not ids:
+        text = (f"Nothing to retry: the open dead letters of run {run_id} were just claimed by "
+                "another retry.\n")  # fmt: skip
+        return {"run_id": None, "parent_run_id": run_id, "retried": 0, "report": text}
     logger.info("Retrying %d dead letter(s) of %s as %s", len(ids), run_id, retry_id)
     state = full(job, run_id=retry_id, parent_run_id=run_id, item_ids=ids,
                  console_progress=console_progress, return_state=True)  # fmt: skip

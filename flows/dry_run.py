@@ -14,6 +14,7 @@ from prefect.utilities.annotations import quote
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, new_run_id
+from batchgate.planner import from_source, frozen_rows
 from batchgate.report import DryRunReport
 from batchgate.schema import SCHEMAS
 from blocks.factory import destination_for, source_for
@@ -50,7 +51,9 @@ def dry_run(
         # quote(): large item lists are passed as they are; Prefect would otherwise walk every
         # item looking for futures, which costs more than the validation itself.
         results = validate_batch(quote(batch.items), job, check)
-        record_results(quote(ledger), run_id, quote(results))
+        # the frozen plan: what a sample shows and the full run after an approval writes
+        frozen = frozen_rows(from_source(batch.items, results))
+        record_results(quote(ledger), run_id, quote(results), quote(frozen))
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         if ledger is not None and ledger.run(run_id) is not None:

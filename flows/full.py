@@ -30,17 +30,18 @@ from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
 from batchgate.config import Job
 from batchgate.destinations import Destination
 from batchgate.errors import BatchgateError, WriteError
+from batchgate.hold import DestinationHold
 from batchgate.ledger import Ledger, new_run_id
-from batchgate.planner import Plan, plan_run
+from batchgate.planner import Candidate, Plan, from_frozen, from_source, plan_run
 from batchgate.progress import ConsoleProgress, Progress, duration
 from batchgate.report_full import FullReport
 from batchgate.schema import SCHEMAS
-from batchgate.sources import Source, SourceBatch
+from batchgate.sources import Source
 from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, record_failures
 from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
 from flows.dry_run import _write_json
-from tasks.limits import DestinationSlots
+from tasks.limits import holding
 from tasks.process import item_task, outcomes_of, process_items
 from tasks.validate import check_destination, validate_batch
 
@@ -70,30 +71,42 @@ def full(
     parent_run_id: str | None = None,
     item_ids: list[str] | None = None,
     since: datetime | None = None,
+    plan_id: str | None = None,
 ) -> dict[str, Any] | State:
     """Write every item that passed validation, with retries, limits and a circuit breaker.
 
-    `item_ids` limits the run to those items (a dead-letter retry); `since` to the items edited
-    at or after it (an incremental sync); `parent_run_id` links the run to the pipeline, sync or
-    run it retries.
+    `plan_id` (a dry-run's run id) writes the plan that dry-run froze, exactly as it was reviewed,
+    without reading the source again; `item_ids` limits the run to those items (a dead-letter
+    retry); `since` to the items edited at or after it (an incremental sync); `parent_run_id` links
+    the run to the pipeline, sync or run it retries. The run plans and writes only while it holds
+    the destination, so runs on one destination never write an item twice.
     """
     logger = get_run_logger()
     mode = "retry" if item_ids is not None else "full"
     run_id = run_id or new_run_id(mode)
     started = time.monotonic()
     try:
-        prepared = prepare_run(job, run_id, mode, parent_run_id, item_ids=item_ids, since=since)
+        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id)
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
-    ledger, destination, source, batch, plan = prepared
+    ledger, destination, source = prepared.ledger, prepared.destination, prepared.source
     draft = not _publishes(destination)
-    ledger.plan_items(run_id, plan.rows)
-
-    ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
-                     refresh=getattr(source, "refresh", None))  # fmt: skip
-    runner = _Runner(job, ctx, plan.work, console_progress, logger)
-    runner.run()
+    only = set(item_ids) if item_ids is not None else None
+    say = announcer(logger, console_progress)
+    capacity = job.batch.concurrency or WINDOW * job.batch.size * job.batch.items_per_task
+    try:
+        with holding(ledger, destination.key, run_id, say,
+                     _ensure_limit(destination, capacity)) as hold:  # fmt: skip
+            plan = plan_under_hold(prepared, run_id, draft, only)
+            ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
+                             refresh=getattr(source, "refresh", None))  # fmt: skip
+            runner = _Runner(job, ctx, plan.work, console_progress, logger, hold, job_ref)
+            runner.run()
+    except (BatchgateError, WriteError) as exc:
+        logger.error(str(exc))
+        ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
+        return Failed(message=str(exc))
     quota_low = getattr(destination, "quota_low", None)
     if quota_low is not None:
         logger.info("Lowest X-RateLimit-Remaining during the run: %d", quota_low)
@@ -110,7 +123,7 @@ def full(
         run_id=run_id, status=status, total=len(plan.rows), succeeded=succeeded,
         failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
         pending=counts.get("pending", 0), unchanged=counts.get("unchanged", 0),
-        duration_s=time.monotonic() - started,
+        held=ledger.held_items(run_id), duration_s=time.monotonic() - started,
         threshold=threshold_value(job.batch.success_threshold), destination=destination.key,
         dlq=ledger.dead_letters(run_id), reason=runner.abort_reason, job_ref=job_ref,
         published_failures=runner.publish_failures,
@@ -120,7 +133,7 @@ def full(
         failed=report.failed, skipped=report.skipped, pending=report.pending,
         unchanged=report.unchanged, success_rate=report.success_rate, outcome=status,
         duration_s=report.duration_s, ready=len(plan.work) + plan.unchanged, blocked=plan.skipped,
-        filtered_out=batch.filtered_out,
+        filtered_out=prepared.filtered_out,
     )  # fmt: skip
     _publish_final(report)
     if console_progress:
@@ -140,8 +153,8 @@ class Prepared(NamedTuple):
     ledger: Ledger
     destination: Destination
     source: Source
-    batch: SourceBatch
-    plan: Plan
+    candidates: list[Candidate]
+    filtered_out: int
 
 
 def prepare_run(
@@ -149,14 +162,13 @@ def prepare_run(
     run_id: str,
     mode: str,
     parent_run_id: str | None,
-    item_ids: list[str] | None = None,
-    draft: bool | None = None,
     since: datetime | None = None,
+    plan_id: str | None = None,
 ) -> Prepared:
-    """Record the run's start, read and validate the source, and plan the writes.
-
-    Shared by the writing flows. A failure marks the run failed in the ledger and is raised.
-    `draft=None` follows the destination's publish setting.
+    """Record the run's start and get its candidates: the plan a dry-run froze (`plan_id`), or
+    a fresh read and validation of the source. Shared by the writing flows; which candidates
+    need a write is decided later, under the destination's hold (`plan_under_hold`).
+    A failure marks the run failed in the ledger and is raised.
     """
     ledger: Ledger | None = None
     try:
@@ -170,26 +182,69 @@ def prepare_run(
             job_json=job.model_dump_json(),  # SecretStr fields are masked
         )  # fmt: skip
         ledger.finish_run(run_id, "running", destination_key=destination.key)
-        check = check_destination(quote(destination))
-        batch = source.read(SCHEMAS[job.validation.preset], since=since)
-        results = validate_batch(quote(batch.items), job, check)
+        if plan_id is not None:
+            candidates, filtered_out = _frozen(ledger, plan_id, job)
+            destination.check()  # the collection schema the writes map fields with
+        else:
+            check = check_destination(quote(destination))
+            batch = source.read(SCHEMAS[job.validation.preset], since=since)
+            results = validate_batch(quote(batch.items), job, check)
+            candidates, filtered_out = from_source(batch.items, results), batch.filtered_out
         destination.prepare()
-        draft = not _publishes(destination) if draft is None else draft
-        only = set(item_ids) if item_ids is not None else None
-        targets = ledger.targets_for(destination.key)
-        plan = plan_run(batch.items, results, targets, only=only, draft=draft)
     except (BatchgateError, WriteError) as exc:
         if ledger is not None and ledger.run(run_id) is not None:
             ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         raise
-    return Prepared(ledger, destination, source, batch, plan)
+    return Prepared(ledger, destination, source, candidates, filtered_out)
+
+
+def _frozen(ledger: Ledger, plan_id: str, job: Job) -> tuple[list[Candidate], int]:
+    run = ledger.run(plan_id)
+    if run is None or run["mode"] != "dry-run":
+        raise BatchgateError(f"plan {plan_id} is not a dry-run in the ledger at {ledger.where}. "
+                             "Fix: pass the run id of the dry-run whose plan was reviewed.")  # fmt: skip
+    if run["job_fingerprint"] != job.fingerprint():
+        raise BatchgateError(f"plan {plan_id} was made with other job settings. Fix: run the "
+                             "pipeline again with this job, so its plan is reviewed.")  # fmt: skip
+    return from_frozen(ledger.frozen_plan(plan_id)), int(run.get("filtered_out") or 0)
+
+
+def plan_under_hold(
+    prepared: Prepared, run_id: str, draft: bool, only: set[str] | None = None, record: bool = True
+) -> Plan:
+    """Decide what to write from what the ledger says now (call it holding the destination),
+    and record every item of the run up front (unless `record` is false: the sample records
+    only its picks)."""
+    ledger, key = prepared.ledger, prepared.destination.key
+    pipelines = ledger.pending_reviews(key)
+    held = {
+        item_id: (f"awaiting review in pipeline {pipeline} (its sample wrote this item)",
+                  "approve or reject that pipeline's sample (batchgate approve|reject), then "
+                  "run again")  # fmt: skip
+        for item_id, pipeline in pipelines.items()
+    }
+    plan = plan_run(prepared.candidates, ledger.targets_for(key), only=only, draft=draft, held=held)
+    if record:
+        ledger.plan_items(run_id, plan.rows)
+    return plan
+
+
+def announcer(logger: Any, console: bool) -> Any:
+    def say(message: str) -> None:
+        logger.warning(message)
+        if console:
+            print(message, flush=True)
+
+    return say
 
 
 class _Runner:
     """Fans chunks out as mapped tasks, collects them in order, and applies the circuit breaker."""
 
-    def __init__(self, job: Job, ctx: RunContext, work: list[WorkItem], console: bool, logger: Any):
-        self.job, self.ctx, self.logger = job, ctx, logger
+    def __init__(self, job: Job, ctx: RunContext, work: list[WorkItem], console: bool, logger: Any,
+                 hold: DestinationHold, job_ref: str = "JOB.yaml") -> None:  # fmt: skip
+        self.job, self.ctx, self.logger, self.hold = job, ctx, logger, hold
+        self.job_ref = job_ref
         batch = job.batch
         per_task = batch.items_per_task
         groups = [work[i : i + per_task] for i in range(0, len(work), per_task)]
@@ -205,8 +260,6 @@ class _Runner:
         self._to_publish: list[str] = []
         self._item_task = item_task(batch)
         self._policy = RetryPolicy(batch.retries, batch.backoff_base_s, batch.jitter)
-        self.capacity = batch.concurrency or WINDOW * batch.size * batch.items_per_task
-        self._limit_name, self._slots = _ensure_limit(ctx.destination, self.capacity)
         self._artifact_id = None
 
     def run(self) -> None:
@@ -217,18 +270,13 @@ class _Runner:
         self._artifact_id = create_progress_artifact(
             progress=0.0, description=f"Full run {self.ctx.run_id}: items written"
         )
-        # The destination's slots are held for the whole run: acquiring them per chunk cost
-        # 1-2 s per acquisition on a busy Prefect server (measured), more than a chunk's writes.
-        slots = DestinationSlots(self._limit_name, self._slots, self.ctx.ledger, self.ctx.run_id,
-                                 self.ctx.key, on_wait=self._say)  # fmt: skip
         switch = sys.getswitchinterval()
         if self.ctx.destination.rate_per_s:
             # A paced writer must wake on time: hand the GIL over every 1 ms, not 5 ms, or every
             # request starts a few ms late and the rate falls short (measured: 92.8% -> see bench).
             sys.setswitchinterval(0.001)
         try:
-            with slots:
-                self._run_chunks()
+            self._run_chunks()
         finally:
             sys.setswitchinterval(switch)
         self._flush_publish(force=True)
@@ -269,6 +317,11 @@ class _Runner:
     def _record(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
         failed = [o for o in outcomes if o.status == "failed"]
         record_failures(self.ctx, {w.seq: w for w in chunk.items}, failed)
+        for o in outcomes:
+            if o.status == "held":
+                self.ctx.ledger.hold_item(self.ctx.run_id, o.seq, o.message or "changed since review",
+                                          f"batchgate pipeline --job {self.job_ref}")  # fmt: skip
+        outcomes = [o for o in outcomes if o.status != "held"]
         size = len(outcomes)
         self.progress.in_progress -= size
         self.progress.succeeded += size - len(failed)
@@ -290,6 +343,11 @@ class _Runner:
         fatal = next((o for o in failed if o.fatal), None)
         if fatal:
             self.abort_reason = f"item {fatal.item_id}: {fatal.message}"
+            return
+        if self.hold.lost:
+            self.abort_reason = (f"the run lost its hold on {self.ctx.key} (stalled for longer than "
+                                 "its lease); stopped so that two runs never write at once")  # fmt: skip
+            self.logger.error(self.abort_reason)
             return
         if chunk.number == len(self.chunks):
             return  # the last chunk: nothing left to pause or stop; the threshold decides
@@ -329,6 +387,9 @@ class _Runner:
                 failures = self.ctx.destination.publish(group)
             except WriteError as exc:
                 failures = {dest_id: exc.message for dest_id in group}
+            # only a confirmed publish counts: the rest stay "written, not published" in the
+            # ledger, and the next run publishes them
+            self.ctx.ledger.mark_published(self.ctx.key, [d for d in group if d not in failures])
             self.publish_failures += len(failures)
             for dest_id, reason in failures.items():
                 self.logger.warning("Item %s was written but not published: %s", dest_id, reason)

@@ -81,8 +81,11 @@ def pipeline(
             f"the dry-run report of {checked['run_id']}), or set allow_blocked to go on without them.",
         )
 
+    # The dry-run froze the plan: the sample shows items from it, and after an approval the
+    # full run writes exactly it, never a newer read of the source.
+    plan_id = checked["run_id"]
     tried = sample(job, sample_count=sample_count, sample_ids=sample_ids, job_ref=job_ref,
-                   parent_run_id=run_id, review_flow_run_id=flow_run_id,
+                   parent_run_id=run_id, review_flow_run_id=flow_run_id, plan_id=plan_id,
                    return_state=True)  # fmt: skip
     if not tried.is_completed():
         return steps.end("failed", f"sample failed: {tried.message}")
@@ -127,7 +130,7 @@ def pipeline(
         decided = f"sample {decision}; "
 
     done = full(job, job_ref=job_ref, parent_run_id=run_id, console_progress=console_progress,
-                return_state=True)  # fmt: skip
+                plan_id=plan_id, return_state=True)  # fmt: skip
     child = ledger.runs_of(run_id, mode="full")
     outcome = child[0]["outcome"] if child and child[0].get("outcome") else "failed"
     message = f"{decided}full run {child[0]['run_id'] if child else '?'}: {outcome}"

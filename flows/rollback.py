@@ -10,6 +10,8 @@ from prefect.states import Failed, State
 
 from batchgate.config import Job, LedgerConfig
 from batchgate.errors import BatchgateError, WriteError
+from batchgate.hold import DestinationHold
+from batchgate.ledger import new_run_id
 from batchgate.rollback import job_of_run, roll_back
 from blocks.factory import destination_for
 from blocks.ledger import open_ledger
@@ -28,17 +30,23 @@ def rollback(
             raise BatchgateError(f"run {run_id} is not in the ledger at {book.where}. Fix: pick one "
                                  "from `batchgate runs`, or pass the ledger the run used.")  # fmt: skip
         destination = destination_for(job or job_of_run(run))
-        report = roll_back(run_id, destination, book)
+        # one writer per destination: a rollback waits for a run that is writing there
+        with DestinationHold(book, destination.key, new_run_id("rollback"),
+                             on_wait=logger.warning):  # fmt: skip
+            report = roll_back(run_id, destination, book)
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
     if not report.already:
-        book.finish_run(run_id, "rolled-back" if not report.failed else run["status"],
-                        message=f"rolled back: {len(report.outcomes) - report.failed} items")  # fmt: skip
+        undone = len(report.outcomes) - report.failed - report.conflicts
+        clean = not report.failed and not report.conflicts
+        book.finish_run(run_id, "rolled-back" if clean else run["status"],
+                        message=f"rolled back: {undone} items, {report.conflicts} conflicts, "
+                        f"{report.failed} failed")  # fmt: skip
     text = report.as_text()
     create_markdown_artifact(key="rollback-report", markdown=f"```\n{text}```",
                              description=f"Rollback of {run_id}")  # fmt: skip
     logger.info("Rollback of %s: %d items, %d failed", run_id, len(report.outcomes), report.failed)
     summary = {"run_id": run_id, "already": report.already, "failed": report.failed,
-               "outcomes": report.outcomes, "report": text}  # fmt: skip
+               "conflicts": report.conflicts, "outcomes": report.outcomes, "report": text}  # fmt: skip
     return Failed(message=text) if report.failed else summary

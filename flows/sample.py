@@ -17,7 +17,8 @@ from batchgate.sample import Pick, SampleEntry, SampleReport, pick_sample
 from batchgate.transform import blog_record, word_count
 from batchgate.writer import RunContext, WorkItem, record_failures
 from flows.dry_run import _write_json
-from flows.full import prepare_run
+from flows.full import announcer, plan_under_hold, prepare_run
+from tasks.limits import holding
 from tasks.process import item_task, outcomes_of
 
 
@@ -31,39 +32,46 @@ def sample(
     run_id: str | None = None,
     parent_run_id: str | None = None,
     review_flow_run_id: str | None = None,
+    plan_id: str | None = None,
 ) -> dict[str, Any] | State:
     """Write `sample_count` items (3-5) spanning short, medium and long content as drafts.
 
-    `sample_ids` picks the items instead. `review_flow_run_id` is the paused pipeline run the
-    reviewer resumes; without it, the report names the full and rollback commands.
+    `sample_ids` picks the items instead. `plan_id` (a dry-run's run id) takes them from the
+    plan that dry-run froze, which the full run after an approval writes. `review_flow_run_id` is
+    the paused pipeline run the reviewer resumes; without it, the report names the full and
+    rollback commands.
     """
     logger = get_run_logger()
     run_id = run_id or new_run_id("sample")
     started = time.monotonic()
     try:
-        prepared = prepare_run(job, run_id, "sample", parent_run_id, draft=True)
+        prepared = prepare_run(job, run_id, "sample", parent_run_id, plan_id=plan_id)
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
-    ledger, destination, plan = prepared.ledger, prepared.destination, prepared.plan
+    ledger, destination = prepared.ledger, prepared.destination
     try:
-        picks = _choose(plan.work, sample_count, sample_ids)
-        ledger.plan_items(run_id, [{"seq": p.work.seq, "item_id": p.work.item_id,
-                                    "title": p.work.title, "location": None,
-                                    "status": "pending"} for p in picks])  # fmt: skip
-    except BatchgateError as exc:
+        with holding(ledger, destination.key, run_id, announcer(logger, False)):
+            plan = plan_under_hold(prepared, run_id, draft=True, record=False)
+            picks = _choose(plan.work, sample_count, sample_ids)
+            ledger.plan_items(run_id, [{"seq": p.work.seq, "item_id": p.work.item_id,
+                                        "title": p.work.title, "location": None,
+                                        "status": "pending",
+                                        "content_hash": p.work.content_hash} for p in picks])  # fmt: skip
+            ctx = RunContext(run_id, destination, ledger, draft=True, retries=job.batch.retries)
+            works = [p.work for p in picks]
+            futures = item_task(job.batch).map(works, unmapped(ctx)) if works else []
+            outcomes = {
+                o.seq: o
+                for w, f in zip(works, list(futures), strict=True)
+                for o in outcomes_of([w], f)
+            }
+            record_failures(ctx, {w.seq: w for w in works},
+                            [o for o in outcomes.values() if o.status == "failed"])  # fmt: skip
+    except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         return Failed(message=str(exc))
-
-    ctx = RunContext(run_id, destination, ledger, draft=True, retries=job.batch.retries)
-    works = [p.work for p in picks]
-    futures = item_task(job.batch).map(works, unmapped(ctx)) if works else []
-    outcomes = {
-        o.seq: o for w, f in zip(works, list(futures), strict=True) for o in outcomes_of([w], f)
-    }
-    record_failures(ctx, {w.seq: w for w in works},
-                    [o for o in outcomes.values() if o.status == "failed"])  # fmt: skip
 
     report = SampleReport(run_id, destination.key,
                           approve_hint=_hints(run_id, job_ref, review_flow_run_id))  # fmt: skip

@@ -14,7 +14,7 @@ from prefect.states import State
 
 from batchgate.backoff import backoff_delays
 from batchgate.config import BatchConfig
-from batchgate.errors import FatalError, RetryableError
+from batchgate.errors import RetryableError
 from batchgate.writer import (
     Outcome,
     RetryPolicy,
@@ -51,7 +51,7 @@ def process_item(work: WorkItem, ctx: RunContext) -> Outcome:
         ctx.mark_retrying(work.item_id, will_retry)
         raise
     ctx.mark_retrying(work.item_id, False)
-    ctx.ledger.record_writes(ctx.run_id, ctx.key, [_write_row(work, outcome, ctx.draft)])
+    ctx.ledger.record_writes(ctx.run_id, ctx.key, [_write_row(work, outcome, ctx)])
     return outcome
 
 
@@ -66,19 +66,22 @@ def process_items(works: list[WorkItem], ctx: RunContext, policy: RetryPolicy) -
         except Exception as exc:  # e.g. the ledger failing while recording an attempt
             outcomes.append(failed_outcome(work, exc, 1, started))
     by_seq = {w.seq: w for w in works}
-    written = [_write_row(by_seq[o.seq], o, ctx.draft) for o in outcomes if o.status == "succeeded"]
+    written = [_write_row(by_seq[o.seq], o, ctx) for o in outcomes if o.status == "succeeded"]
     if written:
         ctx.ledger.record_writes(ctx.run_id, ctx.key, written)
     return outcomes
 
 
-def _write_row(work: WorkItem, outcome: Outcome, draft: bool) -> dict[str, Any]:
+def _write_row(work: WorkItem, outcome: Outcome, ctx: RunContext) -> dict[str, Any]:
     return {
-        "draft": draft,
+        # an item that must be published by a separate call stays a draft in the map until the
+        # destination confirms the publish (Ledger.mark_published)
+        "draft": ctx.draft or ctx.destination.needs_publish,
         "seq": work.seq, "item_id": work.item_id, "action": outcome.action,
         "dest_id": outcome.dest_id, "attempts": outcome.attempts,
         "duration_ms": outcome.duration_ms, "previous": outcome.previous,
-        "content_hash": work.content_hash,
+        "content_hash": work.content_hash, "version": outcome.version,
+        "prev_run_id": outcome.prev_run_id,
     }  # fmt: skip
 
 
@@ -99,10 +102,5 @@ def outcomes_of(group: list[WorkItem], future: PrefectFuture[Any]) -> list[Outco
         result = state.result()
         return result if isinstance(result, list) else [result]
     error = as_write_error(state.result(raise_on_failure=False) or RuntimeError(state.message))
-    work = group[0]
     # attempts: set from the ledger's history when the failure is recorded (record_failures)
-    return [Outcome(
-        seq=work.seq, item_id=work.item_id, status="failed", attempts=1, duration_ms=0,
-        error_type=error.error_type, status_code=error.status_code, message=error.message,
-        fatal=isinstance(error, FatalError),
-    )]  # fmt: skip
+    return [failed_outcome(group[0], error, 1, time.monotonic())]

@@ -31,9 +31,14 @@ def check_destination(destination: Destination) -> DestinationCheck:
 
 
 @task(name="record-results", cache_policy=NO_CACHE)
-def record_results(ledger: Ledger, run_id: str, results: list[ItemResult]) -> int:
-    """Write every item's result to the ledger."""
-    return ledger.record_validation(run_id, results)
+def record_results(
+    ledger: Ledger,
+    run_id: str,
+    results: list[ItemResult],
+    frozen: dict[int, tuple[str, str]] | None = None,
+) -> int:
+    """Write every item's result to the ledger, with the frozen plan when given."""
+    return ledger.record_validation(run_id, results, frozen)
 
 
 @task(name="publish-report", cache_policy=NO_CACHE)

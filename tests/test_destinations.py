@@ -48,17 +48,23 @@ def test_conformance_upsert_find_publish_restore_delete(destination: Any) -> Non
     created = destination.upsert(first, None, draft=True)
     assert created.action == "created"
     assert destination.find(first) == created.dest_id
+    assert destination.version(created.dest_id) == created.version
 
+    before = destination.snapshot(created.dest_id)  # what the write-ahead records
     changed = {**first, "title": "A new title", "summary": "Changed."}
-    updated = destination.upsert(changed, created.dest_id, draft=True)
+    updated = destination.upsert(changed, created.dest_id, draft=True, current=before)
     assert updated.action == "updated" and updated.dest_id == created.dest_id
-    assert updated.previous is not None
+    assert updated.version == destination.version(created.dest_id) != created.version
 
     assert destination.publish([created.dest_id]) == {}
-    destination.restore(created.dest_id, updated.previous)
+    assert destination.restore(created.dest_id, before) is True
+    assert destination.version(created.dest_id) == created.version  # the first content is back
     destination.delete(created.dest_id)
     assert destination.find(first) is None
-    assert destination.link(created.dest_id, first)
+    assert destination.snapshot(created.dest_id) is None
+    assert destination.version(created.dest_id) is None
+    assert destination.restore(created.dest_id, before) is False  # nothing left to restore
+    assert created.dest_id in destination.link(created.dest_id, first)
 
 
 def test_sql_rows_have_blog_fields_draft_flag_and_times(tmp_path) -> None:  # noqa: ANN001

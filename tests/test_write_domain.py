@@ -113,7 +113,10 @@ class FlakyDestination:
     def find(self, record):  # noqa: ANN001, ANN201
         return None
 
-    def upsert(self, record, dest_id, draft):  # noqa: ANN001, ANN201
+    def snapshot(self, dest_id):  # noqa: ANN001, ANN201
+        return None
+
+    def upsert(self, record, dest_id, draft, current=None):  # noqa: ANN001, ANN201
         self.calls += 1
         error = self.script.pop(0) if self.script else None
         if error:
@@ -127,6 +130,9 @@ class MemoryLedger:
 
     def record_attempt(self, *args) -> None:  # noqa: ANN002
         self.attempts.append(args)
+
+    def mark_intent(self, key, item_id, run_id, dest_id, ahead):  # noqa: ANN001, ANN201
+        return ahead
 
 
 def work() -> WorkItem:
