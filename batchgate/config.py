@@ -16,13 +16,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from batchgate.errors import ConfigError
+from batchgate.secrets import (
+    MASKED,  # noqa: F401  (re-exported: the one mask)
+    SecretText,
+    SecretUrl,
+    keep_templates,
+    templates_of,
+    token_url_message,
+    token_url_problem,
+)
 
 Severity = Literal["blocked", "warning"]
 DEFAULT_LEDGER_PATH = ".batchgate/ledger.db"
-MASKED = "**********"  # how pydantic dumps a SecretStr, and how exports mask a secret
 
 
 class _Section(BaseModel):
@@ -52,9 +60,10 @@ class SqlDestinationConfig(_Section):
     """A SQL table (SQLite file or PostgreSQL) acting as the CMS."""
 
     type: Literal["sql"] = Field(description="Destination kind.")
-    url: str = Field(
+    url: SecretUrl = Field(
         description="SQLAlchemy URL, e.g. sqlite:///cms.db (relative to the job file) "
-        "or postgresql+psycopg2://user@host/db."
+        "or postgresql+psycopg2://user@host/db; a password in it is a secret (write the URL as "
+        "${VAR} so records name the variable)."
     )
     table: str = Field(default="posts", description="Table that receives the items.")
     categories: list[str] | None = Field(
@@ -83,12 +92,15 @@ class NotionSourceConfig(_Section):
     """Pages of a Notion database (API version 2025-09-03), with their bodies as HTML."""
 
     type: Literal["notion"] = Field(description="Source kind.")
-    base_url: str = Field(default="https://api.notion.com/v1", description="API base URL.")
+    base_url: str = Field(
+        default="https://api.notion.com/v1",
+        description="API base URL: https (plain http only on 127.0.0.1, ::1 or localhost).",
+    )
     database_id: str = Field(min_length=1, description="The database whose pages are the items.")
     data_source_id: str | None = Field(
         default=None, description="The database's data source to read (default: its first)."
     )
-    token: SecretStr | None = Field(
+    token: SecretText | None = Field(
         default=None,
         description="Integration secret; ${NOTION_TOKEN}. Unset: read from the NOTION_TOKEN "
         "environment variable where the flow runs.",
@@ -108,6 +120,11 @@ class NotionSourceConfig(_Section):
     )
     workers: int = Field(default=4, ge=1, le=16, description="Pages read at once (the pace is "
                          "3 requests/s whatever this is).")  # fmt: skip
+
+    @field_validator("base_url")
+    @classmethod
+    def check_base_url(cls, url: str) -> str:
+        return _token_url(url, "source.base_url")
 
 
 class BlockRefConfig(_Section):
@@ -143,11 +160,14 @@ class WebflowDestinationConfig(_Section):
     """A Webflow CMS collection, through the Data API v2."""
 
     type: Literal["webflow"] = Field(description="Destination kind.")
-    base_url: str = Field(default="https://api.webflow.com/v2", description="API base URL.")
+    base_url: str = Field(
+        default="https://api.webflow.com/v2",
+        description="API base URL: https (plain http only on 127.0.0.1, ::1 or localhost).",
+    )
     collection_id: str = Field(
         min_length=1, description="The CMS collection that receives the items."
     )
-    token: SecretStr | None = Field(
+    token: SecretText | None = Field(
         default=None,
         description="API token with CMS write access; ${WEBFLOW_TOKEN}. Unset: read from the "
         "WEBFLOW_TOKEN environment variable where the flow runs.",
@@ -170,6 +190,19 @@ class WebflowDestinationConfig(_Section):
         "https://my-site.webflow.io/blog/{slug} (drafts: the site's staging domain). Unset: "
         "site_url/{slug}, else the item's API URL.",
     )
+
+    @field_validator("base_url")
+    @classmethod
+    def check_base_url(cls, url: str) -> str:
+        return _token_url(url, "destination.base_url")
+
+
+def _token_url(url: str, field: str) -> str:
+    """A base URL the token may be sent to (https, or http on this machine), else a clear refusal."""
+    problem = token_url_problem(url)
+    if problem:
+        raise ValueError(token_url_message(url, field, problem).rstrip("."))
+    return url
 
 
 DestinationConfig = Annotated[
@@ -259,9 +292,10 @@ class BatchConfig(_Section):
 class LedgerConfig(_Section):
     """Where runs and item results are recorded."""
 
-    url: str | None = Field(
+    url: SecretUrl | None = Field(
         default=None,
-        description="SQLAlchemy URL (PostgreSQL for teams). Overrides path.",
+        description="SQLAlchemy URL (PostgreSQL for teams). Overrides path. A password in it is a "
+        "secret (write the URL as ${VAR} so records name the variable).",
     )
     path: str = Field(
         default=DEFAULT_LEDGER_PATH,
@@ -340,11 +374,12 @@ def load_job(path: str | Path) -> Job:
             f"and batch; found {type(raw).__name__}."
         )
     raw.setdefault("name", path.stem if path.stem != "job" else path.resolve().parent.name)
+    templates = templates_of(raw)  # records name ${VAR}, never the secret it expands to
     try:
         raw = expand_env(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    job = parse_job(raw, origin=str(path))
+    job = keep_templates(parse_job(raw, origin=str(path)), templates)
     return resolve_paths(job, path.resolve().parent)
 
 
@@ -364,8 +399,9 @@ def resolve_paths(job: Job, base: Path) -> Job:
         source = source.model_copy(update={"path": str(base / source.path)})
     destination = job.destination
     if isinstance(destination, SqlDestinationConfig):
+        url = destination.url
         destination = destination.model_copy(
-            update={"url": _absolute_sqlite(destination.url, base)}
+            update={"url": url.with_value(_absolute_sqlite(url.get_secret_value(), base))}
         )
     return job.model_copy(update={"source": source, "destination": destination})
 

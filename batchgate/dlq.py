@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
-from batchgate.config import MASKED
+from batchgate.config import MASKED, expand_env
+from batchgate.errors import ConfigError
+from batchgate.secrets import HIDDEN_PASSWORD, SecretUrl, templates_of
 
 RECOMMENDATIONS: dict[str, list[str]] = {
     "timeout": [
@@ -170,22 +173,57 @@ EXPORT_COLUMNS = [
 def export_rows(entries: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
     """Flat rows for a file: history as JSON text, recommendations joined; secrets removed."""
     rows = []
-    for entry in entries:
+    for entry in mask_entries(entries, secrets):  # before the history becomes JSON text
         row = {name: entry.get(name) for name in EXPORT_COLUMNS}
         row["history"] = json.dumps(entry.get("history") or [], default=str)
         row["recommendations"] = "; ".join(entry.get("recommendations") or [])
         row["created_at"] = str(entry.get("created_at") or "")
-        for key in ("message", "history", "note", "source_url", "item_name"):
+        for key in ("history", *TEXT_FIELDS):
             row[key] = redact(row[key], secrets)
         rows.append(row)
     return rows
+
+
+def mask_entries(entries: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
+    """The entries as the views show them: every secret masked in every text, history included."""
+    masked = []
+    for entry in entries:
+        entry = {**entry, **{k: redact(entry.get(k), secrets) for k in TEXT_FIELDS}}
+        entry["history"] = [{**attempt, "message": redact(attempt.get("message"), secrets)}
+                            for attempt in entry.get("history") or []]  # fmt: skip
+        masked.append(entry)
+    return masked
+
+
+TEXT_FIELDS = ("message", "note", "source_url", "item_name")
+
+
+def env_secrets(env: Mapping[str, str]) -> list[str]:
+    """Values of environment variables named like secrets (*TOKEN, *SECRET, *PASSWORD)."""
+    return [v for k, v in env.items() if k.endswith(("TOKEN", "SECRET", "PASSWORD"))]
+
+
+def recorded_secrets(job_json: str | None, env: Mapping[str, str]) -> list[str]:
+    """The secrets a run's recorded job names as ${VAR}, whatever VAR is called, read from `env`."""
+    try:
+        raw = json.loads(job_json or "{}")
+    except ValueError:
+        return []
+    found: list[str] = []
+    for (_, key), template in templates_of(raw if isinstance(raw, dict) else {}).items():
+        try:
+            value = expand_env(template, env=env)
+        except ConfigError:
+            continue  # not set here: nothing of it to mask
+        found += SecretUrl(value).secrets() if key == "url" else [value]
+    return found
 
 
 def redact(value: Any, secrets: list[str]) -> Any:
     """A known secret, or anything after `Bearer `, never reaches a log, artifact or export."""
     if not isinstance(value, str):
         return value
-    for secret in secrets:
-        if secret and len(secret) >= 4:
+    for secret in sorted(set(secrets), key=len, reverse=True):  # a longer secret holds a shorter
+        if secret and len(secret) >= 4 and secret not in (MASKED, HIDDEN_PASSWORD):
             value = value.replace(secret, MASKED)
     return re.sub(r"(?i)(bearer\s+)[^\s\"']+", rf"\1{MASKED}", value)

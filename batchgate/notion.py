@@ -25,6 +25,7 @@ from batchgate.errors import SourceError
 from batchgate.notion_html import blocks_html, blocks_text, file_expiry, file_url, hosted_expiries
 from batchgate.notion_html import plain_text as rich_plain
 from batchgate.pacer import Pacer, pacer_for
+from batchgate.secrets import require_token_url
 
 NOTION_VERSION = "2025-09-03"
 RATE_PER_S = 3.0
@@ -63,7 +64,7 @@ class NotionReader:
         rate_per_s: float = RATE_PER_S,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = require_token_url(base_url, "source.base_url").rstrip("/")
         self.retries, self.workers, self.sleep = retries, workers, sleep
         self.pacer: Pacer = pacer_for(f"notion:{self.base_url}", rate_per_s * PACE)
         self.requests = 0
