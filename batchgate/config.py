@@ -303,6 +303,17 @@ class LedgerConfig(_Section):
     )
 
 
+class NetworkConfig(_Section):
+    """What URLs from item data (hero images, covers) may make the worker fetch."""
+
+    allow_private_hosts: bool = Field(
+        default=False,
+        description="Let item URLs reach loopback, private, link-local and reserved addresses "
+        "(an intranet image host, a local test server). Off: such an item is blocked, and the "
+        "address receives nothing.",
+    )
+
+
 class Job(_Section):
     """One batch operation: where items come from, where they go, and how they are checked."""
 
@@ -314,6 +325,10 @@ class Job(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    network: NetworkConfig = Field(
+        default_factory=NetworkConfig,
+        description="Where URLs from item data may lead (public addresses only, by default).",
+    )
 
     def fingerprint(self) -> str:
         """A short hash of the job's settings, recorded with each run."""
@@ -352,6 +367,76 @@ def expand_env(value: Any, where: str = "", env: typing.Mapping[str, str] | None
     return _ENV_REF.sub(substitute, value)
 
 
+MAX_YAML_DEPTH = 50  # a job file nests 4 or 5 levels
+MAX_YAML_ALIASES = 20  # a few shared settings; an alias bomb needs many
+MAX_YAML_NODES = 20_000  # values once every alias is expanded
+
+
+class _JobLoader(yaml.SafeLoader):
+    """yaml.SafeLoader refusing, while it composes, what no job file needs and a hostile one uses:
+    many aliases (a "billion laughs" bomb), deep nesting (2,000 `[` exhaust the stack) and
+    duplicate keys (YAML keeps the last one silently)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _refused(f"more than {MAX_YAML_ALIASES} aliases (*name); write the values "
+                               "out instead", event.start_mark)  # fmt: skip
+        if not isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _refused(f"nested deeper than {MAX_YAML_DEPTH} levels", event.start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = first.setdefault((key.tag, key.value), key.start_mark.line + 1)
+            if line != key.start_mark.line + 1:
+                raise _refused(f"duplicate key '{key.value}' (first at line {line})",
+                               key.start_mark)  # fmt: skip
+        return node
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise _refused(f"more than {MAX_YAML_NODES:,} values once its aliases are expanded",
+                           node.start_mark)  # fmt: skip
+        return node
+
+
+def _refused(problem: str, mark: Any) -> yaml.YAMLError:
+    return yaml.composer.ComposerError(None, None, problem, mark)
+
+
+def _expanded_size(node: Any, sizes: dict[int, int]) -> int:
+    """How many values the node stands for with every alias copied out (each node counted once)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 1  # a node reached again through itself adds nothing more
+        if isinstance(node, yaml.SequenceNode):
+            sizes[id(node)] += sum(_expanded_size(child, sizes) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            sizes[id(node)] += sum(
+                _expanded_size(key, sizes) + _expanded_size(value, sizes)
+                for key, value in node.value
+            )
+    return sizes[id(node)]
+
+
 def load_job(path: str | Path) -> Job:
     """Read, expand and check a job file; relative paths are resolved from its folder."""
     path = Path(path)
@@ -362,7 +447,7 @@ def load_job(path: str | Path) -> Job:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"job file {path} cannot be read: {exc}.") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_JobLoader)  # noqa: S506 - a SafeLoader, stricter still
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

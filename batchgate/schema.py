@@ -7,6 +7,7 @@ carries a type error, which the validation turns into a blocked issue naming row
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -207,6 +208,7 @@ def build_items_from_columns(
     errors: dict[int, list[tuple[str, str, str]]] = {}
     typed: dict[str, list[Any]] = {}
     for name, values in columns.items():
+        values = _scrub_controls(name, values, errors)
         typed[name] = _convert_column(name, values, schema.converters.get(name), errors)
     names = list(typed)
     items = []
@@ -236,3 +238,65 @@ def _convert_column(
         except CellError as exc:
             errors.setdefault(index, []).append((name, str(exc.args[0]), str(exc.args[1])))
     return out
+
+
+# C0 controls but tab, newline and carriage return; DEL; and C1 (U+0080-U+009F: in text they only
+# come from a file decoded with the wrong code page, and U+009B is a terminal's 8-bit CSI).
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {0x00: "NUL", 0x07: "BEL", 0x08: "BS", 0x1B: "ESC", 0x7F: "DEL", 0x9B: "CSI"}
+
+
+def _scrub_controls(
+    name: str, values: list[Any], errors: dict[int, list[tuple[str, str, str]]]
+) -> list[Any]:
+    """A cell holding a control character blocks its item (a type error naming the character);
+    the cell keeps its text with U+FFFD in its place, so no report, log or ledger (PostgreSQL
+    refuses NUL in text) ever receives the character itself."""
+    if all(type(v) is str for v in values) and not CONTROL.search("\n".join(values)):
+        return values  # the usual case, checked in one pass
+    out = list(values)
+    for index, value in enumerate(values):
+        found = _first_control(value)
+        if found is None:
+            continue
+        char, position = found
+        code = ord(char)
+        label = f"U+{code:04X}" + (f" ({_CONTROL_NAMES[code]})" if code in _CONTROL_NAMES else "")
+        errors.setdefault(index, []).append(
+            (
+                name,
+                f"holds the control character {label} at character {position}",
+                "Remove the control character from the cell (an export or a copy from a "
+                "terminal left it there); until then the item is not written",
+            )
+        )
+        out[index] = _scrubbed(value)
+    return out
+
+
+def _first_control(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, str):
+        match = CONTROL.search(value)
+        return (match.group(), match.start() + 1) if match else None
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays from Parquet
+        value = value.tolist()
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple):
+        for part in value:
+            found = _first_control(part)
+            if found:
+                return found
+    return None
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return CONTROL.sub("\ufffd", value)
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(part) for part in value]
+    return value

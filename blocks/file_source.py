@@ -15,7 +15,7 @@ from pydantic import Field
 
 from batchgate.config import FileSourceConfig
 from batchgate.errors import SourceError
-from batchgate.schema import Schema, build_items_from_columns, to_bool
+from batchgate.schema import CONTROL, Schema, build_items_from_columns, to_bool
 from batchgate.sources import SourceBatch
 
 Format = Literal["csv", "json", "parquet"]
@@ -224,6 +224,14 @@ class FileSource(Block):
     # --- checks ---------------------------------------------------------------------------
 
     def _check_columns(self, frame: pd.DataFrame, schema: Schema) -> None:
+        for column in frame.columns:
+            found = CONTROL.search(str(column))
+            if found:
+                shown = CONTROL.sub("\ufffd", str(column))
+                raise SourceError(
+                    f"{self.path}: the header '{shown}' holds the control character "
+                    f"U+{ord(found.group()):04X}. Fix: rename the column without it."
+                )
         missing = [c for c in schema.required if c not in frame.columns]
         missing += [c for c in self.filter if c not in frame.columns and c not in missing]
         if missing:

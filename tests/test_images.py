@@ -1,4 +1,5 @@
-"""Image sizes from header bytes, fetched from a real HTTP server on 127.0.0.1."""
+"""Image sizes from header bytes, fetched from a real HTTP server on 127.0.0.1 (so every probe
+here allows private hosts; tests/test_untrusted.py covers the guard)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def test_truncated_and_foreign_headers() -> None:
 def test_probe_fetches_only_the_header_with_a_range(http_server: HttpServer) -> None:
     route = Route(png(1600, 1200) + b"\x00" * 200_000)
     url = http_server.add("/hero.png", route)
-    assert ImageProbe(timeout=2).sizes([url, url]) == {url: (1600, 1200)}
+    assert ImageProbe(allow_private_hosts=True, timeout=2).sizes([url, url]) == {url: (1600, 1200)}
     assert len(route.requests) == 1  # the same URL is fetched once
     assert route.requests[0]["Range"] == "bytes=0-65535"
 
@@ -114,7 +115,7 @@ def test_probe_reads_on_when_the_header_is_past_the_first_chunk(http_server: Htt
     url = http_server.add(
         "/exif.jpg", Route(jpeg(1920, 1080, exif_bytes=150_000), honour_range=False)
     )
-    assert ImageProbe(timeout=2).sizes([url])[url] == (1920, 1080)
+    assert ImageProbe(allow_private_hosts=True, timeout=2).sizes([url])[url] == (1920, 1080)
 
 
 def test_probe_errors_are_reported_not_raised(http_server: HttpServer) -> None:
@@ -124,7 +125,9 @@ def test_probe_errors_are_reported_not_raised(http_server: HttpServer) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}/x.png"  # nothing listens there
-    sizes = ImageProbe(timeout=0.5).sizes([missing, slow, html, closed, "ftp://example.com/x.png"])
+    sizes = ImageProbe(allow_private_hosts=True, timeout=0.5).sizes(
+        [missing, slow, html, closed, "ftp://example.com/x.png"]
+    )
     assert all(isinstance(v, ProbeError) for v in sizes.values())
     assert "HTTP 404" in str(sizes[missing])
     assert "no answer within 0.5 s" in str(sizes[slow])
@@ -145,7 +148,7 @@ def test_aspect_rule_uses_fetched_sizes_when_columns_are_empty(http_server: Http
     rows.append(blog_row(4, hero_image_url=http_server.add("/unused.png", unused)))  # columns set
     items = build_items(((f"row {i}", r) for i, r in enumerate(rows, 1)), BLOG)
     rule = AspectRatio("hero_aspect_ratio", "hero_image_url", "warning", AspectParams())
-    context = Context(probe=ImageProbe(timeout=2))
+    context = Context(probe=ImageProbe(allow_private_hosts=True, timeout=2))
     rule.prepare(items, context)
     issues = [list(rule.check(item, context)) for item in items]
     assert issues[0] == [] and issues[3] == []

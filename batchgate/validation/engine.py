@@ -131,7 +131,13 @@ def category_options(
 def make_context(
     job: Job, probe: ImageProbe | None = None, check: DestinationCheck | None = None
 ) -> Context:
-    """The validation context for a job, with an image probe using the job's timeout."""
+    """The validation context for a job, with an image probe using the job's timeout and its
+    network setting (item URLs reach private addresses only if network.allow_private_hosts)."""
     categories, origin = category_options(job, check)
-    probe = probe or ImageProbe(timeout=job.validation.image_timeout_s)
+    timeout = job.validation.image_timeout_s
+    probe = probe or ImageProbe(
+        timeout=timeout,
+        deadline=3 * timeout,
+        allow_private_hosts=job.network.allow_private_hosts,
+    )
     return Context(allowed_categories=categories, categories_from=origin, probe=probe)

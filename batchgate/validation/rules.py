@@ -12,10 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from batchgate.images import ImageProbe, ProbeError
+from batchgate.images import BlockedURL, ImageProbe, ProbeError
 from batchgate.models import Issue, Item
+from batchgate.netguard import SETTING
 
 Severity = Literal["blocked", "warning"]
 
@@ -248,6 +249,13 @@ class AspectParams(Params):
     width_field: str = Field(default="hero_width", description="Column with the width, if any.")
     height_field: str = Field(default="hero_height", description="Column with the height, if any.")
 
+    @field_validator("ratio")
+    @classmethod
+    def _no_zero_side(cls, ratio: str) -> str:
+        if any(float(side) == 0 for side in ratio.split(":")):
+            raise ValueError("both sides of the ratio must be above 0, e.g. 16:9")
+        return ratio
+
 
 class AspectRatio(Rule):
     kind = "aspect_ratio"
@@ -277,6 +285,15 @@ class AspectRatio(Rule):
         if not url:
             return
         size = self._dimensions(item) or context.image_sizes.get(url)
+        if isinstance(size, BlockedURL):
+            yield self.issue(
+                f"Hero image {url} was not fetched: {size}",
+                f"Use a public image URL in {_where(item, self.field)} of item {item.id}; if this "
+                f"job must read images from a private host (an intranet, a local test server), "
+                f"set {SETTING}: true in the job file (network: {{allow_private_hosts: true}}).",
+                severity="blocked",
+            )
+            return
         if isinstance(size, ProbeError):
             yield self.issue(
                 f"Hero image {url} cannot be read: {size}",
@@ -289,6 +306,15 @@ class AspectRatio(Rule):
         if size is None:
             return
         width, height = size
+        if width <= 0 or height <= 0:  # a damaged or crafted header; never divide by it
+            yield self.issue(
+                f"Hero image {url} reports a size of {width}x{height} pixels",
+                f"Re-export the hero image (its header says it has no pixels), or fill in "
+                f"{self.params.width_field} and {self.params.height_field} in "  # type: ignore[attr-defined]
+                f"{item.location}.",
+                severity="blocked",
+            )
+            return
         w, h = (float(x) for x in self.params.ratio.split(":"))  # type: ignore[attr-defined]
         expected, actual = w / h, width / height
         if abs(actual - expected) > self.params.tolerance:  # type: ignore[attr-defined]
