@@ -10,6 +10,7 @@ from typing import Any
 
 from batchgate.config import MASKED, expand_env
 from batchgate.errors import ConfigError
+from batchgate.escaping import csv_cell, one_line
 from batchgate.secrets import HIDDEN_PASSWORD, SecretUrl, templates_of
 
 RECOMMENDATIONS: dict[str, list[str]] = {
@@ -86,30 +87,29 @@ def actions(item_id: str, run_id: str, flags: str = "") -> list[str]:
 def render_entry(n: int | None, entry: dict[str, Any], flags: str = "") -> list[str]:
     """One dead letter as in the pattern's FAILED ITEMS DETAILS (n=None: no number, for inspect)."""
     pad = "   " if n is not None else ""
-    lines = [
-        f'{f"{n}. " if n is not None else ""}Item: "{entry.get("item_name") or entry["item_id"]}"'
-    ]
+    name = one_line(entry.get("item_name") or entry["item_id"])  # item text: no escape codes
+    lines = [f'{f"{n}. " if n is not None else ""}Item: "{name}"']
     lines += [
-        f"{pad}ID: {entry['item_id']}",
+        f"{pad}ID: {one_line(entry['item_id'])}",
         f"{pad}Run: {entry['run_id']}",
-        f"{pad}Source URL: {entry.get('source_url') or '-'}",
+        f"{pad}Source URL: {one_line(entry.get('source_url') or '-')}",
         f"{pad}Error Type: {entry['error_type']}",
-        f"{pad}Error: {entry['message']}",
+        f"{pad}Error: {one_line(entry['message'])}",
     ]
     if entry.get("status_code"):
         lines.append(f"{pad}Status Code: {entry['status_code']}")
     if entry.get("state", "open") != "open":
-        lines.append(f"{pad}State: {entry['state']} ({entry.get('note') or ''})")
+        lines.append(f"{pad}State: {entry['state']} ({one_line(entry.get('note') or '')})")
     lines.append(f"{pad}Retry Attempts: {entry['attempts']}")
     for attempt in entry.get("history") or []:
         at = str(attempt.get("at", ""))[11:19]
         code = f" {attempt['status_code']}" if attempt.get("status_code") else ""
         lines.append(f"{pad}  - Attempt {attempt['attempt']} ({at}): {attempt['error_type']}"
-                     f"{code}: {attempt['message']}")  # fmt: skip
+                     f"{code}: {one_line(attempt['message'])}")  # fmt: skip
     lines += ["", f"{pad}Recommendations:"]
     lines += [f"{pad}  - {r}" for r in entry.get("recommendations") or []]
     lines += ["", f"{pad}Actions Available:"]
-    lines += [f"{pad}  {a}" for a in actions(entry["item_id"], entry["run_id"], flags)]
+    lines += [f"{pad}  {a}" for a in actions(one_line(entry["item_id"]), entry["run_id"], flags)]
     return lines
 
 
@@ -170,8 +170,11 @@ EXPORT_COLUMNS = [
 ]  # fmt: skip
 
 
-def export_rows(entries: list[dict[str, Any]], secrets: list[str]) -> list[dict[str, Any]]:
-    """Flat rows for a file: history as JSON text, recommendations joined; secrets removed."""
+def export_rows(
+    entries: list[dict[str, Any]], secrets: list[str], neutralise: bool = True
+) -> list[dict[str, Any]]:
+    """Flat rows for a file: history as JSON text, recommendations joined; secrets removed; and
+    (`neutralise`, for a file a spreadsheet opens) no cell that would run as a formula."""
     rows = []
     for entry in mask_entries(entries, secrets):  # before the history becomes JSON text
         row = {name: entry.get(name) for name in EXPORT_COLUMNS}
@@ -180,6 +183,8 @@ def export_rows(entries: list[dict[str, Any]], secrets: list[str]) -> list[dict[
         row["created_at"] = str(entry.get("created_at") or "")
         for key in ("history", *TEXT_FIELDS):
             row[key] = redact(row[key], secrets)
+        if neutralise:  # item text such as =HYPERLINK(...) stays text in a spreadsheet
+            row = {key: csv_cell(value) for key, value in row.items()}
         rows.append(row)
     return rows
 

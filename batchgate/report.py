@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchgate.escaping import md_code, md_text, one_line
 from batchgate.models import ItemResult
 
 RULE = "━" * 46
@@ -72,7 +73,7 @@ class DryRunReport:
             "🔍 Dry-Run Validation Report",
             "",
             f"Run ID: {self.run_id}",
-            f"Source: {self.source}"
+            f"Source: {one_line(self.source)}"
             + (f", {self.filtered_out} filtered out by source.filter" if self.filtered_out else ""),
             "",
             f"Total Items Analyzed: {self.total}",
@@ -83,26 +84,27 @@ class DryRunReport:
         if self.blocked:
             lines += ["", RULE, "", "❌ BLOCKED (must fix before proceeding):", ""]
             for n, result in enumerate(self.blocked, 1):
-                lines.append(f"{n}. Item ID: {result.item_id}" + _title(result))
+                lines.append(f"{n}. Item ID: {one_line(result.item_id)}" + _title(result))
                 for issue in result.issues:
                     if issue.severity == "blocked":
-                        lines += [f"   Issue: {issue.message}", f"   Fix: {issue.fix}"]
+                        lines += [f"   Issue: {one_line(issue.message)}",
+                                  f"   Fix: {one_line(issue.fix)}"]  # fmt: skip
                 lines.append("")
             lines.pop()
         if self.warnings:
             lines += ["", RULE, "", "⚠️  WARNINGS (can proceed, quality degradation):", ""]
             for n, result in enumerate(self.warnings, 1):
-                lines.append(f"{n}. Item ID: {result.item_id}" + _title(result))
+                lines.append(f"{n}. Item ID: {one_line(result.item_id)}" + _title(result))
                 for issue in result.issues:
                     lines += [
-                        f"   Warning: {issue.message}",
-                        f"   Impact: {issue.impact}",
-                        f"   Fix: {issue.fix}",
+                        f"   Warning: {one_line(issue.message)}",
+                        f"   Impact: {one_line(issue.impact)}",
+                        f"   Fix: {one_line(issue.fix)}",
                     ]
                 lines.append("")
             lines.pop()
         if self.notes:
-            lines += ["", RULE, "", "DESTINATION:"] + [f"- {note}" for note in self.notes]
+            lines += ["", RULE, "", "DESTINATION:"] + [f"- {one_line(note)}" for note in self.notes]
         lines += ["", RULE, "", "NEXT STEPS:"]
         lines += [f"{n}. {step}" for n, step in enumerate(self.next_steps(), 1)]
         return "\n".join(lines) + "\n"
@@ -112,7 +114,8 @@ class DryRunReport:
         lines = [
             "# 🔍 Dry-Run Validation Report",
             "",
-            f"**Run** `{self.run_id}` · **Job** `{self.job_name}` · **Source** {self.source}"
+            f"**Run** `{self.run_id}` · **Job** {md_code(self.job_name)} · **Source** "
+            f"{md_text(self.source)}"
             + (f" · {self.filtered_out} filtered out" if self.filtered_out else ""),
             "",
             "| | Items | Share |",
@@ -135,7 +138,7 @@ class DryRunReport:
                 for issue in (i for i in result.issues if i.severity == "blocked"):
                     n += 1
                     lines.append(
-                        f"| {n} | `{_md(result.item_id)}` | {_md(issue.message)} | {_md(issue.fix)} |"
+                        f"| {n} | {_id(result.item_id)} | {_md(issue.message)} | {_md(issue.fix)} |"
                     )
         if self.warnings:
             lines += [
@@ -150,7 +153,7 @@ class DryRunReport:
                 for issue in result.issues:
                     n += 1
                     lines.append(
-                        f"| {n} | `{_md(result.item_id)}` | {_md(issue.message)} | "
+                        f"| {n} | {_id(result.item_id)} | {_md(issue.message)} | "
                         f"{_md(issue.impact or '')} | {_md(issue.fix)} |"
                     )
         if self.notes:
@@ -207,8 +210,13 @@ class DryRunReport:
 
 
 def _title(result: ItemResult) -> str:
-    return f' ("{result.title}")' if result.title else ""
+    return f' ("{one_line(result.title)}")' if result.title else ""
 
 
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Item text (titles, values quoted in messages) as literal Markdown, fit for a table cell."""
+    return md_text(text)
+
+
+def _id(item_id: str) -> str:
+    return md_code(item_id, in_table=True)

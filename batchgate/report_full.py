@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgate.dlq import LABELS, aggregate
+from batchgate.escaping import md_code, md_text, one_line
 from batchgate.progress import duration
 from batchgate.report import RULE
 
@@ -67,13 +68,14 @@ class FullReport:
             f"Duration: {duration(self.duration_s)}",
         ]
         if self.reason:
-            lines += ["", f"Reason: {self.reason}"]
+            lines += ["", f"Reason: {one_line(self.reason)}"]
         if self.published_failures:
             lines.append(f"Written, not published: {self.published_failures} (the next run "
                          "publishes them)")  # fmt: skip
         if self.held:
             lines += ["", f"⏸️  HELD, NOT WRITTEN ({len(self.held)} items):"]
-            lines += [f'- "{h["title"]}" ({h["item_id"]}): {h["reason"]}. Fix: {h["fix"]}'
+            lines += [f'- "{one_line(h["title"])}" ({one_line(h["item_id"])}): '
+                      f'{one_line(h["reason"])}. Fix: {one_line(h["fix"])}'
                       for h in self.held]  # fmt: skip
         lines += ["", RULE, "", f"✅ SUCCESSFULLY PROCESSED ({self.succeeded} items)"]
         if self.succeeded and self.duration_s:
@@ -96,8 +98,9 @@ class FullReport:
             ]
             for n, entry in enumerate(self.dlq, 1):
                 lines += [
-                    f'{n}. Item: "{entry["item_name"]}" (id: {entry["item_id"]})',
-                    f"   Error: {entry['message']}",
+                    f'{n}. Item: "{one_line(entry["item_name"])}" '
+                    f"(id: {one_line(entry['item_id'])})",
+                    f"   Error: {one_line(entry['message'])}",
                     f"   Type: {entry['error_type']}"
                     + (f", status {entry['status_code']}" if entry.get("status_code") else "")
                     + f", {entry['attempts']} attempt(s)",
@@ -151,13 +154,13 @@ class FullReport:
         lines = [f"# {HEADLINES[self.status]}", "", f"Run `{self.run_id}` · {self.destination}", "",
                  "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]  # fmt: skip
         if self.reason:
-            lines += ["", f"**Reason:** {self.reason}"]
+            lines += ["", f"**Reason:** {md_text(self.reason)}"]
         if self.dlq:
             lines += ["", "## ❌ Dead-letter queue", "", "| Item | Type | Status | Attempts | Message |",
                       "|---|---|---:|---:|---|"]  # fmt: skip
             for e in self.dlq:
-                message = str(e["message"]).replace("|", "\\|")
-                lines.append(f"| `{e['item_id']}` | {e['error_type']} | {e.get('status_code') or ''} | "
+                item, message = md_code(e["item_id"], in_table=True), md_text(e["message"])
+                lines.append(f"| {item} | {e['error_type']} | {e.get('status_code') or ''} | "
                              f"{e['attempts']} | {message} |")  # fmt: skip
         lines += ["", "## Next steps", ""] + [
             f"{n}. {s}" for n, s in enumerate(self.next_steps(), 1)

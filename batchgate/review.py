@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from batchgate.escaping import terminal
 from batchgate.ledger import Ledger
 
 POLL_S = 0.5
@@ -66,7 +67,8 @@ class Reviewer(threading.Thread):
             self._say(f"🔍 Dry-run {dry['run_id']}: {dry['total']} items, {dry['ready']} ready, "
                       f"{dry['warnings']} with warnings, {dry['blocked']} blocked")  # fmt: skip
         sample = self.ledger.run(run["message"]) or {}
-        self._say("\n" + (sample.get("report") or f"Sample {run['message']} is ready for review."))
+        report = sample.get("report") or f"Sample {run['message']} is ready for review."
+        self._say("\n" + terminal(report))  # item text in it: no escape sequence reaches the tty
         self._say(f"\n⏸️  The pipeline is paused for review: flow run {flow_run_id}")
         if self.yes:
             self._say("--yes given: approving the sample.")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgate.errors import ConfigError
+from batchgate.escaping import md_code, md_link, md_text, one_line
 from batchgate.report import RULE
 from batchgate.writer import WorkItem
 
@@ -117,21 +118,20 @@ class SampleReport:
             "PUBLISHED ITEMS (drafts for review):" if not md else "**Drafts for review:**",
             "",
         ]
-        code = (lambda v: f"`{v}`") if md else (lambda v: str(v))  # noqa: E731
+        # item text is escaped: a title cannot add a heading to the approval form or a line here
+        code, text = (md_code, md_text) if md else (one_line, one_line)
         for n, e in enumerate(self.entries, 1):
             images = f"{e.images} image{'s' if e.images != 1 else ''}"
-            title = f"**{e.title}**" if md else f'"{e.title}"'
+            title = f"**{md_text(e.title)}**" if md else f'"{one_line(e.title)}"'
             lines.append(f"{n}. {title} [{e.size.upper()}] ({code(e.item_id)})")
             if e.status == "succeeded":
-                link = (
-                    f"[{e.link}]({e.link})" if md and e.link and "://" in e.link else code(e.link)
-                )
+                link = md_link(e.link) if md and e.link else code(e.link)
                 details = [
                     f"✅ Destination ID: {code(e.dest_id)} ({e.action})",
                     f"📝 Draft: {link}",
                 ]
             else:
-                details = [f"❌ Failed after {e.attempts} attempt(s): {e.error}"]
+                details = [f"❌ Failed after {e.attempts} attempt(s): {text(e.error)}"]
             details += [f"📊 {e.words:,} words, {e.reading_time} min read, {images}",
                         f"⏱️  Duration: {e.duration_s:.2f} seconds"]  # fmt: skip
             lines += [f"   {'- ' if md else ''}{line}" for line in details] + [""]

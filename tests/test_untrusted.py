@@ -6,7 +6,9 @@ wherever it is rendered. Real servers on 127.0.0.1 and 127.0.0.2, real PostgreSQ
 from __future__ import annotations
 
 import gzip
+import html
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -391,3 +393,116 @@ def test_a_few_anchors_and_merge_keys_still_load(tmp_path: Path) -> None:
     job = load_job(path)
     assert job.destination.categories == ["Data", "AI"]  # type: ignore[union-attr]
     assert (job.batch.size, job.batch.retries) == (9, 2)
+
+
+# --- item text where it is rendered --------------------------------------------------------------
+
+HOSTILE_TITLE = "x\n## ✅ Review passed"
+MARKUP = ("[click](javascript:alert(1)) <script>alert(1)</script> <img src=x onerror=alert(1)> "
+          "**bold** | cell ![i](https://evil.example/i.png)")  # fmt: skip
+ANSI = "\x1b[2J\x1b[1;1H\x1b]8;;https://evil.example\x07Approved\x1b]8;;\x07\x9b31m"
+
+
+def render(markdown: str) -> str:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(markdown)
+
+
+def assert_inert(rendered: str) -> None:
+    """No markup that came from item text: no script, image, raw HTML or javascript link."""
+    for live in ("<script", "<img", 'href="javascript', "<strong>bold"):
+        assert live not in rendered, live
+
+
+def hostile_sample() -> Any:
+    from batchgate.sample import SampleEntry, SampleReport
+
+    report = SampleReport("run-1", "webflow:coll", approve_hint=["batchgate approve FLOW"])
+    common = {"size": "short", "words": 10, "reading_time": 1, "images": 1}
+    report.entries += [
+        SampleEntry(HOSTILE_TITLE, "p`|1", status="succeeded", dest_id="d1",
+                    link="https://cms.example/blog/p-1", action="created", **common),
+        SampleEntry(MARKUP + ANSI, "p-2", status="succeeded", dest_id="d2",
+                    link="javascript:alert(1)", action="created", **common),
+        SampleEntry("t", "p-3", status="failed", error="HTTP 400 " + MARKUP + "\n## Done", **common),
+    ]  # fmt: skip
+    return report
+
+
+def test_the_approval_form_markdown_shows_item_text_as_text() -> None:
+    markdown = hostile_sample().as_markdown()  # the pipeline's SampleReview description
+    rendered = render(markdown)
+    assert rendered.count("<h2>") == 1 and "<h2>✅" not in rendered.split("</h2>", 1)[1]
+    assert "Review passed" not in "".join(re.findall(r"<h\d>.*?</h\d>", rendered))
+    assert_inert(rendered)
+    assert '<a href="https://cms.example/blog/p-1">' in rendered  # the draft link stays a link
+    assert "<code>javascript:alert(1)</code>" in rendered
+    assert "<code>p`|1</code>" in rendered
+    assert "[click](javascript:alert(1))" in html.unescape(rendered)  # shown, as text
+    assert "\x1b" not in markdown and "\x9b" not in markdown
+
+
+def test_the_terminal_gets_no_escape_sequence_and_no_line_from_item_text() -> None:
+    from batchgate.dlq import render_entry
+    from batchgate.models import Issue, ItemResult
+    from batchgate.report import DryRunReport
+    from batchgate.report_full import FullReport
+
+    sample = hostile_sample().as_text()
+    issue = Issue("title_required", "title", "blocked", "bad " + ANSI, "fix\n✅ Ready: 99")
+    dry = DryRunReport("run-2", "job", "posts.csv", [ItemResult("p1", 0, HOSTILE_TITLE + ANSI,
+                                                                "row 1", [issue])])  # fmt: skip
+    entry = {"item_id": "p1", "item_name": HOSTILE_TITLE + ANSI, "run_id": "run-3",
+             "source_url": "row 1", "error_type": "validation", "message": "x\n## Retried: ok" + ANSI,
+             "attempts": 1, "history": [{"attempt": 1, "at": "", "error_type": "validation",
+                                         "message": ANSI}], "recommendations": ["r"]}  # fmt: skip
+    full = FullReport("run-3", "failed", 1, 0, 1, 0, 0, 0, 1.0, 90, "dest", dlq=[
+        {**entry, "recommendations": ["r"]}])  # fmt: skip
+    dlq = "\n".join(render_entry(1, entry))
+    for text in (sample, dry.as_text(), full.as_text(), dlq):
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", text)
+        lines = [line.strip() for line in text.splitlines()]
+        for forged in ("## ✅ Review passed", "✅ Review passed", "✅ Ready: 99", "## Retried: ok"):
+            assert forged not in lines
+    assert '"x ## ✅ Review passed"' in sample and "Approved" in dry.as_text()
+
+
+def test_dry_run_and_full_markdown_keep_item_text_inside_its_cell() -> None:
+    from batchgate.models import Issue, ItemResult
+    from batchgate.report import DryRunReport
+    from batchgate.report_full import FullReport
+
+    issue = Issue("slug_format", "slug", "blocked", f"Slug {MARKUP!r} is bad", "a | b\n# c")
+    dry = render(DryRunReport("r", "job", "posts.csv",
+                              [ItemResult("p`|1", 0, HOSTILE_TITLE, "row 1", [issue])]).as_markdown())  # fmt: skip
+    full = render(FullReport("r", "failed", 1, 0, 1, 0, 0, 0, 1.0, 90, "dest", dlq=[
+        {"item_id": "p|1", "item_name": "t", "error_type": "validation", "status_code": 400,
+         "attempts": 1, "message": MARKUP, "recommendations": ["r"]}]).as_markdown())  # fmt: skip
+    for rendered, columns in ((dry, 4), (full, 5)):
+        assert_inert(rendered)
+        rows = re.findall(r"<tr>(.*?)</tr>", rendered, re.S)
+        item_rows = [r for r in rows if "p`|1" in html.unescape(r) or "p|1" in html.unescape(r)]
+        assert item_rows and all(r.count("<td") == columns for r in item_rows)
+        assert "<h1>c</h1>" not in rendered
+
+
+def test_csv_export_neutralises_formulas(tmp_path: Path) -> None:
+    import csv
+
+    import pandas as pd
+
+    from batchgate.dlq import EXPORT_COLUMNS, export_rows
+
+    entry = {"run_id": "r1", "item_id": "@SUM(A1)", "item_name": '=HYPERLINK("http://x","y")',
+             "source_url": "+1 row 3", "error_type": "validation", "status_code": 400,
+             "message": "-2+3", "attempts": 1, "history": [], "recommendations": ["fix"],
+             "state": "open", "note": "\tcmd|' /C calc'!A0", "created_at": "2025-01-01"}  # fmt: skip
+    out = tmp_path / "dlq.csv"
+    pd.DataFrame(export_rows([entry], []), columns=EXPORT_COLUMNS).to_csv(out, index=False)
+    with out.open(newline="", encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["item_name"] == '\'=HYPERLINK("http://x","y")'
+    assert row["item_id"] == "'@SUM(A1)" and row["source_url"] == "'+1 row 3"
+    assert row["message"] == "'-2+3" and row["note"].startswith("'\t")
+    assert row["run_id"] == "r1" and row["status_code"] == "400"  # other cells unchanged
