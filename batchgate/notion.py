@@ -9,14 +9,15 @@ not the latency, sets the speed.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
@@ -276,11 +277,14 @@ def page_row(
     properties = page.get("properties") or {}
     row: dict[str, Any] = {"id": str(page["id"])}
     expiries: list[str] = []
+    hosted = _hosted_urls(blocks)
     for field, name in mapping.items():
         prop = properties.get(name)
         if prop is None:
             continue
         row[field] = property_value(name, prop)
+        if prop.get("type") == "files":
+            hosted |= _hosted_urls(prop.get("files") or [])
         if field == "hero_image_url" and prop.get("type") == "files" and prop.get("files"):
             expiry = file_expiry(prop["files"][0])
             if expiry:
@@ -292,7 +296,7 @@ def page_row(
     row["source_url"] = page.get("url")
     expiries += hosted_expiries(blocks)
     row["media_expires_at"] = min(expiries) if expiries else None
-    row["content_key"] = content_key(row)
+    row["content_key"] = content_key(row, hosted)
     return row
 
 
@@ -324,15 +328,57 @@ def property_value(name: str, prop: dict[str, Any]) -> Any:
     )
 
 
-_SIGNED = re.compile(r"(https?://[^\s\"'?]+)\?[^\s\"']*")
+# The query parameters of an S3 presigned URL: what Notion signs its hosted files' URLs with, and
+# what changes on every read of an unedited page.
+SIGNING_PARAMS = frozenset({
+    "x-amz-algorithm", "x-amz-content-sha256", "x-amz-credential", "x-amz-date",
+    "x-amz-expires", "x-amz-security-token", "x-amz-signature", "x-amz-signedheaders",
+})  # fmt: skip
 
 
-def content_key(row: dict[str, Any]) -> str:
-    """A hash of the content without the signing parameters of Notion-hosted file URLs, which
-    change on every read: an unedited page keeps its key, so it is not written again."""
-    stable = {k: v for k, v in row.items() if k not in ("media_expires_at", "content_key")}
-    blob = _SIGNED.sub(r"\1", json.dumps(stable, sort_keys=True, default=str))
+def content_key(row: dict[str, Any], hosted: set[str] | frozenset[str] = frozenset()) -> str:
+    """A hash of the content with the signing parameters taken out of the `hosted` URLs only
+    (Notion-hosted files, which are signed anew on every read): an unedited page keeps its key,
+    and any other edit, a link's query included, changes it."""
+    swaps = []
+    for url in sorted(hosted, key=len, reverse=True):  # a longer URL may contain a shorter one
+        plain = unsigned(url)
+        swaps += [(url, plain), (html.escape(url, quote=True), html.escape(plain, quote=True))]
+    stable = {
+        key: _replace_all(value, swaps) if isinstance(value, str) else value
+        for key, value in row.items()
+        if key not in ("media_expires_at", "content_key")
+    }
+    blob = json.dumps(stable, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def unsigned(url: str) -> str:
+    """A URL without its S3 signing parameters (the other query parameters kept, in order)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if k.lower() not in SIGNING_PARAMS]  # fmt: skip
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _hosted_urls(objects: list[dict[str, Any]]) -> set[str]:
+    """URLs of the Notion-hosted file objects (type "file") among files and blocks, nested ones too."""
+    found: set[str] = set()
+    for obj in objects:
+        is_file = obj.get("object") != "block" and obj.get("type") in ("file", "external")
+        body = obj if is_file else obj.get(str(obj.get("type")))  # a block holds its file
+        if isinstance(body, dict) and body.get("type") == "file":
+            url = (body.get("file") or {}).get("url")
+            if url:
+                found.add(str(url))
+        found |= _hosted_urls(obj.get("children") or [])
+    return found
+
+
+def _replace_all(text: str, swaps: list[tuple[str, str]]) -> str:
+    for old, new in swaps:
+        text = text.replace(old, new)
+    return text
 
 
 def _missing(name: str, properties: dict[str, Any], setting: str) -> str:

@@ -506,3 +506,88 @@ def test_csv_export_neutralises_formulas(tmp_path: Path) -> None:
     assert row["item_id"] == "'@SUM(A1)" and row["source_url"] == "'+1 row 3"
     assert row["message"] == "'-2+3" and row["note"].startswith("'\t")
     assert row["run_id"] == "r1" and row["status_code"] == "400"  # other cells unchanged
+
+
+# --- Notion change detection ---------------------------------------------------------------------
+
+
+def notion_page(link: str, cover: dict[str, Any], image: dict[str, Any]) -> tuple[dict, list]:
+    from tests.fakes.notion_server import block, text
+
+    page = {"id": "p1", "properties": {
+        "Name": {"type": "title", "title": [text("A post")]},
+        "Cover image": {"type": "files", "files": [{"name": "cover", **cover}]},
+    }}  # fmt: skip
+    blocks = [block("paragraph", [text("see this", link=link)]),
+              block("image", [], **image)]  # fmt: skip
+    return page, blocks
+
+
+def hosted(url: str, signature: str, date: str) -> dict[str, Any]:
+    query = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Content-Sha256=UNSIGNED-PAYLOAD"
+             f"&X-Amz-Credential=ASIA%2F20250101%2Fus-west-2%2Fs3%2Faws4_request&X-Amz-Date={date}"
+             f"&X-Amz-Expires=3600&X-Amz-Security-Token=IQo{signature}&X-Amz-Signature={signature}"
+             "&X-Amz-SignedHeaders=host&x-id=GetObject")  # fmt: skip
+    return {"type": "file", "file": {"url": f"{url}?{query}", "expiry_time": "2030-01-01T00:00Z"}}
+
+
+def external(url: str) -> dict[str, Any]:
+    return {"type": "external", "external": {"url": url}}
+
+
+def key_of(page: dict, blocks: list) -> str:
+    from batchgate.notion import page_row
+
+    return page_row(page, blocks, {"title": "Name", "hero_image_url": "Cover image"})["content_key"]
+
+
+S3 = "https://prod-files-secure.s3.us-west-2.amazonaws.com/ws/f"
+
+
+def test_notion_change_detection_strips_only_the_signatures_of_hosted_files() -> None:
+    link = "https://example.com/post?v=AAAA"
+    first = key_of(*notion_page(link, hosted(f"{S3}/cover.png", "aa11", "20250101T000000Z"),
+                                hosted(f"{S3}/body.png", "bb22", "20250101T000000Z")))  # fmt: skip
+    # the same page read an hour later: every hosted file signed anew, nothing edited
+    resigned = key_of(*notion_page(link, hosted(f"{S3}/cover.png", "cc33", "20250101T010000Z"),
+                                   hosted(f"{S3}/body.png", "dd44", "20250101T010000Z")))  # fmt: skip
+    assert resigned == first
+
+    def edited(**change: Any) -> str:
+        parts = {"link": link, "cover": hosted(f"{S3}/cover.png", "aa11", "20250101T000000Z"),
+                 "image": hosted(f"{S3}/body.png", "bb22", "20250101T000000Z"), **change}  # fmt: skip
+        return key_of(*notion_page(parts["link"], parts["cover"], parts["image"]))
+
+    assert edited(link="https://example.com/post?v=BBBB") != first  # a link's query edited
+    assert edited(cover=external("https://img.example.com/c.png?v=AAAA")) != edited(
+        cover=external("https://img.example.com/c.png?v=BBBB")
+    )  # an external cover's query is content, not a signature
+    assert edited(image=external(f"{S3}/body.png?X-Amz-Signature=aa")) != edited(
+        image=external(f"{S3}/body.png?X-Amz-Signature=bb")
+    )  # only file objects of type "file" (Notion-hosted) are signed by Notion
+    other = hosted(f"{S3}/body.png", "bb22", "20250101T000000Z")
+    other["file"]["url"] = other["file"]["url"].replace("x-id=GetObject", "x-id=Other")
+    assert edited(image=other) != first  # an unsigned parameter of a hosted URL still counts
+
+
+def test_a_notion_link_edited_from_v_aaaa_to_v_bbbb_is_seen_through_the_api() -> None:
+    from batchgate.config import NOTION_PROPERTIES
+    from batchgate.notion import NotionReader, page_row
+    from tests.fakes.notion_server import NotionServer, NotionState
+
+    with NotionServer(NotionState(rate_per_s=1000, burst=1000)) as server:
+        (page_id,) = server.add_pages(1, hosted=True)
+        notion = NotionReader(server.base_url, "notion-test-token", rate_per_s=500)
+
+        def key() -> str:
+            return page_row(notion.page(page_id), notion.blocks(page_id),
+                            dict(NOTION_PROPERTIES))["content_key"]  # fmt: skip
+
+        before = key()
+        assert key() == before  # re-signed URLs alone change nothing
+        server.state.edit(page_id, **{"Cover image": {"type": "files", "files": [
+            {"name": "c", **external("https://img.example.com/c.png?v=AAAA")}]}})  # fmt: skip
+        with_aaaa = key()
+        server.state.edit(page_id, **{"Cover image": {"type": "files", "files": [
+            {"name": "c", **external("https://img.example.com/c.png?v=BBBB")}]}})  # fmt: skip
+        assert with_aaaa != before and key() != with_aaaa
