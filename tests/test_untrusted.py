@@ -591,3 +591,33 @@ def test_a_notion_link_edited_from_v_aaaa_to_v_bbbb_is_seen_through_the_api() ->
         server.state.edit(page_id, **{"Cover image": {"type": "files", "files": [
             {"name": "c", **external("https://img.example.com/c.png?v=BBBB")}]}})  # fmt: skip
         assert with_aaaa != before and key() != with_aaaa
+
+
+@pytest.mark.prefect
+def test_a_sample_flow_publishes_its_report_with_item_text_escaped(
+    prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.sample import sample
+    from tests.fakes.webflow_server import WebflowServer
+    from tests.test_full_flow import webflow_job
+
+    monkeypatch.setenv("WEBFLOW_TOKEN", "test-token")
+    write_csv([blog_row(1, title=HOSTILE_TITLE), blog_row(2, title=MARKUP), blog_row(3)])
+    with WebflowServer() as server:
+        summary = sample(load_job(webflow_job(tmp_path, server)))
+    assert summary["succeeded"] == 3
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sample-report"]))
+        )
+    (artifact,) = [a for a in artifacts if summary["run_id"] in (a.description or "")]
+    assert artifact.data == summary["markdown"]  # what the approval form shows
+    rendered = render(str(artifact.data))
+    assert rendered.count("<h2>") == 1 and "Review passed</h2>" not in rendered
+    assert_inert(rendered)
+    assert "x ## ✅ Review passed" in html.unescape(rendered)
+    assert "\n✅ Review passed" not in summary["report"]
