@@ -61,10 +61,10 @@ def resolve(host: str, port: int, timeout: float | None) -> list[IPAddress]:
     return list(found)
 
 
-def checked_address(
+def checked_addresses(
     host: str, port: int, allow_private: bool, timeout: float | None, exempt: frozenset[str]
-) -> str:
-    """The address to connect to; BlockedHost if any address of `host` is off limits."""
+) -> list[str]:
+    """The addresses to connect to; BlockedHost if any address of `host` is off limits."""
     addresses = resolve(host, port, timeout)
     if not addresses:
         raise httpcore.ConnectError(f"{host} has no address")
@@ -74,7 +74,7 @@ def checked_address(
             if kind:
                 shown = host if str(ip) == host.strip("[]") else f"{host} ({ip})"
                 raise BlockedHost(f"{shown} is a {kind} address")
-    return str(addresses[0])
+    return [str(ip) for ip in addresses]
 
 
 class _GuardedBackend(httpcore.NetworkBackend):
@@ -92,8 +92,15 @@ class _GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: typing.Iterable[typing.Any] | None = None,
     ) -> httpcore.NetworkStream:
-        address = checked_address(host, port, self.allow_private, timeout, self.exempt)
-        return self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
+        addresses = checked_addresses(host, port, self.allow_private, timeout, self.exempt)
+        for address in addresses[:-1]:  # each in turn, as socket.create_connection would
+            try:
+                return self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                continue
+        return self._inner.connect_tcp(addresses[-1], port, timeout, local_address, socket_options)
 
     def connect_unix_socket(
         self, *args: typing.Any, **kwargs: typing.Any
