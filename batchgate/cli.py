@@ -439,7 +439,8 @@ def cmd_dlq_export(args: argparse.Namespace) -> int:
     secrets = _dlq_secrets(args, ledger, entries)
     from batchgate.dlq import EXPORT_COLUMNS
 
-    frame = pd.DataFrame(export_rows(entries, secrets), columns=EXPORT_COLUMNS)
+    rows = export_rows(entries, secrets, neutralise=args.format == "csv")  # formulas: CSV only
+    frame = pd.DataFrame(rows, columns=EXPORT_COLUMNS)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "csv":

@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from batchgate.errors import LedgerError
 from batchgate.models import ItemResult
+from batchgate.secrets import mask_credentials
 
 metadata = MetaData()
 
@@ -281,7 +282,9 @@ class Ledger:
 
             def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
                 if isinstance(exc, SQLAlchemyError):
-                    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                    reason = mask_credentials(
+                        str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+                    )
                     raise LedgerError(
                         f"the ledger at {ledger.where} failed while {action}: {reason}. Fix: check "
                         "that the database is running and reachable, and that ledger.url / "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from batchgate.models import Item, ItemResult
@@ -128,9 +128,14 @@ def plan_run(
     only: set[str] | None = None,
     draft: bool = True,
     held: dict[str, tuple[str, str]] | None = None,
+    frozen_at: datetime | None = None,
+    review_fix: str = "take it through a new review (batchgate pipeline)",
 ) -> Plan:
     """Blocked items are skipped; items written before with the same content are unchanged;
     items another run's pending review holds (`held`: id -> (reason, fix)) are held.
+
+    For a frozen plan (`frozen_at`), an item another run wrote with other content after the
+    freeze is held as changed since review: the reviewed version would destroy newer work.
 
     Call it while holding the destination: `targets` must be what the ledger says now.
     A run that publishes (`draft=False`) updates in place the items an earlier run left as drafts
@@ -156,6 +161,12 @@ def plan_run(
             plan.rows.append({**row, "status": "unchanged", "dest_id": target["dest_id"]})
             plan.unchanged += 1
             continue
+        if frozen_at is not None and target and not current and _after(target, frozen_at):
+            reason = (f"changed since review: run {target['run_id']} wrote another version after "
+                      "this plan was frozen")  # fmt: skip
+            plan.rows.append({**row, "status": "held", "issues": held_issue(reason, review_fix)})
+            plan.held += 1
+            continue
         plan.rows.append({**row, "status": "pending", "content_hash": c.content_hash})
         in_flight = bool(target and target["state"] == "intent")
         plan.work.append(WorkItem(
@@ -168,3 +179,11 @@ def plan_run(
             prev_run_id=target["run_id"] if target and not in_flight else None,
         ))  # fmt: skip
     return plan
+
+
+def _after(target: dict[str, Any], moment: datetime) -> bool:
+    when = target.get("updated_at")
+    if when is None:
+        return False
+    utc = lambda d: d if d.tzinfo else d.replace(tzinfo=UTC)  # noqa: E731 - SQLite keeps no zone
+    return bool(utc(when) > utc(moment))

@@ -14,7 +14,7 @@ from typing import Any
 
 from batchgate.backoff import backoff_delays, jittered
 from batchgate.destinations import Destination
-from batchgate.dlq import recommendations
+from batchgate.dlq import recommendations, redact
 from batchgate.errors import ChangedSinceReview, FatalError, RetryableError, WriteError
 from batchgate.ledger import Ledger
 from batchgate.transform import blog_record
@@ -71,8 +71,10 @@ class RunContext:
         draft: bool,
         retries: int = 0,
         refresh: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
+        secrets: list[str] | None = None,
     ) -> None:
         self.run_id = run_id
+        self.secrets = list(secrets or [])  # the job's: masked in every recorded error message
         self.refresh = refresh  # the source's: re-read an item whose file URLs expire soon
         self.retries = retries
         self.destination = destination
@@ -127,9 +129,8 @@ def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
 def record_attempt_error(work: WorkItem, ctx: RunContext, attempt: int, exc: BaseException) -> None:
     """Every failed attempt goes into the ledger: the DLQ's retry history reads it."""
     error = as_write_error(exc)
-    ctx.ledger.record_attempt(
-        ctx.run_id, work.item_id, attempt, error.error_type, error.status_code, error.message
-    )
+    ctx.ledger.record_attempt(ctx.run_id, work.item_id, attempt, error.error_type,
+                              error.status_code, redact(error.message, ctx.secrets))  # fmt: skip
 
 
 def as_write_error(exc: BaseException) -> WriteError:
@@ -188,6 +189,8 @@ def record_failures(ctx: RunContext, works: dict[int, WorkItem], failed: list[Ou
     """Failed items go to the dead-letter queue; each outcome's attempts come from the history."""
     for outcome in failed:
         work = works[outcome.seq]
+        # an API that echoes a credential in its error never gets it into the ledger or a report
+        outcome.message = redact(outcome.message, ctx.secrets)
         outcome.attempts = ctx.ledger.record_failure(
             ctx.run_id, work.seq, work.item_id, item_name=work.title,
             source_url=work.source_url, error_type=outcome.error_type or "unknown",

@@ -36,6 +36,7 @@ from batchgate.planner import Candidate, Plan, from_frozen, from_source, plan_ru
 from batchgate.progress import ConsoleProgress, Progress, duration
 from batchgate.report_full import FullReport
 from batchgate.schema import SCHEMAS
+from batchgate.secrets import secret_values
 from batchgate.sources import Source
 from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, record_failures
 from blocks.factory import destination_for, source_for
@@ -97,10 +98,11 @@ def full(
     capacity = job.batch.concurrency or WINDOW * job.batch.size * job.batch.items_per_task
     try:
         with holding(ledger, destination.key, run_id, say,
-                     _ensure_limit(destination, capacity)) as hold:  # fmt: skip
-            plan = plan_under_hold(prepared, run_id, draft, only)
+                     lambda: _ensure_limit(destination, capacity)) as hold:  # fmt: skip
+            plan = plan_under_hold(prepared, run_id, draft, only, job_ref=job_ref)
             ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
-                             refresh=getattr(source, "refresh", None))  # fmt: skip
+                             refresh=getattr(source, "refresh", None),
+                             secrets=secret_values(job))  # fmt: skip
             runner = _Runner(job, ctx, plan.work, console_progress, logger, hold, job_ref)
             runner.run()
     except (BatchgateError, WriteError) as exc:
@@ -155,6 +157,7 @@ class Prepared(NamedTuple):
     source: Source
     candidates: list[Candidate]
     filtered_out: int
+    frozen_at: datetime | None = None  # when the plan was frozen (a dry-run's plan)
 
 
 def prepare_run(
@@ -182,8 +185,9 @@ def prepare_run(
             job_json=job.model_dump_json(),  # SecretStr fields are masked
         )  # fmt: skip
         ledger.finish_run(run_id, "running", destination_key=destination.key)
+        frozen_at = None
         if plan_id is not None:
-            candidates, filtered_out = _frozen(ledger, plan_id, job)
+            candidates, filtered_out, frozen_at = _frozen(ledger, plan_id, job)
             destination.check()  # the collection schema the writes map fields with
         else:
             check = check_destination(quote(destination))
@@ -195,10 +199,10 @@ def prepare_run(
         if ledger is not None and ledger.run(run_id) is not None:
             ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         raise
-    return Prepared(ledger, destination, source, candidates, filtered_out)
+    return Prepared(ledger, destination, source, candidates, filtered_out, frozen_at)
 
 
-def _frozen(ledger: Ledger, plan_id: str, job: Job) -> tuple[list[Candidate], int]:
+def _frozen(ledger: Ledger, plan_id: str, job: Job) -> tuple[list[Candidate], int, datetime]:
     run = ledger.run(plan_id)
     if run is None or run["mode"] != "dry-run":
         raise BatchgateError(f"plan {plan_id} is not a dry-run in the ledger at {ledger.where}. "
@@ -206,11 +210,17 @@ def _frozen(ledger: Ledger, plan_id: str, job: Job) -> tuple[list[Candidate], in
     if run["job_fingerprint"] != job.fingerprint():
         raise BatchgateError(f"plan {plan_id} was made with other job settings. Fix: run the "
                              "pipeline again with this job, so its plan is reviewed.")  # fmt: skip
-    return from_frozen(ledger.frozen_plan(plan_id)), int(run.get("filtered_out") or 0)
+    frozen = from_frozen(ledger.frozen_plan(plan_id))
+    return frozen, int(run.get("filtered_out") or 0), run["started_at"]
 
 
 def plan_under_hold(
-    prepared: Prepared, run_id: str, draft: bool, only: set[str] | None = None, record: bool = True
+    prepared: Prepared,
+    run_id: str,
+    draft: bool,
+    only: set[str] | None = None,
+    record: bool = True,
+    job_ref: str = "JOB.yaml",
 ) -> Plan:
     """Decide what to write from what the ledger says now (call it holding the destination),
     and record every item of the run up front (unless `record` is false: the sample records
@@ -223,7 +233,9 @@ def plan_under_hold(
                   "run again")  # fmt: skip
         for item_id, pipeline in pipelines.items()
     }
-    plan = plan_run(prepared.candidates, ledger.targets_for(key), only=only, draft=draft, held=held)
+    plan = plan_run(prepared.candidates, ledger.targets_for(key), only=only, draft=draft, held=held,
+                    frozen_at=prepared.frozen_at,
+                    review_fix=f"take it through a new review: batchgate pipeline --job {job_ref}")  # fmt: skip
     if record:
         ledger.plan_items(run_id, plan.rows)
     return plan

@@ -14,6 +14,7 @@ from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import new_run_id
 from batchgate.sample import Pick, SampleEntry, SampleReport, pick_sample
+from batchgate.secrets import secret_values
 from batchgate.transform import blog_record, word_count
 from batchgate.writer import RunContext, WorkItem, record_failures
 from flows.dry_run import _write_json
@@ -58,7 +59,8 @@ def sample(
                                         "title": p.work.title, "location": None,
                                         "status": "pending",
                                         "content_hash": p.work.content_hash} for p in picks])  # fmt: skip
-            ctx = RunContext(run_id, destination, ledger, draft=True, retries=job.batch.retries)
+            ctx = RunContext(run_id, destination, ledger, draft=True, retries=job.batch.retries,
+                             secrets=secret_values(job))  # fmt: skip
             works = [p.work for p in picks]
             futures = item_task(job.batch).map(works, unmapped(ctx)) if works else []
             outcomes = {

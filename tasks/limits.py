@@ -91,12 +91,13 @@ def holding(
     destination_key: str,
     run_id: str,
     on_wait: Callable[[str], None],
-    limit: tuple[str, int] | None = None,
+    limit: Callable[[], tuple[str, int]] | None = None,
 ) -> Iterator[DestinationHold]:
-    """Hold the destination (and, given `limit`, its Prefect slots) for the block's length."""
+    """Hold the destination (and, given `limit`, the slots of the Prefect limit it names, looked
+    up or created once the hold is ours) for the block's length."""
     with DestinationHold(ledger, destination_key, run_id, on_wait=on_wait) as hold:
         if limit is None:
             yield hold
             return
-        with DestinationSlots(*limit, on_wait=on_wait):
+        with DestinationSlots(*limit(), on_wait=on_wait):
             yield hold

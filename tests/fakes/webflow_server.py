@@ -66,6 +66,7 @@ class Faults:
     slow_seconds: float = 0.0
     drop_rate: float = 0.0  # close the connection with no answer; the write is applied first
     latency: tuple[float, float] = (0.0, 0.0)  # every answer waits uniform(lo, hi) seconds
+    publish_errors: int = 0  # the first N publish requests answer 500 (nothing is published)
     seed: int = 7
 
 
@@ -311,6 +312,13 @@ class _Handler(JsonHandler):
 
     def _publish(self, method: str, body: dict, query: str) -> None:
         ids = list(body.get("itemIds") or [])
+        with self.state.lock:
+            refuse = self.state.faults.publish_errors > 0
+            if refuse:
+                self.state.faults.publish_errors -= 1
+        if refuse:
+            self._error(500, "internal_error", "Internal Server Error", method)
+            return
         if len(ids) > 100:
             self._error(400, "validation_error", "Too many items", method)
             return
