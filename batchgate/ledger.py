@@ -791,19 +791,6 @@ class Ledger:
         with self._guard("releasing the destination's hold"), self.engine.begin() as conn:
             conn.execute(query)
 
-    def set_lease(self, run_id: str, holder: str | None, lease_id: str | None) -> None:
-        with self._guard("recording the run's lease"), self.engine.begin() as conn:
-            conn.execute(update(runs).where(runs.c.run_id == run_id)
-                         .values(holder=holder, lease_id=lease_id))  # fmt: skip
-
-    def leases_held(self, destination_key: str) -> list[dict[str, Any]]:
-        """Runs on this destination that still hold concurrency slots, by the ledger's account."""
-        query = select(runs.c.run_id, runs.c.holder, runs.c.lease_id).where(
-            runs.c.destination_key == destination_key, runs.c.lease_id.is_not(None)
-        )
-        with self._guard("reading leases"), self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(query)]
-
     def written_items(self, run_id: str) -> list[dict[str, Any]]:
         """Items this run created or updated and has not rolled back, newest first."""
         query = (
@@ -833,14 +820,6 @@ class Ledger:
                 conn.execute(update(targets).where(key, targets.c.run_id == run_id).values(
                     content_hash=None, run_id=row.get("prev_run_id") or run_id, version=version,
                     updated_at=datetime.now(UTC)))  # fmt: skip
-
-    def mark_interrupted(self, run_id: str) -> None:
-        with self._guard("marking a run interrupted"), self.engine.begin() as conn:
-            conn.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id, runs.c.status == "running")
-                .values(status="interrupted", message="the process stopped without finishing")
-            )
 
     # --- reads ------------------------------------------------------------------------------
 

@@ -381,11 +381,6 @@ class _Runner:
                 self.console.chunk_done(message)
             time.sleep(pause)
 
-    def _say(self, message: str) -> None:
-        self.logger.warning(message)
-        if self.console:
-            self.console.chunk_done(message)
-
     def _flush_publish(self, force: bool = False) -> None:
         if not self.ctx.destination.needs_publish:
             self._to_publish.clear()
