@@ -11,10 +11,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from sqlalchemy import update
 
 from batchgate.cli import main
 from batchgate.config import load_job
 from batchgate.dlq import redact
+from batchgate.ledger import dlq
+from batchgate.secrets import MASKED
 from blocks.ledger import open_ledger
 from tests.conftest import blog_row
 from tests.fakes.webflow_server import Faults, WebflowServer
@@ -110,11 +113,18 @@ def test_skip_closes_the_entry_and_export_writes_three_formats_without_secrets(
     failed_run: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     _, job_path, ledger, run_id = failed_run
-    code, out = cli(capsys, "dlq", "skip", "p-008", "--reason", "duplicate of p-007",
-                    "--job", str(job_path))  # fmt: skip
+    # a reviewer pastes the token into the skip reason: the raw ledger then holds it
+    reason = f"duplicate of p-007 (checked with {TOKEN})"
+    code, out = cli(capsys, "dlq", "skip", "p-008", "--reason", reason, "--job", str(job_path))
     assert code == 0 and "Skipped p-008" in out
     (entry,) = ledger.dlq_entries(run_id, ["p-008"], states=None)
-    assert entry["state"] == "skipped" and entry["note"] == "duplicate of p-007"
+    assert entry["state"] == "skipped" and entry["note"] == reason
+    # and a message holding it, as a ledger written before batchgate redacted at the source has
+    with ledger.engine.begin() as conn:
+        conn.execute(update(dlq).where(dlq.c.run_id == run_id, dlq.c.item_id == "p-009")
+                     .values(message=f"500 for key {TOKEN}"))  # fmt: skip
+    raw = {e["item_id"]: e for e in ledger.dlq_entries(run_id, states=None)}
+    assert TOKEN in raw["p-008"]["note"] and TOKEN in raw["p-009"]["message"]  # really there
     frames = {}
     for fmt in ("csv", "json", "parquet"):
         path = tmp_path / f"dlq.{fmt}"
@@ -125,11 +135,15 @@ def test_skip_closes_the_entry_and_export_writes_three_formats_without_secrets(
         frames[fmt] = {"csv": pd.read_csv, "json": pd.read_json, "parquet": pd.read_parquet}[fmt](
             path
         )
-    for frame in frames.values():
+    for frame in frames.values():  # read back: a compressed file may hide the bytes, not the text
+        assert TOKEN not in frame.to_json()
         assert sorted(frame["item_id"]) == ["p-003", "p-007", "p-008", "p-009"]
         row = frame.set_index("item_id").loc["p-009"]
         assert row["error_type"] == "api-error" and int(row["status_code"]) == 500
         assert len(json.loads(row["history"])) == 4
+        assert row["message"] == f"500 for key {MASKED}"
+        note = frame.set_index("item_id").loc["p-008", "note"]
+        assert note == f"duplicate of p-007 (checked with {MASKED})"
     code, out = cli(capsys, "dlq", "export", "--run", run_id, "-o", str(tmp_path / "open.csv"),
                     "--job", str(job_path))  # fmt: skip
     assert "Exported 3 dead letter(s)" in out  # without --all: the open ones
