@@ -4,6 +4,7 @@ server), then Webflow's own behaviour: schema mapping, status table, rate limits
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -72,16 +73,26 @@ def test_sql_rows_have_blog_fields_draft_flag_and_times(tmp_path) -> None:  # no
         SqlDestinationConfig(type="sql", url=f"sqlite:///{tmp_path / 'c.db'}")
     )
     dest.prepare()
+    start = _utc_now()
     dest.upsert(record(1), None, draft=True)
+    between = _utc_now()
     dest.upsert(record(1), "p-001", draft=True)  # a rerun updates, never duplicates
+    end = _utc_now()
     (row,) = dest.rows()
-    assert (
-        row["source_id"] == "p-001"
-        and row["draft"] is True
-        and row["created_at"]
-        and row["updated_at"]
-    )
-    assert row["body_html"].startswith("<h1>") and row["reading_time"] == 1
+    assert row["source_id"] == "p-001" and row["draft"] is True
+    # the rerun keeps the creation time and moves the update time
+    assert start <= _utc(row["created_at"]) <= between <= _utc(row["updated_at"]) <= end
+    assert row["body_html"] == "<h1>Title</h1>\n<p>Some text.</p>\n"
+    assert row["reading_time"] == 1 and row["word_count"] == 3
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    """A stored time as aware UTC (SQLite gives it back naive, in UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def test_sql_dry_check_creates_nothing(tmp_path) -> None:  # noqa: ANN001
@@ -159,7 +170,9 @@ def test_429_carries_retry_after_and_holds_the_pacer() -> None:
             dest.find(record(3))
     assert err.value.status_code == 429 and err.value.error_type == "rate-limit"
     assert 1 <= err.value.retry_after <= 30
-    assert dest.pacer._hold_until > 0
+    # the pacer gives no slot until the Retry-After is over
+    held_for = dest.pacer._hold_until - dest.pacer._clock()
+    assert err.value.retry_after - 5 < held_for <= err.value.retry_after
 
 
 def test_timeout_and_dropped_connection_are_retryable() -> None:
