@@ -95,8 +95,12 @@ def test_every_item_sharing_a_slug_is_blocked_and_named() -> None:
 
 
 def test_duplicate_ids_are_blocked() -> None:
-    results = run([blog_row(1), blog_row(1, slug="other")])
-    assert all(any(i.rule == "id_unique" for i in r.issues) for r in results)
+    results = run([blog_row(1), blog_row(1, slug="other"), blog_row(2)])
+    assert [r.status for r in results] == ["blocked", "blocked", "ready"]
+    for result in results[:2]:
+        (issue,) = result.issues
+        assert (issue.rule, issue.severity) == ("id_unique", "blocked")
+        assert issue.message == "id 'p-001' is also used by item(s) p-001"
 
 
 def test_destination_categories_take_precedence() -> None:
