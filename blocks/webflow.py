@@ -187,7 +187,7 @@ class WebflowDestination(Block):
                 if dest_id not in published:
                     failed[dest_id] = "not published"
             for error in answer.get("errors", []) or []:
-                failed[str(error.get("id", "?"))] = str(error.get("message", error))
+                _note_publish_error(failed, group, error)
         return failed
 
     def delete(self, dest_id: str) -> None:
@@ -325,6 +325,18 @@ class WebflowDestination(Block):
 
 def _options(field: dict[str, Any]) -> list[dict[str, Any]] | None:
     return (field.get("validations") or {}).get("options")
+
+
+def _note_publish_error(failed: dict[str, str], group: list[str], error: Any) -> None:
+    """One entry of publish's `errors`: a string (Webflow's model), or an `{id, message}` object.
+
+    A string is the reason of the ids it names, else of every id left unpublished."""
+    if isinstance(error, dict):
+        failed[str(error.get("id", "?"))] = str(error.get("message", error))
+        return
+    named = [dest_id for dest_id in group if dest_id in str(error)]
+    for dest_id in named or [d for d in group if failed.get(d) == "not published"]:
+        failed[dest_id] = str(error)
 
 
 def _describe(response: httpx.Response) -> str:

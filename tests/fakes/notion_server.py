@@ -1,11 +1,13 @@
 """A real HTTP server on 127.0.0.1 that behaves like the Notion API (version 2025-09-03).
 
-Bearer auth; a required Notion-Version header (400 missing_version); a database with one data
-source and its property schema; data source queries with filters (property equality, checkbox,
-multi_select contains, last_edited_time on_or_after, and/or), page_size and opaque cursors; pages;
-block children with pagination and nesting; Notion's error bodies; a rate limit of an average of
-3 requests/s with bursts (a token bucket), answered with 429 rate_limited and Retry-After.
-Faults: 500/503/529 at a given rate, and a query that repeats its cursor.
+Bearer auth; a required Notion-Version header (400 missing_version); ids with or without dashes;
+a database (with its title) and its one data source with the property schema; data source queries
+(and the legacy database query) with filters (the conditions of each property type, timestamp
+conditions, and/or), sorts, page_size (at most 100) and opaque cursors (a bad one is a 400);
+pages; blocks and their children with pagination and nesting (none is an empty list); Notion's
+error bodies; a rate limit of an average of 3 requests/s with bursts (a token bucket), answered
+with 429 rate_limited and Retry-After. Faults: 500/503/529 at a given rate, and a query that
+repeats its cursor. tests/test_fakes_contract.py checks it with Notion's own SDK.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class NotionState:
     data_source_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     pages: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> page, in order
     children: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # block id -> blocks
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)  # every block, by id
     requests: list[tuple[float, str, str, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -222,6 +225,7 @@ class NotionServer(ThreadedServer):
                 self._store(b["id"], b.pop("_children"))
         with self.state.lock:
             self.state.children[parent] = blocks
+            self.state.blocks.update((b["id"], b) for b in blocks)
 
 
 class _Handler(JsonHandler):
@@ -260,49 +264,62 @@ class _Handler(JsonHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         routes = [
             ("GET", r"/v1/databases/(?P<id>[^/]+)", self._database),
+            ("POST", r"/v1/databases/(?P<id>[^/]+)/query", self._query),  # legacy, deprecated
             ("GET", r"/v1/data_sources/(?P<id>[^/]+)", self._data_source),
             ("POST", r"/v1/data_sources/(?P<id>[^/]+)/query", self._query),
             ("GET", r"/v1/pages/(?P<id>[^/]+)", self._page),
+            ("GET", r"/v1/blocks/(?P<id>[^/]+)", self._block),
             ("GET", r"/v1/blocks/(?P<id>[^/]+)/children", self._children),
         ]
         for verb, pattern, handler in routes:
             found = re.fullmatch(pattern, url.path)
             if verb == method and found:
-                return handler(method, found.group("id"), body, query)
+                return handler(method, _canon(found.group("id")), body, query)
         return self._error(400, "invalid_request_url", "Invalid request URL.", method)
 
     # --- routes -------------------------------------------------------------------------------
 
     def _database(self, method: str, ident: str, body: Any, query: Any) -> None:
-        if ident.replace("-", "") != self.state.database_id.replace("-", ""):
+        if ident != _canon(self.state.database_id):
             return self._not_found(method, ident)
-        self._send(200, {"object": "database", "id": self.state.database_id,
-                         "data_sources": [{"id": self.state.data_source_id, "name": "Posts"}]}, method)  # fmt: skip
+        self._send(200, {"object": "database", "id": ident, "title": [text("Blog posts")],
+                         "description": [], "icon": None, "cover": None, "is_inline": False,
+                         "in_trash": False, "is_locked": False,
+                         "parent": {"type": "workspace", "workspace": True},
+                         "created_time": "2025-09-01T00:00:00.000Z",
+                         "last_edited_time": "2025-09-01T00:00:00.000Z",
+                         "url": f"https://www.notion.so/{ident.replace('-', '')}",
+                         "data_sources": [{"id": self.state.data_source_id, "name": "Posts"}]},
+                   method)  # fmt: skip
 
     def _data_source(self, method: str, ident: str, body: Any, query: Any) -> None:
-        if ident != self.state.data_source_id:
+        if ident != _canon(self.state.data_source_id):
             return self._not_found(method, ident)
         properties = {name: {"id": name.lower()[:4], "name": name, "type": kind, kind: {}}
                       for name, kind in SCHEMA_TYPES.items()}  # fmt: skip
-        self._send(200, {"object": "data_source", "id": ident, "properties": properties}, method)
+        self._send(200, {"object": "data_source", "id": ident, "title": [text("Posts")],
+                         "parent": {"type": "database_id",
+                                    "database_id": _canon(self.state.database_id)},
+                         "properties": properties}, method)  # fmt: skip
 
     def _query(self, method: str, ident: str, body: dict[str, Any], query: Any) -> None:
-        if ident != self.state.data_source_id:
+        if ident not in (_canon(self.state.data_source_id), _canon(self.state.database_id)):
             return self._not_found(method, ident)
-        wrong = _bad_filter(body.get("filter"))
-        if wrong:
-            return self._error(400, "validation_error", wrong, method)
-        size = min(int(body.get("page_size") or 100), 100)
+        window = _window(body.get("page_size"), body.get("start_cursor"), "body")
+        wrong = _bad_filter(body.get("filter")) or _bad_sorts(body.get("sorts"))
+        if wrong or isinstance(window, str):
+            return self._error(400, "validation_error", wrong or str(window), method)
+        size, start = window
         with self.state.lock:
             pages = [p for p in self.state.pages.values() if _matches(p, body.get("filter"))]
-        start = _decode(body.get("start_cursor"))
+        pages = _sort(pages, body.get("sorts") or [])
         if self.state.faults.repeat_cursor and start:
             start = size  # the second page keeps pointing at itself
         chunk = pages[start : start + size]
         more = start + size < len(pages)
         self._send(200, {"object": "list", "results": chunk, "has_more": more,
                          "next_cursor": _encode(start + size) if more else None,
-                         "type": "page_or_data_source"}, method)  # fmt: skip
+                         "type": "page_or_data_source", "page_or_data_source": {}}, method)  # fmt: skip
 
     def _page(self, method: str, ident: str, body: Any, query: Any) -> None:
         page = self.state.pages.get(ident)
@@ -310,17 +327,34 @@ class _Handler(JsonHandler):
             return self._not_found(method, ident)
         self._send(200, _fresh(page), method)
 
+    def _block(self, method: str, ident: str, body: Any, query: Any) -> None:
+        """A block; a page read as a block is a child_page with the page's blocks as children."""
+        found = self.state.blocks.get(ident)
+        page = self.state.pages.get(ident)
+        if found is None and page is None:
+            return self._not_found(method, ident)
+        if found is None:
+            title = "".join(t["plain_text"] for p in page["properties"].values()  # type: ignore[union-attr]
+                            if p.get("type") == "title" for t in p["title"])  # fmt: skip
+            found = {"object": "block", "id": ident, "type": "child_page",
+                     "child_page": {"title": title}, "has_children": bool(self.state.children.get(ident)),
+                     "archived": False, "in_trash": False}  # fmt: skip
+        self._send(200, _fresh(found), method)
+
     def _children(self, method: str, ident: str, body: Any, query: dict[str, str]) -> None:
-        blocks = self.state.children.get(ident)
+        known = ident in self.state.blocks or ident in self.state.pages
+        blocks = self.state.children.get(ident, [] if known else None)
         if blocks is None:
             return self._not_found(method, ident)
-        size = min(int(query.get("page_size") or 100), 100)
-        start = _decode(query.get("start_cursor"))
+        window = _window(query.get("page_size"), query.get("start_cursor"), "query")
+        if isinstance(window, str):
+            return self._error(400, "validation_error", window, method)
+        size, start = window
         chunk = blocks[start : start + size]
         more = start + size < len(blocks)
         self._send(200, {"object": "list", "results": [_fresh(b) for b in chunk], "has_more": more,
                          "next_cursor": _encode(start + size) if more else None,
-                         "type": "block"}, method)  # fmt: skip
+                         "type": "block", "block": {}}, method)  # fmt: skip
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -351,14 +385,97 @@ def _fresh(obj: dict[str, Any]) -> dict[str, Any]:
     return json.loads(blob)
 
 
+def _canon(ident: str) -> str:
+    """An id as Notion writes it (dashed, lower case); Notion takes it with or without dashes."""
+    try:
+        return str(uuid.UUID(ident))
+    except ValueError:
+        return ident
+
+
 def _encode(offset: int) -> str:
     return base64.urlsafe_b64encode(f"offset:{offset}".encode()).decode()
 
 
-def _decode(cursor: str | None) -> int:
+def _decode(cursor: str | None) -> int | None:
+    """The offset of a cursor of ours; None for a cursor we never gave."""
     if not cursor:
         return 0
-    return int(base64.urlsafe_b64decode(cursor.encode()).decode().split(":")[1])
+    try:
+        kind, offset = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        return int(offset) if kind == "offset" and int(offset) >= 0 else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _window(page_size: Any, cursor: str | None, where: str) -> tuple[int, int] | str:
+    """(page size, start offset), or the message of Notion's 400 validation_error."""
+    try:
+        size = 100 if page_size is None else int(page_size)
+    except (TypeError, ValueError):
+        size = 0
+    if not 1 <= size <= 100:
+        return (f"body failed validation: {where}.page_size should be a number between 1 and "
+                f"100, instead was `{json.dumps(page_size)}`.")  # fmt: skip
+    start = _decode(cursor)
+    if start is None:
+        return f"The start_cursor provided is invalid: {cursor}"
+    return size, start
+
+
+# --- filters and sorts ---------------------------------------------------------------------------
+
+TEXT = {"equals", "does_not_equal", "contains", "does_not_contain", "starts_with", "ends_with",
+        "is_empty", "is_not_empty"}  # fmt: skip
+DATE = {"equals", "before", "after", "on_or_before", "on_or_after", "is_empty", "is_not_empty"}
+CONDITIONS = {  # what each property type can be filtered on (the relative dates are not faked)
+    "title": TEXT, "rich_text": TEXT, "url": TEXT,
+    "status": {"equals", "does_not_equal", "is_empty", "is_not_empty"},
+    "select": {"equals", "does_not_equal", "is_empty", "is_not_empty"},
+    "multi_select": {"contains", "does_not_contain", "is_empty", "is_not_empty"},
+    "checkbox": {"equals", "does_not_equal"}, "files": {"is_empty", "is_not_empty"},
+    "date": DATE, "last_edited_time": DATE, "created_time": DATE,
+}  # fmt: skip
+
+
+def _value(page: dict[str, Any], kind: str, name: str | None) -> Any:
+    """What a filter or a sort compares: text, a name, names, a bool, an instant, or None."""
+    if name is None:  # a timestamp of the page itself
+        return _when(page[kind])
+    prop = page["properties"].get(name) or {}
+    value = prop.get(kind)
+    if kind in ("title", "rich_text"):
+        return "".join(p["plain_text"] for p in value or []) or None
+    if kind in ("status", "select"):
+        return (value or {}).get("name")
+    if kind == "multi_select":
+        return [o["name"] for o in value or []]
+    if kind == "date":
+        return _when(value["start"]) if value else None
+    if kind in ("last_edited_time", "created_time"):
+        return _when(value) if value else None
+    return value
+
+
+def _test(value: Any, op: str, operand: Any, kind: str) -> bool:
+    if op == "is_empty":
+        return value in (None, [], "")
+    if op == "is_not_empty":
+        return value not in (None, [], "")
+    if kind in ("date", "last_edited_time", "created_time"):
+        bound = _when(operand)
+        if value is None:
+            return False
+        return {"equals": value == bound, "before": value < bound, "after": value > bound,
+                "on_or_before": value <= bound, "on_or_after": value >= bound}[op]  # fmt: skip
+    if kind == "multi_select":
+        return (operand in value) == (op == "contains")
+    if op in ("equals", "does_not_equal"):
+        return (value == operand) == (op == "equals")
+    text_value = value or ""
+    return {"contains": operand in text_value, "does_not_contain": operand not in text_value,
+            "starts_with": text_value.startswith(operand),
+            "ends_with": text_value.endswith(operand)}[op]  # fmt: skip
 
 
 def _matches(page: dict[str, Any], rule: dict[str, Any] | None) -> bool:
@@ -368,44 +485,71 @@ def _matches(page: dict[str, Any], rule: dict[str, Any] | None) -> bool:
         return all(_matches(page, r) for r in rule["and"])
     if "or" in rule:
         return any(_matches(page, r) for r in rule["or"])
-    if rule.get("timestamp") == "last_edited_time":
-        bound = rule["last_edited_time"]["on_or_after"]
-        return _when(page["last_edited_time"]) >= _when(bound)
-    prop = page["properties"].get(rule["property"]) or {}
-    kind = prop.get("type")
-    condition = rule.get(kind) or {}
-    value = prop.get(kind)
-    if kind in ("status", "select"):
-        return (value or {}).get("name") == condition.get("equals")
-    if kind == "checkbox":
-        return bool(value) == condition.get("equals")
-    if kind == "multi_select":
-        return condition.get("contains") in [o["name"] for o in value or []]
-    if kind in ("rich_text", "title"):
-        return "".join(p["plain_text"] for p in value or []) == condition.get("equals")
-    return False
+    if "timestamp" in rule:
+        kind, name = rule["timestamp"], None
+    else:
+        kind, name = SCHEMA_TYPES[rule["property"]], rule["property"]
+    ((op, operand),) = rule[kind].items()
+    return _test(_value(page, kind, name), op, operand, kind)
 
 
 def _bad_filter(rule: dict[str, Any] | None) -> str | None:
-    """Notion refuses a filter whose condition does not match the property's type."""
+    """Notion refuses a filter whose condition does not fit the property's type."""
     if not rule:
         return None
     for key in ("and", "or"):
         if key in rule:
             return next((w for w in map(_bad_filter, rule[key]) if w), None)
     if "timestamp" in rule:
-        return None
-    kind = SCHEMA_TYPES.get(rule.get("property", ""))
-    if kind is None:
-        return f"Could not find property with name or id: {rule.get('property')}"
+        kind = rule["timestamp"]
+        if kind not in ("last_edited_time", "created_time"):
+            return f"body failed validation: body.filter.timestamp should be `created_time` or `last_edited_time`, instead was `{kind}`."
+    else:
+        kind = SCHEMA_TYPES.get(rule.get("property", ""))
+        if kind is None:
+            return f"Could not find property with name or id: {rule.get('property')}"
     if kind not in rule:
-        given = next((k for k in rule if k != "property"), "?")
+        given = next((k for k in rule if k not in ("property", "timestamp")), "?")
         return (
             f"body failed validation: body.filter.{given} should be not present, instead was "
-            f"`{json.dumps(rule.get(given))}`; property {rule['property']} is a {kind}."
+            f"`{json.dumps(rule.get(given))}`; property {rule.get('property')} is a {kind}."
         )
+    condition = rule[kind]
+    if not isinstance(condition, dict) or len(condition) != 1 or set(condition) - CONDITIONS[kind]:
+        return (f"body failed validation: body.filter.{kind} should have one of "
+                f"{sorted(CONDITIONS[kind])}, instead was `{json.dumps(condition)}`.")  # fmt: skip
     return None
 
 
+def _bad_sorts(sorts: Any) -> str | None:
+    """Each sort names a property of the schema or a timestamp, and a direction."""
+    for entry in sorts or []:
+        known = (entry.get("property") in SCHEMA_TYPES if "property" in entry
+                 else entry.get("timestamp") in ("created_time", "last_edited_time"))  # fmt: skip
+        if not known:
+            return f"Could not find sort property with name or id: {entry.get('property') or entry.get('timestamp')}"
+        if entry.get("direction") not in ("ascending", "descending"):
+            return (f"body failed validation: body.sorts.direction should be `ascending` or "
+                    f"`descending`, instead was `{entry.get('direction')}`.")  # fmt: skip
+    return None
+
+
+def _sort(pages: list[dict[str, Any]], sorts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first sort decides, the next break ties; empty values go last either way."""
+    for entry in reversed(sorts):
+        name = entry.get("property")
+        kind = SCHEMA_TYPES[name] if name else entry["timestamp"]
+
+        def key(page: dict[str, Any], kind: str = kind, name: str | None = name) -> Any:
+            value = _value(page, kind, name)
+            return value[0] if isinstance(value, list) else value
+
+        having = [p for p in pages if key(p) not in (None, [])]
+        having.sort(key=key, reverse=entry["direction"] == "descending")
+        pages = having + [p for p in pages if key(p) in (None, [])]
+    return pages
+
+
 def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

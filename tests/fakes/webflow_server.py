@@ -1,10 +1,12 @@
 """A real HTTP server on 127.0.0.1 that behaves like the Webflow Data API v2 for one site.
 
-It follows the reference sheet's shapes: bearer auth, collection schema with Option fields, items
-with create (202) / update (200) / delete (204) / publish (202), the slug filter and offset
-pagination, a per-window rate limit with X-RateLimit-* headers and 429 + Retry-After, duplicate
-slugs as 400 validation_error. Faults can be injected: 500s, answers slower than the client's
-timeout (the write is still applied), dropped connections, and latency.
+It follows the reference sheet's shapes (tests/test_fakes_contract.py checks them with Webflow's own
+SDK): bearer auth, the site's collection list, collection schema with Option fields, items with
+create (202) / update (200) / delete (204) / publish (202), one at a time or many at once (an
+`items` list, `/items/bulk`), the `/live` variants, the slug and name filters, sortBy/sortOrder and
+offset pagination, a per-window rate limit with X-RateLimit-* headers and 429 + Retry-After,
+duplicate slugs as 400 validation_error. Faults can be injected: 500s, answers slower than the
+client's timeout (the write is still applied), dropped connections, and latency.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from tests.fakes.base import JsonHandler, ThreadedServer
 
 CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
+MAX_GROUP = 100  # items per list, multi-item write and publish
+SORT_KEYS = {"lastPublished", "name", "slug", "createdOn", "lastUpdated"}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
 
 
 def blog_fields(categories: list[str] | None = None, extra_required: list[str] | None = None,
@@ -74,8 +84,11 @@ class WebflowState:
     """The server's data, guarded by one lock."""
 
     def __init__(self, collection_id: str, token: str, fields: list[dict[str, Any]],
-                 rate_limit: int, window_s: float, faults: Faults) -> None:  # fmt: skip
+                 rate_limit: int, window_s: float, faults: Faults,
+                 site_id: str | None = None) -> None:  # fmt: skip
         self.collection_id, self.token, self.fields = collection_id, token, fields
+        self.site_id = site_id or uuid.uuid4().hex[:24]
+        self.created = _now()
         self.rate_limit, self.window_s, self.faults = rate_limit, window_s, faults
         self.items: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
@@ -121,10 +134,11 @@ class WebflowServer(ThreadedServer):
 
     def __init__(self, collection_id: str | None = None, token: str = "test-token",
                  fields: list[dict[str, Any]] | None = None, rate_limit: int = 1000,
-                 window_s: float = 60.0, faults: Faults | None = None) -> None:  # fmt: skip
+                 window_s: float = 60.0, faults: Faults | None = None,
+                 site_id: str | None = None) -> None:  # fmt: skip
         collection_id = collection_id or uuid.uuid4().hex[:24]
         state = WebflowState(collection_id, token, fields or blog_fields(), rate_limit,
-                             window_s, faults or Faults())  # fmt: skip
+                             window_s, faults or Faults(), site_id)  # fmt: skip
         super().__init__(_Handler, state)
 
     @property
@@ -163,16 +177,22 @@ class _Handler(JsonHandler):
         self._route(method, self.path, body)
 
     def _route(self, method: str, path: str, body: dict[str, Any]) -> None:
-        cid = re.escape(self.state.collection_id)
+        cid, site = re.escape(self.state.collection_id), re.escape(self.state.site_id)
+        items = rf"/v2/collections/{cid}/items"
         url_path, _, query = path.partition("?")
-        routes = [
+        one = r"/(?P<item>(?!live$|bulk$|publish$)[^/]+)"
+        routes = [  # the /live variants publish (or unpublish) what they write
+            ("GET", rf"/v2/sites/{site}/collections", self._list_collections),
             ("GET", rf"/v2/collections/{cid}", self._get_collection),
-            ("GET", rf"/v2/collections/{cid}/items", self._list_items),
-            ("POST", rf"/v2/collections/{cid}/items", self._create_item),
-            ("POST", rf"/v2/collections/{cid}/items/publish", self._publish),
-            ("GET", rf"/v2/collections/{cid}/items/(?P<item>[^/]+)", self._get_item),
-            ("PATCH", rf"/v2/collections/{cid}/items/(?P<item>[^/]+)", self._update_item),
-            ("DELETE", rf"/v2/collections/{cid}/items/(?P<item>[^/]+)", self._delete_item),
+            ("GET", rf"{items}(?P<live>/live)?", self._list_items),
+            ("POST", rf"{items}(?P<live>/live)?", self._create_item),
+            ("POST", rf"{items}/bulk", self._create_bulk),
+            ("PATCH", rf"{items}(?P<live>/live)?", self._update_items),
+            ("DELETE", rf"{items}(?P<live>/live)?", self._delete_items),
+            ("POST", rf"{items}/publish", self._publish),
+            ("GET", rf"{items}{one}(?P<live>/live)?", self._get_item),
+            ("PATCH", rf"{items}{one}(?P<live>/live)?", self._update_item),
+            ("DELETE", rf"{items}{one}(?P<live>/live)?", self._delete_item),
         ]
         for verb, pattern, handler in routes:
             match = re.fullmatch(pattern, url_path)
@@ -223,23 +243,41 @@ class _Handler(JsonHandler):
 
     # --- API ------------------------------------------------------------------------------
 
-    def _get_collection(self, method: str, body: dict, query: str) -> None:
-        self._send(200, {"id": self.state.collection_id, "displayName": "Blog Posts",
-                         "singularName": "Blog Post", "slug": "blog",
-                         "fields": self.state.fields}, method)  # fmt: skip
+    def _collection(self) -> dict[str, Any]:
+        return {"id": self.state.collection_id, "displayName": "Blog Posts",
+                "singularName": "Blog Post", "slug": "blog", "createdOn": self.state.created,
+                "lastUpdated": self.state.created}  # fmt: skip
 
-    def _list_items(self, method: str, body: dict, query: str) -> None:
-        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+    def _list_collections(self, method: str, body: dict, query: str) -> None:
+        self._send(200, {"collections": [self._collection()]}, method)
+
+    def _get_collection(self, method: str, body: dict, query: str) -> None:
+        self._send(200, {**self._collection(), "fields": self.state.fields}, method)
+
+    def _list_items(self, method: str, body: dict, query: str, live: str | None = None) -> None:
+        params = {k: v[0] for k, v in parse_qs(query).items()}
         offset, limit = int(params.get("offset", 0)), min(int(params.get("limit", 100)), 100)
+        sort_by, order = params.get("sortBy"), params.get("sortOrder", "asc")
+        if (sort_by and sort_by not in SORT_KEYS) or order not in ("asc", "desc"):
+            self._error(400, "validation_error", "Validation Error", method,
+                        [{"param": "sortOrder" if order not in ("asc", "desc") else "sortBy",
+                          "description": "Invalid value"}])  # fmt: skip
+            return
         with self.state.lock:
-            items = list(self.state.items.values())
-        if "slug" in params:
-            items = [i for i in items if i["fieldData"].get("slug") == params["slug"]]
+            items = [i for i in self.state.items.values()
+                     if not live or i["id"] in self.state.published]  # fmt: skip
+        for key in ("slug", "name"):
+            if key in params:
+                items = [i for i in items if i["fieldData"].get(key) == params[key]]
+        if sort_by:
+            items = _sorted(items, sort_by, descending=order == "desc")
         page = items[offset : offset + limit]
         self._send(200, {"items": page, "pagination": {"limit": limit, "offset": offset,
                                                        "total": len(items)}}, method)  # fmt: skip
 
-    def _validate(self, field_data: dict[str, Any], method: str, item_id: str | None) -> bool:
+    def _validate(self, field_data: dict[str, Any], method: str, item_id: str | None,
+                  taken_too: Collection[str] = ()) -> bool:  # fmt: skip
+        """Unknown fields, missing required ones (on create), duplicate slugs: 400 sent, False."""
         known = {f["slug"]: f for f in self.state.fields}
         for slug in field_data:
             if slug not in known:
@@ -255,63 +293,153 @@ class _Handler(JsonHandler):
         with self.state.lock:
             taken = any(i["fieldData"].get("slug") == slug and i["id"] != item_id
                         for i in self.state.items.values())  # fmt: skip
-        if slug and taken:
+        if slug and (taken or slug in taken_too):
             self._error(400, "validation_error", "Validation Error", method,
                         [{"param": "fieldData.slug",
                           "description": f"Unique value is already in database: '{slug}'"}])  # fmt: skip
             return False
         return True
 
-    def _create_item(self, method: str, body: dict, query: str) -> None:
-        field_data = body.get("fieldData") or {}
-        if self._write_faults(method, field_data.get("slug")):
-            return
-        if not self._validate(field_data, method, None):
-            return
-        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    def _accept(self, entries: list[dict[str, Any]], method: str,
+                existing: list[dict[str, Any]] | None = None) -> bool:  # fmt: skip
+        """Faults, then validation, of every item of a write (all or none); False if answered."""
+        if not 1 <= len(entries) <= MAX_GROUP:
+            self._error(400, "validation_error", "Validation Error", method,
+                        [{"param": "items", "description": f"Between 1 and {MAX_GROUP} items"}])  # fmt: skip
+            return False
+        olds = existing or [None] * len(entries)  # type: ignore[list-item]
+        slugs = [(e.get("fieldData") or {}).get("slug") or (o or {}).get("fieldData", {}).get("slug")
+                 for e, o in zip(entries, olds, strict=True)]  # fmt: skip
+        if any(self._write_faults(method, slug) for slug in slugs):
+            return False
+        seen: set[str] = set()
+        for entry, old in zip(entries, olds, strict=True):
+            field_data = entry.get("fieldData") or {}
+            if not isinstance(field_data, dict) or not self._validate(
+                field_data, method, old["id"] if old else None, seen
+            ):
+                if not isinstance(field_data, dict):
+                    self._error(400, "validation_error", "Validation Error", method,
+                                [{"param": "fieldData", "description": "Must be an object"}])  # fmt: skip
+                return False
+            seen.add(field_data.get("slug") or "")
+        return True
+
+    def _publish_now(self, item: dict[str, Any]) -> None:
+        """Under the lock: the item is live as of now."""
+        item["isDraft"], item["lastPublished"] = False, _now()
+        self.state.published.add(item["id"])
+
+    def _new(self, entry: dict[str, Any], live: bool) -> dict[str, Any]:
+        now = _now()
         item = {"id": uuid.uuid4().hex[:24], "cmsLocaleId": "loc", "lastPublished": None,
-                "lastUpdated": now, "createdOn": now, "isArchived": bool(body.get("isArchived")),
-                "isDraft": bool(body.get("isDraft", False)), "fieldData": field_data}  # fmt: skip
+                "lastUpdated": now, "createdOn": now, "isArchived": bool(entry.get("isArchived")),
+                "isDraft": bool(entry.get("isDraft", False)),
+                "fieldData": dict(entry.get("fieldData") or {})}  # fmt: skip
         with self.state.lock:
             self.state.items[item["id"]] = item
-        self._after_write(202, item, method)
+            if live:
+                self._publish_now(item)
+        return item
 
-    def _get_item(self, method: str, body: dict, query: str, item: str) -> None:
-        with self.state.lock:
-            found = self.state.items.get(item)
-        if found is None:
-            self._error(404, "resource_not_found", "Item not found", method)
+    def _create_item(self, method: str, body: dict, query: str, live: str | None = None) -> None:
+        """One item, or several with an `items` list (answered as a list)."""
+        entries = body["items"] if isinstance(body.get("items"), list) else [body]
+        if not self._accept(entries, method):
             return
-        self._send(200, found, method)
+        created = [self._new(entry, bool(live)) for entry in entries]
+        self._after_write(202, {"items": created} if "items" in body else created[0], method)
 
-    def _update_item(self, method: str, body: dict, query: str, item: str) -> None:
-        with self.state.lock:
-            found = self.state.items.get(item)
-        if found is None:
-            self._error(404, "resource_not_found", "Item not found", method)
+    def _create_bulk(self, method: str, body: dict, query: str) -> None:
+        """`fieldData` an object (one item answered) or a list (`{"items": [...]}`)."""
+        many = isinstance(body.get("fieldData"), list)
+        flags = {k: body[k] for k in ("isDraft", "isArchived") if k in body}
+        entries = [{**flags, "fieldData": data}
+                   for data in (body.get("fieldData") if many else [body.get("fieldData")])]  # fmt: skip
+        if not self._accept(entries, method):
             return
-        field_data = body.get("fieldData") or {}
-        if self._write_faults(method, field_data.get("slug") or found["fieldData"].get("slug")):
-            return
-        if not self._validate(field_data, method, item):
-            return
-        with self.state.lock:
-            found["fieldData"] = {**found["fieldData"], **field_data}
-            if "isDraft" in body:
-                found["isDraft"] = bool(body["isDraft"])
-            found["lastUpdated"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        self._after_write(200, found, method)
+        created = [self._new(entry, False) for entry in entries]
+        for item in created:  # a bulk item names every locale it was written in
+            item["cmsLocaleIds"] = body.get("cmsLocaleIds") or [item["cmsLocaleId"]]
+        answer = [{k: v for k, v in i.items() if k != "cmsLocaleId"} for i in created]
+        self._after_write(202, {"items": answer} if many else answer[0], method)
 
-    def _delete_item(self, method: str, body: dict, query: str, item: str) -> None:
+    def _found(self, ids: list[Any], method: str) -> list[dict[str, Any]] | None:
+        """The items of these ids, or None once a 404 is sent."""
         with self.state.lock:
-            found = self.state.items.pop(item, None)
-        if found is None:
+            found = [self.state.items.get(str(i)) for i in ids]
+        if None in found:
             self._error(404, "resource_not_found", "Item not found", method)
+            return None
+        return found  # type: ignore[return-value]
+
+    def _apply(self, item: dict[str, Any], entry: dict[str, Any], live: bool) -> None:
+        with self.state.lock:
+            item["fieldData"] = {**item["fieldData"], **(entry.get("fieldData") or {})}
+            for flag in ("isDraft", "isArchived"):
+                if flag in entry:
+                    item[flag] = bool(entry[flag])
+            item["lastUpdated"] = _now()
+            if live:
+                self._publish_now(item)
+
+    def _get_item(self, method: str, body: dict, query: str, item: str,
+                  live: str | None = None) -> None:  # fmt: skip
+        found = self._found([item], method)
+        if found is None:
             return
-        self._send(204, None, method)
+        if live and item not in self.state.published:
+            self._error(404, "resource_not_found", "Live item not found", method)
+            return
+        self._send(200, found[0], method)
+
+    def _update_item(self, method: str, body: dict, query: str, item: str,
+                     live: str | None = None) -> None:  # fmt: skip
+        found = self._found([item], method)
+        if found is None or not self._accept([body], method, found):
+            return
+        self._apply(found[0], body, bool(live))
+        self._after_write(200, found[0], method)
+
+    def _update_items(self, method: str, body: dict, query: str, live: str | None = None) -> None:
+        entries = body.get("items") if isinstance(body.get("items"), list) else []
+        found = self._found([e.get("id") for e in entries], method) if entries else []
+        if found is None or not self._accept(entries, method, found):
+            return
+        for item, entry in zip(found, entries, strict=True):
+            self._apply(item, entry, bool(live))
+        self._after_write(200, {"items": found}, method)
+
+    def _remove(self, ids: list[Any], live: bool) -> None:
+        """Delete these items, or (live) take them off the site: unpublished, drafts again."""
+        with self.state.lock:
+            for item_id in map(str, ids):
+                self.state.published.discard(item_id)
+                if not live:
+                    del self.state.items[item_id]
+                else:
+                    self.state.items[item_id].update(isDraft=True, lastPublished=None)
+
+    def _delete_item(self, method: str, body: dict, query: str, item: str,
+                     live: str | None = None) -> None:  # fmt: skip
+        if self._found([item], method) is not None:
+            self._remove([item], bool(live))
+            self._send(204, None, method)
+
+    def _delete_items(self, method: str, body: dict, query: str, live: str | None = None) -> None:
+        ids = [e.get("id") for e in body.get("items") or [] if isinstance(e, dict)]
+        if not 1 <= len(ids) <= MAX_GROUP:
+            self._error(400, "validation_error", "Validation Error", method,
+                        [{"param": "items", "description": f"Between 1 and {MAX_GROUP} items"}])  # fmt: skip
+            return
+        if self._found(ids, method) is not None:
+            self._remove(ids, bool(live))
+            self._send(204, None, method)
 
     def _publish(self, method: str, body: dict, query: str) -> None:
-        ids = list(body.get("itemIds") or [])
+        """`itemIds`, or `items` with locales; errors are strings, as Webflow's model says."""
+        ids = [str(i) for i in body.get("itemIds") or []]
+        ids += [str(e.get("id")) for e in body.get("items") or [] if isinstance(e, dict)]
         with self.state.lock:
             refuse = self.state.faults.publish_errors > 0
             if refuse:
@@ -319,17 +447,25 @@ class _Handler(JsonHandler):
         if refuse:
             self._error(500, "internal_error", "Internal Server Error", method)
             return
-        if len(ids) > 100:
+        if len(ids) > MAX_GROUP:
             self._error(400, "validation_error", "Too many items", method)
             return
         with self.state.lock:
             ok = [i for i in ids if i in self.state.items]
             for i in ok:
-                self.state.items[i]["isDraft"] = False
-                self.state.items[i]["lastPublished"] = "now"
-                self.state.published.add(i)
-        errors = [{"id": i, "message": "Item not found"} for i in ids if i not in ok]
+                self._publish_now(self.state.items[i])
+        errors = [f"Item not found: {i}" for i in ids if i not in ok]
         self._send(202, {"publishedItemIds": ok, "errors": errors}, method)
+
+
+def _sorted(items: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
+    """Items by a sortBy key (a field's value or an item date); items without one go last."""
+
+    def value(item: dict[str, Any]) -> Any:
+        return item["fieldData"].get(key) if key in ("name", "slug") else item.get(key)
+
+    having = sorted((i for i in items if value(i) is not None), key=value, reverse=descending)
+    return having + [i for i in items if value(i) is None]
 
 
 def main(argv: list[str] | None = None) -> None:
