@@ -194,10 +194,13 @@ class WebflowDestination(Block):
         self._request("DELETE", f"/collections/{self.collection_id}/items/{dest_id}")
 
     def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
+        """PATCH merges field data, so a field the snapshot lacks is cleared explicitly (null):
+        the item is put back as it was, not as the snapshot merged over the newer version."""
+        slugs = [f["slug"] for f in self._collection().get("fields", [])]
+        fields = previous.get("fieldData") or {}
+        body = {**previous, "fieldData": {**{s: None for s in slugs if s not in fields}, **fields}}
         try:
-            self._request(
-                "PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=previous
-            )
+            self._request("PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=body)
         except PermanentError as exc:
             if exc.status_code == 404:
                 return False

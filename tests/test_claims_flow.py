@@ -319,12 +319,7 @@ def test_rollback_restores_updated_webflow_items_exactly_and_keeps_the_first_run
     assert after == before  # updates restored field for field, creates of the second run deleted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="README claim false for Webflow: rollback restores an update with a PATCH of the "
-    "recorded fieldData, which Webflow merges, so a field the update added (absent before) "
-    "stays with the update's value while the rollback reports the item 'restored'",
-)
+@pytest.mark.prefect
 def test_rollback_restores_a_field_the_update_added_to_its_absence(
     prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path]
 ) -> None:

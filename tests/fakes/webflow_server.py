@@ -375,7 +375,9 @@ class _Handler(JsonHandler):
 
     def _apply(self, item: dict[str, Any], entry: dict[str, Any], live: bool) -> None:
         with self.state.lock:
-            item["fieldData"] = {**item["fieldData"], **(entry.get("fieldData") or {})}
+            merged = {**item["fieldData"], **(entry.get("fieldData") or {})}
+            # a field set to null is cleared, as the real API does
+            item["fieldData"] = {k: v for k, v in merged.items() if v is not None}
             for flag in ("isDraft", "isArchived"):
                 if flag in entry:
                     item[flag] = bool(entry[flag])
