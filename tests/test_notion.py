@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -127,15 +128,30 @@ def test_query_and_blocks_paginate_and_nest() -> None:
 
 def test_429_retry_after_and_5xx_are_retried() -> None:
     state = NotionState(rate_per_s=20, burst=2, faults=NotionFaults(error_rate=0.15))
+    asked: list[float] = []  # the waits the reader asked for after a 5xx (recorded, not slept)
+    sent: list[float] = []  # when each request left
+    throttled: list[tuple[float, float]] = []  # when each 429 came back, and its Retry-After
     with NotionServer(state) as server:
         server.add_pages(30)
-        notion = reader(server, rate=60, sleep=lambda s: None)  # 3x what the server allows
+        notion = reader(server, rate=60, sleep=asked.append)  # 3x what the server allows
+        notion._client.event_hooks = {
+            "request": [lambda request: sent.append(time.monotonic())],
+            "response": [lambda answer: answer.status_code == 429 and throttled.append(
+                (time.monotonic(), float(answer.headers["Retry-After"])))],
+        }  # fmt: skip
         pages = list(notion.query(server.state.data_source_id, None))
         bodies = notion.bodies([p["id"] for p in pages])
     statuses = Counter(status for _, _, _, status in state.requests)
     assert len(pages) == 30 and all(bodies.values())
-    assert statuses[429] > 0 and notion.throttled == statuses[429]  # every 429 waited out
-    assert statuses[500] + statuses[503] + statuses[529] > 0  # and every 5xx retried
+    assert statuses[429] > 0 and notion.throttled == statuses[429] == len(throttled)
+    # every 429 waited out, by every reader: nothing left within its Retry-After (a request
+    # given its slot just before the 429 came back may still leave in the first moments)
+    for came_back, retry_after in throttled:
+        early = [t - came_back for t in sent if came_back + 0.3 < t < came_back + retry_after]
+        assert not early, f"sent {early} s after a 429 with Retry-After {retry_after}"
+    # every 5xx retried after its own backoff wait (0.5 s doubling); a 429 asked for none
+    assert statuses[500] + statuses[503] + statuses[529] == len(asked) > 0
+    assert set(asked) <= {1.0, 2.0, 4.0, 8.0, 16.0}, asked
 
 
 def test_a_repeated_cursor_is_an_error_not_a_loop() -> None:
