@@ -21,6 +21,35 @@ expect() {
   if [ "$got" -ne "$want" ]; then echo "story: expected exit $want, got $got: $*" >&2; exit 1; fi
 }
 latest() { "$bin" runs --limit 20 | awk -v m="$1" '$2 == m {print $1; exit}'; }
+# sandbox_ready PID LOG: wait (30 s at most) until the sandbox names its URL in LOG and that URL
+# answers, then print its port. A sandbox that exits or never answers stops the story, with its log.
+sandbox_ready() {
+  "$python" - "$1" "$2" <<'EOF'
+import os, re, sys, time, urllib.error, urllib.request
+pid, log = int(sys.argv[1]), sys.argv[2]
+deadline = time.monotonic() + 30
+while True:
+    named = re.search(r"sandbox on (http://\S+?:(\d+)/v2)", open(log).read())
+    if named:
+        try:
+            urllib.request.urlopen(named[1], timeout=2)
+            answered = True
+        except urllib.error.HTTPError:
+            answered = True  # any HTTP answer: it is serving
+        except OSError:
+            answered = False
+        if answered:
+            print(named[2])
+            sys.exit(0)
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(f"story: the Webflow sandbox exited:\n{open(log).read()}")
+    if time.monotonic() > deadline:
+        sys.exit(f"story: the Webflow sandbox did not answer within 30 s:\n{open(log).read()}")
+    time.sleep(0.1)
+EOF
+}
 
 echo "== 1. Dry-run: 3 items are blocked (exit 2)"
 expect 2 "$bin" dry-run --job blog/job.yaml
@@ -35,12 +64,14 @@ expect 0 "$bin" pipeline --job blog/job.yaml --yes
 
 echo "== 5. The same blog into Webflow (the local sandbox), where 3 posts fail"
 # 2 get HTTP 500 for their first 4 writes (an outage outlasting the 3 retries), 1 gets 400
+# SANDBOX_PORT=0: the sandbox binds a free port and names it; the job reads $SANDBOX_PORT
 PYTHONPATH="$root" "$python" -m tests.fakes.webflow_server --port "$SANDBOX_PORT" \
   --fail serverless-cold-starts cloud-networking-basics --reject lakehouse-table-formats \
-  --fail-times 4 &
+  --fail-times 4 >"$work/sandbox.log" 2>&1 &
 sandbox=$!
 trap 'kill $sandbox 2>/dev/null' EXIT
-sleep 1
+SANDBOX_PORT=$(sandbox_ready "$sandbox" "$work/sandbox.log") || exit 1
+echo "Webflow sandbox on http://127.0.0.1:$SANDBOX_PORT/v2"
 expect 3 "$bin" full --job blog/job-webflow.yaml
 run=$(latest full)
 echo "== 6. The dead-letter queue"
