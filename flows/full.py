@@ -29,7 +29,7 @@ from prefect.utilities.annotations import quote
 from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
 from batchgate.config import Job
 from batchgate.destinations import Destination
-from batchgate.errors import BatchgateError, WriteError
+from batchgate.errors import BatchgateError, FatalError, WriteError
 from batchgate.hold import DestinationHold
 from batchgate.ledger import Ledger, new_run_id
 from batchgate.planner import Candidate, Plan, from_frozen, from_source, plan_run
@@ -86,11 +86,11 @@ def full(
     mode = "retry" if item_ids is not None else "full"
     run_id = run_id or new_run_id(mode)
     started = time.monotonic()
+    stopped = _Stopped(run_id, job_ref, json_path, console_progress, logger, started)
     try:
         prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id)
     except (BatchgateError, WriteError) as exc:
-        logger.error(str(exc))
-        return Failed(message=str(exc))
+        return stopped(exc)
     ledger, destination, source = prepared.ledger, prepared.destination, prepared.source
     draft = not _publishes(destination)
     only = set(item_ids) if item_ids is not None else None
@@ -106,9 +106,8 @@ def full(
             runner = _Runner(job, ctx, plan.work, console_progress, logger, hold, job_ref)
             runner.run()
     except (BatchgateError, WriteError) as exc:
-        logger.error(str(exc))
-        ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
-        return Failed(message=str(exc))
+        ledger.finish_run(run_id, _outcome_of(exc), message=str(exc), outcome=_outcome_of(exc))
+        return stopped(exc, destination.key)
     quota_low = getattr(destination, "quota_low", None)
     if quota_low is not None:
         logger.info("Lowest X-RateLimit-Remaining during the run: %d", quota_low)
@@ -149,6 +148,35 @@ def full(
             message=f"{status}: {runner.abort_reason or f'success rate {report.success_rate}%'}"
         )
     return summary
+
+
+def _outcome_of(exc: Exception) -> str:
+    """A fatal error (bad token, missing collection) aborts the run; anything else fails it."""
+    return "aborted" if isinstance(exc, FatalError) else "failed"
+
+
+class _Stopped:
+    """A run stopped before or while writing: its report says why, on the console, in the JSON
+    file and as the `full-report` artifact, like any other run's."""
+
+    def __init__(self, run_id: str, job_ref: str, json_path: str | None, console: bool,
+                 logger: Any, started: float) -> None:  # fmt: skip
+        self.run_id, self.job_ref, self.json_path = run_id, job_ref, json_path
+        self.console, self.logger, self.started = console, logger, started
+
+    def __call__(self, exc: Exception, destination: str = "?") -> State:
+        self.logger.error(str(exc))
+        report = FullReport(
+            run_id=self.run_id, status=_outcome_of(exc), total=0, succeeded=0, failed=0,
+            skipped=0, pending=0, unchanged=0, duration_s=time.monotonic() - self.started,
+            threshold=0, destination=destination, reason=str(exc), job_ref=self.job_ref,
+        )  # fmt: skip
+        _publish_final(report)
+        if self.console:
+            print(report.as_text(), end="", flush=True)
+        if self.json_path:
+            _write_json(Path(self.json_path), report.as_json())
+        return Failed(message=f"{report.status}: {exc}")
 
 
 class Prepared(NamedTuple):
@@ -197,7 +225,7 @@ def prepare_run(
         destination.prepare()
     except (BatchgateError, WriteError) as exc:
         if ledger is not None and ledger.run(run_id) is not None:
-            ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
+            ledger.finish_run(run_id, _outcome_of(exc), message=str(exc), outcome=_outcome_of(exc))
         raise
     return Prepared(ledger, destination, source, candidates, filtered_out, frozen_at)
 

@@ -428,11 +428,6 @@ def test_full_stopped_by_http_401_exits_4(
     assert "Traceback" not in out and "wrong-token" not in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a full run stopped by HTTP 401 exits 4 but prints no "
-    "report and no reason, and says 'JSON report: out.json' without writing it",
-)
 def test_full_stopped_by_http_401_reports_why_on_the_console_and_in_the_json(
     prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path]
 ) -> None:

@@ -237,10 +237,19 @@ def test_dlq_views_and_exports_mask_a_token_whatever_its_variable_is_named(
         full(load_job(job_path), return_state=True)
     ledger = open_ledger(load_job(job_path).ledger)
     run = ledger.runs()[0]
-    raw = ledger.dlq_entries(run["run_id"], states=None)
-    assert sorted(e["item_id"] for e in raw) == ["p-002", "p-005"]
-    assert all(CMS_KEY in e["message"] for e in raw)  # the secret IS in the raw data
+    stored = ledger.dlq_entries(run["run_id"], states=None)
+    assert sorted(e["item_id"] for e in stored) == ["p-002", "p-005"]
+    # the API echoed the key in its errors: it was masked before it reached the ledger at all
+    assert all("for key **********" in e["message"] for e in stored)
+    assert CMS_KEY not in json.dumps([*stored, *ledger.attempt_history(run["run_id"], "p-002")],
+                                     default=str)  # fmt: skip
     assert CMS_KEY not in run["job_json"] and "${MY_CMS_KEY}" in run["job_json"]
+    # a ledger written before that masking holds the key raw: the views and exports mask it too
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE batchgate_dlq SET message = replace(message, '**********', "
+                             ":key)"), {"key": CMS_KEY})  # fmt: skip
+    raw = ledger.dlq_entries(run["run_id"], states=None)
+    assert all(CMS_KEY in e["message"] for e in raw)  # the secret IS in the raw data now
 
     ledger_flag = ["--ledger", f"sqlite:///{tmp_path / 'ledger.db'}"]  # no --job: the recorded job
     for extra in (ledger_flag, ["--job", str(job_path)]):
