@@ -167,7 +167,8 @@ def test_pipeline_approved_through_the_api_runs_full_over_the_rest(
     ledger = open_ledger(job.ledger)
     reviewer = answer_when_paused(ledger, approve=True, notes="looks right")
     state = pipeline(job, allow_blocked=True, approval_poll_s=1, return_state=True)
-    reviewer.join(5)
+    reviewer.join(60)
+    assert not reviewer.is_alive(), "the reviewer never finished"
     assert state.is_completed() and state.name == "Completed"
     (run,) = [r for r in ledger.runs() if r["mode"] == "pipeline"]
     assert run["outcome"] == "complete"
@@ -187,7 +188,8 @@ def test_pipeline_rejected_rolls_the_sample_back(prefect_api: str, tmp_path: Pat
     ledger = open_ledger(job.ledger)
     reviewer = answer_when_paused(ledger, approve=False, notes="wrong headings")
     state = pipeline(job, allow_blocked=True, approval_poll_s=1, return_state=True)
-    reviewer.join(5)
+    reviewer.join(60)
+    assert not reviewer.is_alive(), "the reviewer never finished"
     assert state.is_completed() and state.name == "Rejected"
     (run,) = [r for r in ledger.runs() if r["mode"] == "pipeline"]
     assert run["outcome"] == "rejected" and "wrong headings" in run["message"]
@@ -244,7 +246,8 @@ def run_with_reviewer(tmp_path: Path, read_line: Callable[[], str], **kwargs: An
     state = pipeline(job, allow_blocked=True, approval_poll_s=1, run_id=run_id,
                      return_state=True)  # fmt: skip
     reviewer.stop()
-    reviewer.join(5)
+    reviewer.join(60)
+    assert not reviewer.is_alive(), "the terminal reviewer did not stop"
     return state, reviewer, out.getvalue(), ledger.run(run_id)
 
 
@@ -269,10 +272,14 @@ def test_an_approval_elsewhere_ends_the_terminal_question(prefect_api: str, tmp_
         (waiting,) = [r for r in ledger.runs() if r["status"] == "awaiting-approval"]
         send_review(waiting["flow_run_id"], True, "approved in the UI")
 
-    threading.Thread(target=in_the_ui, daemon=True).start()
+    ui = threading.Thread(target=in_the_ui, daemon=True)
+    ui.start()
     state, reviewer, said, run = run_with_reviewer(
         tmp_path, lambda: (asked.set(), never.wait(), "")[-1]
     )
+    never.set()  # the question's reader thread may end now
+    ui.join(60)
+    assert not ui.is_alive(), "the UI's answer never came"
     assert reviewer.answer == "elsewhere" and "resumed elsewhere" in said
     assert run["outcome"] == "complete"
     assert run["message"].startswith("sample approved: approved in the UI; full run ")
