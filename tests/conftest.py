@@ -238,6 +238,8 @@ def http_server() -> Iterator[HttpServer]:
 
 
 def free_port() -> int:
+    """A port free a moment ago. Only for a server that cannot bind port 0 and report the port it
+    got (`prefect server start`): the caller must detect that the port was taken meanwhile."""
     import socket
 
     with socket.socket() as sock:
@@ -245,9 +247,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`prefect server start` on a free port with its own SQLite database; yields the API URL."""
+class PortTaken(Exception):
+    """The chosen port was taken between choosing it and the server binding it."""
+
+
+def _start_prefect_server(home: Path, log: Path, deadline_s: float = 120) -> tuple[Any, str]:
+    """`prefect server start` on a port chosen just before; (process, API URL) once it answers.
+    Raises PortTaken if the port was taken meanwhile (the server exits with "address already in
+    use", or another server answers there: its settings name another PREFECT_HOME)."""
     import subprocess
     import sys
     import time
@@ -255,36 +262,64 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import httpx
 
     port = free_port()
-    home = tmp_path_factory.mktemp("prefect-home")
+    api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}  # fmt: skip
-    log = (home / "server.log").open("w")
+           "PREFECT_API_URL": api}  # fmt: skip
     prefect = str(Path(sys.executable).with_name("prefect"))
-    server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port",
-                               str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
+    with log.open("w") as out:
+        server = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port",
+                                   str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                home_there = httpx.get(f"{api}/admin/settings", timeout=10).json().get("home")
+                if Path(str(home_there)).resolve() == home.resolve():
+                    return server, api
+                _stop(server)
+                raise PortTaken(f"port {port}: another Prefect server (home {home_there}) answers")
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            text = log.read_text()
+            if "already in use" in text.lower():  # prefect checks first; uvicorn: errno 98
+                raise PortTaken(f"port {port} was taken before the server bound it")
+            raise RuntimeError(f"prefect server exited ({server.returncode}): {text}")
+        if time.monotonic() > deadline:
+            _stop(server)
+            raise RuntimeError(f"prefect server silent for {deadline_s} s: {log.read_text()}")
+        time.sleep(0.5)
+
+
+def _stop(server: Any) -> None:
+    import subprocess
+
+    server.terminate()
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"prefect server did not start: {(home / 'server.log').read_text()}"
-                )
-            time.sleep(0.5)
+        server.wait(20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(20)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` with its own SQLite database; yields the API URL. Prefect cannot bind
+    port 0 and report the port it got, so a port is chosen just before, and if another process
+    takes it meanwhile the server is started again on another (three tries)."""
+    for attempt in range(3):
+        home = tmp_path_factory.mktemp("prefect-home")
+        try:
+            server, api = _start_prefect_server(home, home / "server.log")
+            break
+        except PortTaken:
+            if attempt == 2:
+                raise
+    try:
         yield api
     finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        _stop(server)
 
 
 def copy_example(to: Path) -> Path:
