@@ -85,17 +85,36 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.skip(f"{CHROMIUM} is not installed")
     home = tmp_path_factory.mktemp("stack") / "batchgate"
     shutil.copytree(ROOT, home, ignore=SKIP)
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "BIN": str(Path(sys.executable).parent),
-           "SERVE_DIR": str(home / ".serve")}  # fmt: skip
-    env.pop("PREFECT_API_URL", None)
-    served = subprocess.run([str(home / "scripts" / "serve.sh")], env=env, capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
-    assert served.returncode == 0, served.stdout + served.stderr
+    # serve.sh starts `prefect server start`, which cannot bind port 0 and report the port it got:
+    # a port is chosen just before, and if it is taken meanwhile the stack is served again on
+    # another (three tries)
+    for attempt in range(3):
+        port = free_port()
+        env = {**os.environ, "PORT": str(port), "BIN": str(Path(sys.executable).parent),
+               "SERVE_DIR": str(home / ".serve")}  # fmt: skip
+        env.pop("PREFECT_API_URL", None)
+        served = subprocess.run([str(home / "scripts" / "serve.sh")], env=env,
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        if _serves_our_stack(home, port, served):
+            break
+        subprocess.run([str(home / "scripts" / "stop.sh")], env=env, timeout=60)
+        assert attempt < 2, served.stdout + served.stderr
     try:
         yield Stack(home, port)
     finally:
         subprocess.run([str(home / "scripts" / "stop.sh")], env=env, timeout=60)
+
+
+def _serves_our_stack(home: Path, port: int, served: subprocess.CompletedProcess[str]) -> bool:
+    """serve.sh succeeded with our own server on `port`, not another process that took it (a
+    "port already in use" server log, or another Prefect server answering with its own home)."""
+    if served.returncode != 0:
+        log = home / ".serve" / "server.log"
+        text = log.read_text().lower() if log.exists() else ""
+        assert "already in use" in text, served.stdout + served.stderr
+        return False
+    there = httpx.get(f"http://127.0.0.1:{port}/api/admin/settings", timeout=10).json()["home"]
+    return Path(there).resolve() == (home / ".serve" / "prefect-home").resolve()
 
 
 @pytest.fixture
