@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     _quiet_prefect(args.verbose)
+    args.local_server = argv is None  # the command itself; a caller of main() owns its settings
     try:
         return int(args.handler(args))
     except BatchgateError as exc:
@@ -120,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--job", help="job file whose ledger to read")
     runs.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
     runs.set_defaults(handler=cmd_runs)
+
+    server = commands.add_parser("server", help="the local Prefect server that commands reuse "
+                                 "when PREFECT_API_URL is not set")  # fmt: skip
+    server.add_argument("action", choices=["status", "start", "stop"], help="status, start or stop")
+    server.set_defaults(handler=cmd_server)
     return parser
 
 
@@ -165,6 +171,30 @@ def _quiet_prefect(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
+def _use_prefect(args: argparse.Namespace) -> None:
+    """No PREFECT_API_URL: start (first command) or reuse the local background Prefect server."""
+    if getattr(args, "local_server", False):
+        from batchgate.localserver import ensure
+
+        ensure()
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from batchgate import localserver
+
+    where = localserver.paths()
+    if args.action == "stop":
+        stopped = localserver.stop(where) if where.state.exists() else None
+        print(f"stopped the local Prefect server ({stopped.url}, pid {stopped.pid})" if stopped
+              else "no local Prefect server is running")  # fmt: skip
+        return EXIT_OK
+    user = localserver.user_api_url()
+    if args.action == "start":
+        localserver.ensure()
+    print(localserver.describe(where, user))
+    return EXIT_OK
+
+
 def _ledger_config(url: str | None, job_ledger: LedgerConfig | None = None) -> LedgerConfig:
     if url:
         return LedgerConfig(url=url)
@@ -178,6 +208,7 @@ def _ledger_config(url: str | None, job_ledger: LedgerConfig | None = None) -> L
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
     job = _job_with_ledger(args)
+    _use_prefect(args)
     from flows.dry_run import dry_run
 
     json_path = str(Path(args.json).resolve()) if args.json else None
@@ -193,6 +224,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 def cmd_full(args: argparse.Namespace) -> int:
     job = _job_with_ledger(args)
+    _use_prefect(args)  # before any Prefect import: its settings are read once
     from batchgate.ledger import new_run_id
     from blocks.ledger import open_ledger
     from flows.full import full
@@ -213,6 +245,7 @@ def cmd_full(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     job = load_job(args.job) if args.job else None
     ledger = _ledger_config(args.ledger, job.ledger if job else None)
+    _use_prefect(args)
     from flows.rollback import rollback
 
     state = rollback(args.run_id, ledger=ledger, job=job, return_state=True)
@@ -231,6 +264,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise BatchgateError(f"--count is {args.count}. Fix: choose between {SAMPLE_MIN} and "
                              f"{SAMPLE_MAX}, or name the items with --ids.")  # fmt: skip
     job = _job_with_ledger(args)
+    _use_prefect(args)
     from flows.sample import sample
 
     json_path = str(Path(args.json).resolve()) if args.json else None
@@ -250,6 +284,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         raise BatchgateError(f"--sample-count is {args.sample_count}. Fix: choose between "
                              f"{SAMPLE_MIN} and {SAMPLE_MAX}.")  # fmt: skip
     job = _job_with_ledger(args)
+    _use_prefect(args)
     from batchgate.ledger import new_run_id
     from batchgate.review import Reviewer
     from blocks.ledger import open_ledger
@@ -286,6 +321,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     job = _job_with_ledger(args)
+    _use_prefect(args)
     from flows.sync import sync
 
     state = sync(job, overlap_s=args.overlap, job_ref=args.job, console_progress=True,
@@ -299,6 +335,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
+    _use_prefect(args)
     from flows.pipeline import send_review
 
     send_review(args.flow_run_id, args.approve, args.notes)
@@ -385,6 +422,7 @@ def cmd_dlq_retry(args: argparse.Namespace) -> int:
         if not args.item:
             raise BatchgateError("name the run: batchgate dlq retry --run RUN_ID "
                                  "(or --item ID to retry one item from its latest run)")  # fmt: skip
+        _use_prefect(args)
         from blocks.ledger import open_ledger
 
         open_entries = open_ledger(ledger_config).dlq_entries(None, args.item)
@@ -395,6 +433,7 @@ def cmd_dlq_retry(args: argparse.Namespace) -> int:
                 f"{len(runs)} runs ({', '.join(runs) or 'none'}). Fix: add --run RUN_ID."
             )
         run_id = runs[0]
+    _use_prefect(args)
     from flows.dlq_retry import dlq_retry
 
     state = dlq_retry(run_id, item_ids=args.item, error_type=args.error_type,
