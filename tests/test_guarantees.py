@@ -136,7 +136,8 @@ def test_sigkill_with_no_prefect_server_then_rerun_resumes_within_a_lease(
     write_csv([blog_row(n) for n in range(1, 31)])
     home = {"PREFECT_HOME": str(tmp_path / "prefect-home"),
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}  # fmt: skip
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "BATCHGATE_LOCAL_SERVER": "0"}  # no background server: Prefect's temporary one  # fmt: skip
     faults = Faults(latency=(0.05, 0.15), slow_rate=0.3, slow_seconds=0.6)
     with WebflowServer(faults=faults) as server:
         job = webflow_job(tmp_path, server)
