@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python benchmarks/validate_rows.py
 	$(BIN)/python benchmarks/full_run.py all
 	$(BIN)/python benchmarks/notion_read.py
+	$(BIN)/python benchmarks/cli_startup.py
 
 clean:
 	rm -rf $(VENV) .batchgate dry-run.json full.json examples/blog/cms.db*
