@@ -18,14 +18,14 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_WORKER_QUERY_SECONDS=${PRE
 export BATCHGATE_HOME="$root"
 echo "$PREFECT_API_URL" > "$state/api_url"
 
-if ! curl -fs "$PREFECT_API_URL/health" > /dev/null 2>&1; then
+if ! curl -fs --max-time 5 "$PREFECT_API_URL/health" > /dev/null 2>&1; then
   nohup "$bin/prefect" server start --host 127.0.0.1 --port "$port" > "$state/server.log" 2>&1 &
   echo $! > "$state/server.pid"
   for _ in $(seq 1 120); do
-    curl -fs "$PREFECT_API_URL/health" > /dev/null 2>&1 && break
+    curl -fs --max-time 5 "$PREFECT_API_URL/health" > /dev/null 2>&1 && break
     sleep 0.5
   done
-  curl -fs "$PREFECT_API_URL/health" > /dev/null || { echo "the Prefect server did not start; see $state/server.log" >&2; exit 1; }
+  curl -fs --max-time 5 "$PREFECT_API_URL/health" > /dev/null || { echo "the Prefect server did not start; see $state/server.log" >&2; exit 1; }
 fi
 
 "$bin/prefect" work-pool inspect batchgate > /dev/null 2>&1 \
