@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from batchgate.errors import WriteError
 
 Action = Literal["created", "updated"]
 
@@ -82,6 +85,22 @@ class Destination(Protocol):
         current: dict[str, Any] | None = None,
     ) -> WriteResult:
         """Create or update; `current` is the snapshot taken before (saves a read when given)."""
+        ...
+
+    @property
+    def group_size(self) -> int:
+        """Items one write (a transaction, a request) carries at most."""
+        ...
+
+    def snapshot_many(self, dest_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """`snapshot` of a group, read at once where the destination can."""
+        ...
+
+    def upsert_many(
+        self, entries: list[tuple[dict[str, Any], str | None, dict[str, Any] | None]], draft: bool
+    ) -> list[WriteResult | WriteError]:
+        """Write a group: (record, dest_id, current) each; one result or error per entry, in
+        order. An error for one item never fails the others."""
         ...
 
     def publish(self, dest_ids: list[str]) -> dict[str, str]:

@@ -451,29 +451,57 @@ class Ledger:
         dest_id: str | None,
         write_ahead: dict[str, Any],
     ) -> dict[str, Any]:
-        """Before a write (write-ahead): what the destination held before it, so a crash between
-        the write and its ledger row never loses the original version, and a create whose answer
-        was lost is looked up first by the next attempt or run.
+        """Before a write (write-ahead): see `mark_intents`. Returns the write-ahead in force."""
+        return self.mark_intents(destination_key, run_id, [(item_id, dest_id, write_ahead)])[item_id]
+
+    def mark_intents(
+        self,
+        destination_key: str,
+        run_id: str,
+        entries: Sequence[tuple[str, str | None, dict[str, Any]]],
+    ) -> dict[str, dict[str, Any]]:
+        """Before a group's write (write-ahead), in one transaction: what the destination held
+        before it, per item (item id, dest id, write-ahead), so a crash between the write and
+        its ledger row never loses the original version, and a write whose answer was lost is
+        looked up first by the next attempt or run.
 
         A write-ahead left by an earlier write that never finished is kept: it, not what that
-        write left behind, is the original. Returns the write-ahead in force.
+        write left behind, is the original. Returns the write-ahead in force, by item id.
         """
-        key = (targets.c.destination_key == destination_key) & (targets.c.item_id == item_id)
         now = datetime.now(UTC)
-        with self._guard("recording a write intent"), self.engine.begin() as conn:
-            row = conn.execute(select(targets).where(key)).first()
-            if row is not None and row.state == "intent" and row.write_ahead:
-                conn.execute(update(targets).where(key).values(run_id=run_id, updated_at=now,
-                             dest_id=dest_id or row.dest_id))  # fmt: skip
-                return dict(json.loads(row.write_ahead))
-            values = {"dest_id": dest_id, "content_hash": None, "state": "intent", "run_id": run_id,
-                      "updated_at": now, "write_ahead": json.dumps(write_ahead, default=str)}  # fmt: skip
-            if row is None:
-                conn.execute(insert(targets).values(destination_key=destination_key,
-                                                    item_id=item_id, draft=None, **values))  # fmt: skip
-            else:
-                conn.execute(update(targets).where(key).values(**values))
-        return write_ahead
+        ids = [item_id for item_id, _, _ in entries]
+        in_force: dict[str, dict[str, Any]] = {}
+        inserts, updates = [], []
+        with self._guard("recording write intents"), self.engine.begin() as conn:
+            existing = {
+                row.item_id: row
+                for row in conn.execute(select(targets).where(
+                    targets.c.destination_key == destination_key, targets.c.item_id.in_(ids)))
+            }  # fmt: skip
+            for item_id, dest_id, ahead in entries:
+                row = existing.get(item_id)
+                kept = row is not None and row.state == "intent" and bool(row.write_ahead)
+                in_force[item_id] = json.loads(row.write_ahead) if kept else ahead
+                values = {"b_item": item_id, "dest_id": dest_id or (row.dest_id if kept else None),
+                          "write_ahead": row.write_ahead if kept
+                          else json.dumps(ahead, default=str)}  # fmt: skip
+                (updates if row is not None else inserts).append(values)
+            common = {"content_hash": None, "state": "intent", "run_id": run_id, "updated_at": now}
+            if inserts:
+                conn.execute(insert(targets), [
+                    {"destination_key": destination_key, "item_id": v["b_item"], "draft": None,
+                     "dest_id": v["dest_id"], "write_ahead": v["write_ahead"], **common}
+                    for v in inserts])  # fmt: skip
+            if updates:
+                conn.execute(
+                    update(targets)
+                    .where(targets.c.destination_key == destination_key,
+                           targets.c.item_id == bindparam("b_item"))
+                    .values(dest_id=bindparam("dest_id"), write_ahead=bindparam("write_ahead"),
+                            **common),
+                    updates,
+                )  # fmt: skip
+        return in_force
 
     def target(self, destination_key: str, item_id: str) -> dict[str, Any] | None:
         query = select(targets).where(

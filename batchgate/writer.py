@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgate.backoff import backoff_delays, jittered
-from batchgate.destinations import Destination
+from batchgate.destinations import Destination, WriteResult
 from batchgate.dlq import recommendations, redact
 from batchgate.errors import ChangedSinceReview, FatalError, RetryableError, WriteError
 from batchgate.ledger import Ledger
@@ -90,10 +90,49 @@ class RunContext:
 
 
 def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
-    """One attempt, write-ahead: what the destination holds is recorded in the ledger before the
-    write, so a crash between the write and its ledger row never loses the original version. A
-    write that may have happened already is looked up first: no duplicates."""
+    """One attempt at one item (a group of one); a failure is raised."""
+    result = write_group([work], ctx, attempt)[work.seq]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def write_group(
+    works: list[WorkItem], ctx: RunContext, attempt: int
+) -> dict[int, Outcome | Exception]:
+    """One attempt at a group, in as few requests as the destination allows: one snapshot read,
+    one write-ahead transaction in the ledger, one group write. What the destination holds is
+    recorded before the write, so a crash between the write and its ledger row never loses the
+    original version; a write that may have happened already is looked up first, so nothing is
+    written twice. Each item gets its own outcome or error: one bad item fails only itself."""
     started = time.monotonic()
+    results: dict[int, Outcome | Exception] = {}
+    ready: list[tuple[WorkItem, dict[str, Any], str | None]] = []
+    for work in works:
+        try:
+            ready.append((work, *_prepare(work, ctx, attempt)))
+        except Exception as exc:  # noqa: BLE001 - classified per item by the caller
+            results[work.seq] = exc
+    if not ready:
+        return results
+    try:
+        dest_ids = _write_ahead([(w, d) for w, _, d in ready], ctx)
+    except Exception as exc:  # noqa: BLE001 - a snapshot read or the ledger: the whole group
+        return {**results, **{w.seq: exc for w, _, _ in ready}}
+    answers = ctx.destination.upsert_many(
+        [(record, dest_ids[w.seq], (w.write_ahead or {}).get("previous"))
+         for w, record, _ in ready], ctx.draft,
+    )  # fmt: skip
+    ms = int(1000 * (time.monotonic() - started) / len(ready))
+    for (work, _, _), answer in zip(ready, answers, strict=True):
+        results[work.seq] = (
+            answer if isinstance(answer, Exception) else _succeeded(work, answer, attempt, ms)
+        )
+    return results
+
+
+def _prepare(work: WorkItem, ctx: RunContext, attempt: int) -> tuple[dict[str, Any], str | None]:
+    """The record to write and the item's destination id, if it has one already."""
     if ctx.refresh is not None:
         fresh = ctx.refresh(work.item_id, work.data)
         if fresh.get("content_key") and fresh["content_key"] != work.content_hash:
@@ -106,23 +145,39 @@ def write_once(work: WorkItem, ctx: RunContext, attempt: int) -> Outcome:
     dest_id = work.dest_id
     if dest_id is None and (work.intent or attempt > 1):
         dest_id = ctx.destination.find(record)
-    if work.write_ahead is None:
-        current = ctx.destination.snapshot(dest_id) if dest_id else None
+    return record, dest_id
+
+
+def _write_ahead(pairs: list[tuple[WorkItem, str | None]], ctx: RunContext) -> dict[int, str | None]:
+    """Record, for the items that have no write-ahead yet, what the destination holds now."""
+    dest_ids = {work.seq: dest_id for work, dest_id in pairs}
+    need = [(work, dest_id) for work, dest_id in pairs if work.write_ahead is None]
+    if not need:
+        return dest_ids
+    snapshots = ctx.destination.snapshot_many([d for _, d in need if d])
+    entries = []
+    for work, dest_id in need:
+        current = snapshots.get(dest_id) if dest_id else None
         if current is None:
-            dest_id = None  # gone from the destination: written again as new
-        ahead = {"action": "create" if current is None else "update", "previous": current,
-                 "prev_run": work.prev_run_id}  # fmt: skip
-        # an earlier write that never finished keeps its record of the original
-        work.write_ahead = ctx.ledger.mark_intent(ctx.key, work.item_id, ctx.run_id, dest_id, ahead)
-    ahead = work.write_ahead
-    previous = ahead.get("previous")
-    result = ctx.destination.upsert(record, dest_id, ctx.draft, current=previous)
+            dest_ids[work.seq] = dest_id = None  # gone from the destination: written as new
+        entries.append((work.item_id, dest_id, {
+            "action": "create" if current is None else "update", "previous": current,
+            "prev_run": work.prev_run_id}))  # fmt: skip
+    # an earlier write that never finished keeps its record of the original
+    in_force = ctx.ledger.mark_intents(ctx.key, ctx.run_id, entries)
+    for work, _ in need:
+        work.write_ahead = in_force[work.item_id]
+    return dest_ids
+
+
+def _succeeded(work: WorkItem, result: WriteResult, attempt: int, ms: int) -> Outcome:
+    ahead = work.write_ahead or {}
     created = ahead.get("action") == "create"
     return Outcome(
-        seq=work.seq, item_id=work.item_id, status="succeeded", attempts=attempt,
-        duration_ms=int(1000 * (time.monotonic() - started)), dest_id=result.dest_id,
-        action="created" if created else "updated", previous=None if created else previous,
-        version=result.version, prev_run_id=None if created else ahead.get("prev_run"),
+        seq=work.seq, item_id=work.item_id, status="succeeded", attempts=attempt, duration_ms=ms,
+        dest_id=result.dest_id, action="created" if created else "updated",
+        previous=None if created else ahead.get("previous"), version=result.version,
+        prev_run_id=None if created else ahead.get("prev_run"),
     )  # fmt: skip
 
 
@@ -161,28 +216,40 @@ class RetryPolicy:
 
 
 def write_with_retries(
-    work: WorkItem,
+    works: list[WorkItem],
     ctx: RunContext,
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
-) -> Outcome:
-    """Attempts until success, a permanent error, or retries run out (for multi-item tasks)."""
+) -> list[Outcome]:
+    """Attempts at a group until each item succeeded, failed for good, or ran out of retries
+    (for multi-item tasks): the items a transient error hit are tried again together, after the
+    backoff or the longest Retry-After among them."""
     started = time.monotonic()
     delays = policy.delays()
+    outcomes: dict[int, Outcome] = {}
+    pending = list(works)
     for attempt in range(1, policy.retries + 2):
-        try:
-            outcome = write_once(work, ctx, attempt)
-            ctx.mark_retrying(work.item_id, False)
-            return outcome
-        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
-            record_attempt_error(work, ctx, attempt, exc)
-            if not isinstance(exc, RetryableError) or attempt > policy.retries:
+        results = write_group(pending, ctx, attempt)
+        again, wait = [], 0.0
+        for work in pending:
+            result = results[work.seq]
+            if isinstance(result, Outcome):
+                outcomes[work.seq] = result
                 ctx.mark_retrying(work.item_id, False)
-                return failed_outcome(work, exc, attempt, started)
-            ctx.mark_retrying(work.item_id, True)
-            delay = jittered(delays[attempt - 1], policy.jitter)
-            sleep(max(delay, exc.retry_after or 0.0))
-    raise AssertionError("unreachable")
+                continue
+            record_attempt_error(work, ctx, attempt, result)
+            if isinstance(result, RetryableError) and attempt <= policy.retries:
+                again.append(work)
+                wait = max(wait, result.retry_after or 0.0)
+                ctx.mark_retrying(work.item_id, True)
+            else:
+                outcomes[work.seq] = failed_outcome(work, result, attempt, started)
+                ctx.mark_retrying(work.item_id, False)
+        if not again:
+            break
+        sleep(max(jittered(delays[attempt - 1], policy.jitter), wait))
+        pending = again
+    return [outcomes[work.seq] for work in works]
 
 
 def record_failures(ctx: RunContext, works: dict[int, WorkItem], failed: list[Outcome]) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
     delete,
     select,
     update,
@@ -30,14 +31,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from batchgate.config import SqlDestinationConfig
 from batchgate.destinations import DestinationCheck, WriteResult
-from batchgate.errors import FatalError, PermanentError, RetryableError
+from batchgate.errors import FatalError, PermanentError, RetryableError, WriteError
 from batchgate.ledger import tune_sqlite
 from batchgate.secrets import mask_credentials
 from blocks.ledger import connector_for, parse_url
 
+SQL_GROUP = 500  # items per transaction: one multi-row upsert and one read of the versions
 CONTENT_FIELDS = (
     "title", "slug", "status", "category", "tags", "featured", "publish_date", "hero_image_url",
     "summary", "body_html", "seo_title", "seo_description", "reading_time", "word_count",
@@ -209,6 +212,66 @@ class SqlDestination(Block):
             written = conn.execute(select(table).where(key)).first()
         return WriteResult(record["source_id"], action, version=_version(written._mapping))
 
+    @property
+    def group_size(self) -> int:
+        return SQL_GROUP
+
+    def snapshot_many(self, dest_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """The rows as they are now, read in one query (None for each that is missing)."""
+        table = self._table
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(dest_ids)
+        if not dest_ids:
+            return found
+        with self._errors("reading"), self.engine.connect() as conn:
+            for row in conn.execute(select(table).where(table.c.source_id.in_(dest_ids))):
+                found[row.source_id] = _restorable(row._mapping)
+        return found
+
+    def upsert_many(
+        self, entries: list[tuple[dict[str, Any], str | None, dict[str, Any] | None]], draft: bool
+    ) -> list[WriteResult | WriteError]:
+        """Write a group in one transaction with one multi-row upsert (one connection checkout);
+        a group the database refuses is split in halves until only the items that fail on their
+        own are left failing. A locked or unreachable database fails the group as retryable."""
+        if not entries:
+            return []
+        try:
+            return self._upsert_group([record for record, _, _ in entries], draft)
+        except RetryableError as exc:
+            return [exc] * len(entries)
+        except WriteError as exc:
+            if len(entries) == 1:
+                return [exc]
+            half = len(entries) // 2
+            return self.upsert_many(entries[:half], draft) + self.upsert_many(entries[half:], draft)
+
+    def _upsert_group(self, records: list[dict[str, Any]], draft: bool) -> list[WriteResult]:
+        table, now = self._table, datetime.now(UTC)
+        rows = []
+        for record in records:
+            values = {name: record.get(name) for name in CONTENT_FIELDS}
+            values["tags"] = json.dumps(values["tags"] or [])
+            rows.append({"source_id": record["source_id"], **values, "draft": draft,
+                         "created_at": now, "updated_at": now})  # fmt: skip
+        ids = [r["source_id"] for r in rows]
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(table).values(rows)
+        changing = {name: statement.excluded[name] for name in CONTENT_FIELDS}
+        statement = statement.on_conflict_do_update(
+            index_elements=[table.c.source_id],
+            # a live row stays live; created_at is kept
+            set_={**changing, "updated_at": statement.excluded.updated_at,
+                  "draft": and_(table.c.draft, statement.excluded.draft)},
+        )  # fmt: skip
+        with self._errors("writing"), self.engine.begin() as conn:
+            existed = set(conn.execute(select(table.c.source_id)
+                                       .where(table.c.source_id.in_(ids))).scalars())  # fmt: skip
+            conn.execute(statement)
+            written = {r.source_id: _version(r._mapping)
+                       for r in conn.execute(select(table).where(table.c.source_id.in_(ids)))}  # fmt: skip
+        return [WriteResult(i, "updated" if i in existed else "created", version=written[i])
+                for i in ids]  # fmt: skip
+
     def publish(self, dest_ids: list[str]) -> dict[str, str]:
         table = self._table
         with self._errors("publishing"), self.engine.begin() as conn:
@@ -260,7 +323,8 @@ class _SqlErrors:
         if not isinstance(exc, SQLAlchemyError):
             return False
         message = f"{self.action} {self.key} failed: {_reason(exc)}"
-        if isinstance(exc, OperationalError):
+        # a locked database, an unreachable server or an exhausted pool is never the item's fault
+        if isinstance(exc, OperationalError | PoolTimeout):
             raise RetryableError(message, error_type="api-error") from None
         raise PermanentError(message, error_type="validation") from None
 

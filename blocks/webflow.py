@@ -165,6 +165,24 @@ class WebflowDestination(Block):
         item = self._request("PATCH", f"{path}/{dest_id}", json=body).json()
         return WriteResult(dest_id, "updated", current, version=_version(item))
 
+    @property
+    def group_size(self) -> int:
+        return 1  # one item per request for now; the bulk endpoints are not used yet
+
+    def snapshot_many(self, dest_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        return {dest_id: self.snapshot(dest_id) for dest_id in dest_ids}
+
+    def upsert_many(
+        self, entries: list[tuple[dict[str, Any], str | None, dict[str, Any] | None]], draft: bool
+    ) -> list[WriteResult | WriteError]:
+        results: list[WriteResult | WriteError] = []
+        for record, dest_id, current in entries:
+            try:
+                results.append(self.upsert(record, dest_id, draft, current=current))
+            except WriteError as exc:
+                results.append(exc)
+        return results
+
     def _item(self, dest_id: str) -> dict[str, Any] | None:
         try:
             return dict(

@@ -95,7 +95,7 @@ def full(
     draft = not _publishes(destination)
     only = set(item_ids) if item_ids is not None else None
     say = announcer(logger, console_progress)
-    capacity = job.batch.concurrency or WINDOW * job.batch.size * job.batch.items_per_task
+    capacity = job.batch.concurrency or WINDOW * job.batch.size * items_per_task(job, destination)
     try:
         with holding(ledger, destination.key, run_id, say,
                      lambda: _ensure_limit(destination, capacity)) as hold:  # fmt: skip
@@ -286,7 +286,7 @@ class _Runner:
         self.job, self.ctx, self.logger, self.hold = job, ctx, logger, hold
         self.job_ref = job_ref
         batch = job.batch
-        per_task = batch.items_per_task
+        self.per_task = per_task = items_per_task(job, ctx.destination)
         groups = [work[i : i + per_task] for i in range(0, len(work), per_task)]
         self.chunks = [
             Chunk(n + 1, groups[i : i + batch.size])
@@ -338,7 +338,7 @@ class _Runner:
     def _submit(self, chunk: Chunk) -> None:
         size = len(chunk.items)
         chunk.started = time.monotonic()
-        if self.job.batch.items_per_task == 1:
+        if self.per_task == 1:
             chunk.futures = list(
                 self._item_task.map([g[0] for g in chunk.groups], unmapped(self.ctx))
             )
@@ -434,6 +434,14 @@ class _Runner:
         if not rate:
             return "a few seconds to minutes (no destination rate limit)"
         return f"about {duration(self.progress.total / rate)} at {rate * 60:g} requests/min"
+
+
+def items_per_task(job: Job, destination: Destination) -> int:
+    """`batch.items_per_task` when the job sets it, else what one write of the destination
+    carries (SQL: a 500-row transaction; Webflow: one item per request)."""
+    if "items_per_task" in job.batch.model_fields_set:
+        return job.batch.items_per_task
+    return max(1, destination.group_size)
 
 
 def _publishes(destination: Destination) -> bool:

@@ -57,14 +57,13 @@ def process_item(work: WorkItem, ctx: RunContext) -> Outcome:
 
 @task(name="process-items", cache_policy=NO_CACHE)
 def process_items(works: list[WorkItem], ctx: RunContext, policy: RetryPolicy) -> list[Outcome]:
-    """Write many items in one task run (fast destinations, big runs): same per-item rules."""
-    outcomes = []
-    for work in works:
-        started = time.monotonic()
-        try:
-            outcomes.append(write_with_retries(work, ctx, policy))
-        except Exception as exc:  # e.g. the ledger failing while recording an attempt
-            outcomes.append(failed_outcome(work, exc, 1, started))
+    """Write a group in one task run (fast destinations, big runs): one write-ahead transaction,
+    one group write and one ledger transaction per attempt; same per-item rules and rows."""
+    started = time.monotonic()
+    try:
+        outcomes = write_with_retries(works, ctx, policy)
+    except Exception as exc:  # e.g. the ledger failing while recording an attempt
+        outcomes = [failed_outcome(work, exc, 1, started) for work in works]
     by_seq = {w.seq: w for w in works}
     written = [_write_row(by_seq[o.seq], o, ctx) for o in outcomes if o.status == "succeeded"]
     if written:

@@ -113,8 +113,17 @@ class FlakyDestination:
     def find(self, record):  # noqa: ANN001, ANN201
         return None
 
-    def snapshot(self, dest_id):  # noqa: ANN001, ANN201
-        return None
+    def snapshot_many(self, dest_ids):  # noqa: ANN001, ANN201
+        return dict.fromkeys(dest_ids)
+
+    def upsert_many(self, entries, draft):  # noqa: ANN001, ANN201
+        results = []
+        for record, dest_id, current in entries:
+            try:
+                results.append(self.upsert(record, dest_id, draft, current))
+            except Exception as exc:  # noqa: BLE001
+                results.append(exc)
+        return results
 
     def upsert(self, record, dest_id, draft, current=None):  # noqa: ANN001, ANN201
         self.calls += 1
@@ -131,8 +140,8 @@ class MemoryLedger:
     def record_attempt(self, *args) -> None:  # noqa: ANN002
         self.attempts.append(args)
 
-    def mark_intent(self, key, item_id, run_id, dest_id, ahead):  # noqa: ANN001, ANN201
-        return ahead
+    def mark_intents(self, key, run_id, entries):  # noqa: ANN001, ANN201
+        return {item_id: ahead for item_id, _, ahead in entries}
 
 
 def work() -> WorkItem:
@@ -146,7 +155,7 @@ def test_multi_item_retry_loop_retries_transient_and_waits_retry_after() -> None
                                             retry_after=30)])  # fmt: skip
     ledger = MemoryLedger()
     ctx = RunContext("run", dest, ledger, draft=True)  # type: ignore[arg-type]
-    outcome = write_with_retries(work(), ctx, RetryPolicy(3, 2.0, 0.5), sleep=sleeps.append)
+    (outcome,) = write_with_retries([work()], ctx, RetryPolicy(3, 2.0, 0.5), sleep=sleeps.append)
     assert outcome.status == "succeeded" and outcome.attempts == 3
     assert 1.0 <= sleeps[0] <= 3.0 and sleeps[1] >= 30  # backoff, then at least Retry-After
     assert [a[2] for a in ledger.attempts] == [1, 2]
@@ -156,6 +165,6 @@ def test_multi_item_retry_loop_never_retries_permanent_or_unknown() -> None:
     for error in (PermanentError("400", status_code=400), KeyError("bug")):
         dest = FlakyDestination([error])
         ctx = RunContext("run", dest, MemoryLedger(), draft=True)  # type: ignore[arg-type]
-        outcome = write_with_retries(work(), ctx, RetryPolicy(3, 0, 0), sleep=lambda s: None)
+        (outcome,) = write_with_retries([work()], ctx, RetryPolicy(3, 0, 0), sleep=lambda s: None)
         assert outcome.status == "failed" and outcome.attempts == 1 and dest.calls == 1
     assert outcome.error_type == "unknown"
