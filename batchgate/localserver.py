@@ -254,7 +254,11 @@ def _launch(where: Paths, timeout: float, say: Say) -> Server:
             raise LocalServerError(f"the local Prefect server could not start: {command[0]}: "
                                    f"{exc.strerror or exc}. Fix: set {PREFECT_ENV} to the prefect "
                                    f"executable, {FIX}") from None  # fmt: skip
-    return _await(process, Server(url, process.pid), where, timeout, say)
+    try:
+        return _await(process, Server(url, process.pid), where, timeout, say)
+    except BaseException:  # a failed or interrupted start leaves no server behind
+        _kill(process.pid)
+        raise
 
 
 def _await(
@@ -296,14 +300,14 @@ def _home_of(url: str) -> Path | None:
     try:
         home = httpx.get(f"{url}/admin/settings", timeout=10, trust_env=False).json().get("home")
         return Path(str(home)).resolve()
-    except (httpx.HTTPError, ValueError, AttributeError):
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, AttributeError):
         return None
 
 
 def _healthy(url: str, timeout: float) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=timeout, trust_env=False).status_code == 200
-    except httpx.HTTPError:
+    except (httpx.HTTPError, httpx.InvalidURL):
         return False
 
 
