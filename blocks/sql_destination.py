@@ -216,6 +216,11 @@ class SqlDestination(Block):
     def group_size(self) -> int:
         return SQL_GROUP
 
+    @property
+    def max_writers(self) -> int:
+        """Transactions worth running at once: SQLite has one writer, PostgreSQL a few."""
+        return 1 if self.engine.dialect.name == "sqlite" else 4
+
     def snapshot_many(self, dest_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """The rows as they are now, read in one query (None for each that is missing)."""
         table = self._table
@@ -255,7 +260,9 @@ class SqlDestination(Block):
                          "created_at": now, "updated_at": now})  # fmt: skip
         ids = [r["source_id"] for r in rows]
         insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        statement = insert(table).values(rows)
+        # one statement run for all rows (executemany): compiled once and cached, where a
+        # 500-row VALUES list is compiled anew for every group (measured: 3.6 of 8.1 s)
+        statement = insert(table)
         changing = {name: statement.excluded[name] for name in CONTENT_FIELDS}
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.source_id],
@@ -266,7 +273,7 @@ class SqlDestination(Block):
         with self._errors("writing"), self.engine.begin() as conn:
             existed = set(conn.execute(select(table.c.source_id)
                                        .where(table.c.source_id.in_(ids))).scalars())  # fmt: skip
-            conn.execute(statement)
+            conn.execute(statement, rows)
             written = {r.source_id: _version(r._mapping)
                        for r in conn.execute(select(table).where(table.c.source_id.in_(ids)))}  # fmt: skip
         return [WriteResult(i, "updated" if i in existed else "created", version=written[i])

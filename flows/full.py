@@ -287,10 +287,11 @@ class _Runner:
         self.job_ref = job_ref
         batch = job.batch
         self.per_task = per_task = items_per_task(job, ctx.destination)
+        self.size, self.window = _chunking(job, ctx.destination)
         groups = [work[i : i + per_task] for i in range(0, len(work), per_task)]
         self.chunks = [
-            Chunk(n + 1, groups[i : i + batch.size])
-            for n, i in enumerate(range(0, len(groups), batch.size))
+            Chunk(n + 1, groups[i : i + self.size])
+            for n, i in enumerate(range(0, len(groups), self.size))
         ]
         self.breaker = CircuitBreaker(batch.pause_at, batch.abort_at)
         self.progress = Progress(total=len(work), chunks=len(self.chunks))
@@ -305,7 +306,7 @@ class _Runner:
     def run(self) -> None:
         if self.console:
             self.console.header(
-                "Full Batch Processing in Progress", self.job.batch.size, self._estimate()
+                "Full Batch Processing in Progress", self.size * self.per_task, self._estimate()
             )
         self._artifact_id = create_progress_artifact(
             progress=0.0, description=f"Full run {self.ctx.run_id}: items written"
@@ -330,7 +331,7 @@ class _Runner:
                 break
             self._submit(chunk)
             in_flight.append(chunk)
-            while len(in_flight) >= WINDOW and not self.abort_reason:
+            while len(in_flight) >= self.window and not self.abort_reason:
                 self._collect(in_flight.popleft())
         while in_flight:
             self._collect(in_flight.popleft())
@@ -442,6 +443,17 @@ def items_per_task(job: Job, destination: Destination) -> int:
     if "items_per_task" in job.batch.model_fields_set:
         return job.batch.items_per_task
     return max(1, destination.group_size)
+
+
+def _chunking(job: Job, destination: Destination) -> tuple[int, int]:
+    """(groups per chunk, chunks in flight). A job that sets neither batch key on a destination
+    with few writers (SQLite: one) writes one group per chunk, that many at once: more would only
+    wait for the database's lock."""
+    writers = getattr(destination, "max_writers", None)
+    chosen = {"size", "items_per_task"} & job.batch.model_fields_set
+    if writers and not chosen:
+        return 1, writers
+    return job.batch.size, WINDOW
 
 
 def _publishes(destination: Destination) -> bool:
