@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python benchmarks/validate_rows.py
 	$(BIN)/python benchmarks/full_run.py all
 	$(BIN)/python benchmarks/notion_read.py
+	$(BIN)/python benchmarks/notion_pipeline.py
 	$(BIN)/python benchmarks/cli_startup.py
 
 clean:

@@ -106,8 +106,9 @@ def block(kind: str, rich: list[dict[str, Any]] | None = None, children: list[di
     return out
 
 
-def hosted_file(url: str) -> dict[str, Any]:
-    expiry = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+def hosted_file(url: str, expires_in: timedelta = timedelta(hours=1)) -> dict[str, Any]:
+    """A Notion-hosted file; its signed URL expires `expires_in` from now (kept on every read)."""
+    expiry = (datetime.now(UTC) + expires_in).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     return {"type": "file", "file": {"url": f"{url}?X-Amz-Signature={uuid.uuid4().hex}",
                                      "expiry_time": expiry}}  # fmt: skip
 
@@ -161,10 +162,11 @@ def png_header(width: int, height: int) -> bytes:
 
 def blog_page(n: int, state: NotionState, *, status: str = "Published",
               category: str | None = None, hosted: bool = False,
-              files: str = "https://files.notion.test") -> dict[str, Any]:  # fmt: skip
+              files: str = "https://files.notion.test",
+              expires_in: timedelta = timedelta(hours=1)) -> dict[str, Any]:  # fmt: skip
     page_id = str(uuid.UUID(int=n + 1))
     edited = _minute(datetime(2025, 10, 1, tzinfo=UTC) + timedelta(minutes=n))
-    cover = (hosted_file(f"{files}/files/cover-{n}.png") if hosted else
+    cover = (hosted_file(f"{files}/files/cover-{n}.png", expires_in) if hosted else
              {"type": "external", "name": "cover", "external": {"url": f"{files}/img/cover-{n}.png"}})  # fmt: skip
     properties = {
         "Name": {"id": "title", "type": "title",
