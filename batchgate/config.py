@@ -176,6 +176,11 @@ class WebflowDestinationConfig(_Section):
         default=60, ge=1, le=100_000, description="Requests per minute the plan allows (60 or 120)."
     )
     publish: bool = Field(default=False, description="Publish items live; drafts unless true.")
+    items_per_request: int = Field(
+        default=1, ge=1, le=100,
+        description="Items one create or update request carries (1-100): 100 writes 100 items "
+        "per request of the plan's rate limit; 1 sends one request per item.",
+    )  # fmt: skip
     field_map: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_FIELD_MAP),
         description="Item field -> collection field slug. Fields the collection lacks are skipped.",

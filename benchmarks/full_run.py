@@ -3,6 +3,10 @@
   rate       1,000 items into the fake Webflow API allowing R requests/s (default 20) and answering
              in 50-300 ms: batchgate's full flow against the pattern document's scheme (5 items
              at a time, then a fixed delay of 5/R s). Both reported as a fraction of R, with 429s.
+  webflow    10,000 items into the fake Webflow API at R = 60 requests/min (a 60 s window, answers
+             in 50-300 ms) with items_per_request: 100, as items/min against 100 x R; beside it the
+             one-item-per-request scheme (items_per_request: 1) on the same fake, for --small items
+             (default 120), whose items/min is extrapolated to 10,000 items.
   overhead   10,000 items into SQLite with no latency: the full flow of a job that says nothing
              about batching (the destination's defaults) against the honest baseline, a plain
              loop with raw sqlite3 that renders the same records and upserts them by id.
@@ -10,7 +14,7 @@
   memory     peak RSS of the full flow for 10,000 and 100,000 items into SQLite, each in its own
              process; every item must be accounted for in the ledger.
 
-Usage: python benchmarks/full_run.py [rate|overhead|memory|all] [--items N] [--rate R]
+Usage: python benchmarks/full_run.py [rate|webflow|overhead|memory|all] [--items N] [--rate R]
 """
 
 from __future__ import annotations
@@ -131,6 +135,66 @@ def _try(dest, record) -> int:  # noqa: ANN001
         return 1
 
 
+# --- webflow: group writes at Webflow's own limit --------------------------------------------------
+
+
+def webflow_stage(folder: Path, items: int, per_request: int, per_minute: int) -> dict:
+    """One full run into a fresh fake allowing `per_minute` requests per 60 s window."""
+    from collections import Counter
+
+    from batchgate.config import load_job
+    from flows.full import full
+    from tests.fakes.webflow_server import Faults, WebflowServer
+
+    make_csv(folder / "posts.csv", items, body_words=40, problems=False)
+    faults = Faults(latency=(0.05, 0.3))
+    with WebflowServer(rate_limit=per_minute, window_s=60.0, faults=faults) as server:
+        destination = (
+            f"{{type: webflow, base_url: '{server.base_url}', collection_id: "
+            f"{server.state.collection_id}, token: '${{WEBFLOW_TOKEN}}', "
+            f"rate_per_minute: {per_minute}, items_per_request: {per_request}}}"
+        )
+        (folder / "ledger.db").unlink(missing_ok=True)
+        job = load_job(write_job(folder, destination, "{}"))
+        started = time.monotonic()
+        summary = full(job)
+        seconds = time.monotonic() - started
+        slugs = Counter(server.state.slugs())
+        return {
+            "items": items, "seconds": seconds, "succeeded": summary["succeeded"],
+            "failed": summary["failed"], "created": len(slugs),
+            "duplicated": sum(n - 1 for n in slugs.values()),
+            "requests": len(server.state.requests),
+            "429s": sum(1 for r in server.state.requests if r[3] == 429),
+            "items_per_min": 60 * summary["succeeded"] / seconds,
+        }  # fmt: skip
+
+
+def bench_webflow(items: int, small: int, per_minute: int = 60) -> None:
+    os.environ["WEBFLOW_TOKEN"] = "test-token"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        warm = folder / "warm"
+        warm.mkdir()
+        webflow_stage(warm, 1, 1, 6000)  # the temporary Prefect server's start is not timed
+        rows = {
+            "items_per_request: 100": webflow_stage(folder, items, 100, per_minute),
+            "items_per_request: 1": webflow_stage(folder, small, 1, per_minute),
+        }
+    ceiling = 100 * per_minute
+    print(f"\nWebflow: fake API at R = {per_minute} requests/min, answers in 50-300 ms\n")
+    print(f"{'scheme':<24} {'items':>6} {'seconds':>8} {'items/min':>9} {'of 100xR':>8} "
+          f"{'failed':>6} {'dup':>4} {'429s':>5} {'requests':>8}")  # fmt: skip
+    for name, r in rows.items():
+        print(f"{name:<24} {r['items']:>6} {r['seconds']:>8.1f} {r['items_per_min']:>9.0f} "
+              f"{r['items_per_min'] / ceiling:>8.1%} {r['failed']:>6} {r['duplicated']:>4} "
+              f"{r['429s']:>5} {r['requests']:>8}")  # fmt: skip
+    one = rows["items_per_request: 1"]
+    print(f"\none item per request, extrapolated from {one['items']} items: 10,000 items in "
+          f"{10_000 / one['items_per_min']:.0f} min; grouped: "
+          f"{rows['items_per_request: 100']['seconds'] * 10_000 / items / 60:.1f} min")
+
+
 # --- overhead and memory --------------------------------------------------------------------------
 
 
@@ -220,13 +284,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "which", nargs="?", default="all", choices=["rate", "overhead", "memory", "all"]
-    )
+        "which", nargs="?", default="all",
+        choices=["rate", "webflow", "overhead", "memory", "all"],
+    )  # fmt: skip
+    parser.add_argument("--small", type=int, default=120, help="webflow: one-per-request items")
     parser.add_argument("--items", type=int, default=None)
     parser.add_argument("--rate", type=int, default=20)
     args = parser.parse_args()
     if args.which in ("rate", "all"):
         bench_rate(args.items or 1000, args.rate)
+    if args.which in ("webflow", "all"):
+        bench_webflow(args.items or 10_000, args.small)
     if args.which in ("overhead", "all"):
         bench_overhead(args.items or 10_000)
     if args.which in ("memory", "all"):

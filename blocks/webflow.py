@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
+import time
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -34,7 +39,11 @@ STATUS_ACTIONS: dict[int, tuple[str, str]] = {
     504: ("retry", "timeout"),
 }
 PUBLISH_GROUP = 100
+MAX_GROUP = 100  # items per multi-item write and per list page (the API's maximum)
 PACE_MARGIN = 0.99
+SNAPSHOT_FRESH_S = 10.0  # a group's write-ahead snapshots are at most this old (one shared listing)
+CLOCK_MARGIN_S = 2.0  # the server's timestamps have 1 s resolution: read a little further back
+ITEM_INDEX = re.compile(r"^items\[(\d+)\]\.?")
 
 
 class WebflowDestination(Block):
@@ -61,11 +70,25 @@ class WebflowDestination(Block):
         default=None, description="Item link with {slug}, {id}, {collection_id} (for reviewers)."
     )
     timeout_s: float = Field(default=10.0, description="Timeout of one HTTP request.")
+    items_per_request: int = Field(
+        default=1, ge=1, le=MAX_GROUP,
+        description="Items one create or update request carries (1-100); 1: one request per item.",
+    )  # fmt: skip
 
     _client: httpx.Client | None = PrivateAttr(default=None)
     _schema: dict[str, Any] | None = PrivateAttr(default=None)
     _quota_low: int | None = PrivateAttr(default=None)
     _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
+    # What the collection holds, from list requests and our own answers (group mode only)
+    _index: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)  # id -> item
+    _by_slug: dict[str, str] = PrivateAttr(default_factory=dict)
+    _complete: bool = PrivateAttr(default=False)  # a full listing was made: a missing id is gone
+    _mark: float | None = PrivateAttr(default=None)  # server time: later changes not listed yet
+    _refreshed: float = PrivateAttr(default=0.0)  # monotonic start of the last listing
+    _server_now: float | None = PrivateAttr(default=None)  # the Date of the latest answer
+    _lost: dict[str, float] = PrivateAttr(default_factory=dict)  # slug -> when its create was lost
+    _refused: set[str] = PrivateAttr(default_factory=set)  # slugs whose create was refused whole
+    _index_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
     def from_config(
@@ -76,7 +99,7 @@ class WebflowDestination(Block):
             base_url=config.base_url.rstrip("/"), collection_id=config.collection_id, token=token,
             rate_per_minute=config.rate_per_minute, publish_live=config.publish,
             field_map=dict(config.field_map), site_url=config.site_url, timeout_s=timeout_s,
-            link_template=config.link_template,
+            link_template=config.link_template, items_per_request=config.items_per_request,
         )  # fmt: skip
 
     # --- identity and limits ----------------------------------------------------------------
@@ -125,9 +148,16 @@ class WebflowDestination(Block):
         )
 
     def find(self, record: dict[str, Any]) -> str | None:
+        """A retry's look-up. In group mode a create whose answer was lost is reconciled with the
+        few list requests that cover the changes since it was sent, shared by its whole group; a
+        create the server refused whole (429) needs no look-up."""
         slug = record.get("slug")
         if not slug:
             return None
+        if self.items_per_request > 1:
+            found, known = self._find_listed(slug)
+            if known:
+                return found
         answer = self._request(
             "GET", f"/collections/{self.collection_id}/items", params={"slug": slug}
         )
@@ -167,21 +197,211 @@ class WebflowDestination(Block):
 
     @property
     def group_size(self) -> int:
-        return 1  # one item per request for now; the bulk endpoints are not used yet
+        return self.items_per_request
 
     def snapshot_many(self, dest_ids: list[str]) -> dict[str, dict[str, Any] | None]:
-        return {dest_id: self.snapshot(dest_id) for dest_id in dest_ids}
+        """Group mode: read from one listing of the collection shared by every group (refreshed
+        with the changes since, at most SNAPSHOT_FRESH_S old), not one GET per item."""
+        if self.items_per_request == 1 or not dest_ids:
+            return {dest_id: self.snapshot(dest_id) for dest_id in dest_ids}
+        self._refresh(complete=True, max_age=SNAPSHOT_FRESH_S)
+        with self._index_lock:
+            items = {dest_id: self._index.get(dest_id) for dest_id in dest_ids}
+        return {dest_id: _snapshot(item) for dest_id, item in items.items()}
 
     def upsert_many(
         self, entries: list[tuple[dict[str, Any], str | None, dict[str, Any] | None]], draft: bool
     ) -> list[WriteResult | WriteError]:
-        results: list[WriteResult | WriteError] = []
-        for record, dest_id, current in entries:
+        """Group mode: creates in `POST /items` with `items`, updates in `PATCH /items`, up to
+        items_per_request each; one result or error per entry, in order."""
+        if self.items_per_request == 1:
+            return [self._upsert_one(record, dest_id, draft, current)
+                    for record, dest_id, current in entries]  # fmt: skip
+        results: list[WriteResult | WriteError | None] = [None] * len(entries)
+        creates: list[tuple[int, dict[str, Any]]] = []
+        updates: list[tuple[int, dict[str, Any]]] = []
+        for n, (record, dest_id, current) in enumerate(entries):
             try:
-                results.append(self.upsert(record, dest_id, draft, current=current))
+                field_data = self._field_data(record)
             except WriteError as exc:
-                results.append(exc)
-        return results
+                results[n] = exc
+                continue
+            if dest_id is None:
+                creates.append(
+                    (n, {"isArchived": False, "isDraft": draft, "fieldData": field_data})
+                )
+            else:  # a live item stays live; `current` is the write-ahead snapshot (no GET needed)
+                was_draft = bool((current or {}).get("isDraft", True))
+                updates.append((n, {"id": dest_id, "isDraft": draft and was_draft,
+                                    "fieldData": field_data}))  # fmt: skip
+        size = self.items_per_request
+        for start in range(0, len(creates), size):
+            self._write_group("POST", creates[start : start + size], results, entries)
+        for start in range(0, len(updates), size):
+            self._write_group("PATCH", updates[start : start + size], results, entries)
+        return [r for r in results if r is not None]
+
+    def _upsert_one(self, record: dict[str, Any], dest_id: str | None, draft: bool,
+                    current: dict[str, Any] | None) -> WriteResult | WriteError:  # fmt: skip
+        try:
+            return self.upsert(record, dest_id, draft, current=current)
+        except WriteError as exc:
+            return exc
+
+    def _write_group(self, method: str, group: list[tuple[int, dict[str, Any]]],
+                     results: list[Any], entries: list[Any]) -> None:  # fmt: skip
+        """One multi-item request, sent again without the items a 400 names (`items[n]`); a
+        group refused whole for no named item is split in halves, so only an item that fails on
+        its own fails. A transient error is every item's: the writer retries the group."""
+        path = f"/collections/{self.collection_id}/items"
+        if method == "POST":
+            self._start_watch()
+        pending = list(group)
+        while pending:
+            try:
+                answer = self._request(method, path, json={"items": [b for _, b in pending]})
+            except PermanentError as exc:
+                named = _named(exc, len(pending))
+                if named:  # those fail alone; the rest is sent again
+                    for k, detail in named.items():
+                        results[pending[k][0]] = _item_error(exc, detail)
+                    pending = [p for k, p in enumerate(pending) if k not in named]
+                elif len(pending) > 1:
+                    half = len(pending) // 2
+                    self._write_group(method, pending[:half], results, entries)
+                    self._write_group(method, pending[half:], results, entries)
+                    return
+                else:
+                    results[pending[0][0]] = self._alone(method, pending[0][1], exc)
+                    return
+            except WriteError as exc:  # transient (the writer retries the group) or fatal
+                if method == "POST" and isinstance(exc, RetryableError):
+                    self._note_unanswered([b for _, b in pending], exc)
+                for n, _ in pending:
+                    results[n] = exc
+                return
+            else:
+                self._settle(method, pending, answer, results, entries)
+                return
+
+    def _alone(self, method: str, body: dict[str, Any], exc: PermanentError) -> WriteError:
+        """One item refused on its own; an update of an id the server no longer has says so."""
+        if method == "PATCH" and exc.status_code == 404:
+            return PermanentError(
+                f"Webflow item {body['id']} is no longer in collection {self.collection_id} "
+                "(deleted after this run read it): not written. The next run creates it anew.",
+                status_code=404, error_type="api-error",
+            )  # fmt: skip
+        return exc
+
+    def _settle(self, method: str, pending: list[tuple[int, dict[str, Any]]],
+                answer: httpx.Response, results: list[Any], entries: list[Any]) -> None:  # fmt: skip
+        """Each item of a written group gets its result, matched by slug (creates) or id."""
+        items = [i for i in (answer.json().get("items") or []) if isinstance(i, dict)]
+        self._remember(items)
+        key = "slug" if method == "POST" else "id"
+        by_key = {(i.get("fieldData") or {}).get("slug") if key == "slug" else i.get("id"): i
+                  for i in items}  # fmt: skip
+        for k, (n, body) in enumerate(pending):
+            wanted = body["fieldData"].get("slug") if key == "slug" else body["id"]
+            item = by_key.get(wanted) or (items[k] if len(items) == len(pending) else None)
+            if item is None:
+                results[n] = RetryableError(f"{method} {self.collection_id}/items: the answer "
+                                            "lacks this item", error_type="api-error")  # fmt: skip
+                if method == "POST":
+                    self._note_unanswered([body], None)
+            elif method == "POST":
+                results[n] = WriteResult(str(item["id"]), "created", version=_version(item))
+            else:
+                results[n] = WriteResult(body["id"], "updated", entries[n][2],
+                                         version=_version(item))  # fmt: skip
+
+    # --- what the collection holds (group mode) ------------------------------------------------
+
+    def _start_watch(self) -> None:
+        """Before the first create: changes from now on can be listed (a lost answer's check)."""
+        with self._index_lock:
+            if self._mark is None:
+                self._mark = self._server_now
+
+    def _note_unanswered(self, bodies: list[dict[str, Any]], exc: WriteError | None) -> None:
+        """A create group without an answer may have landed (timeout, dropped connection, 5xx):
+        its retry lists the changes since first. A 429 was refused before anything was applied."""
+        refused = exc is not None and exc.status_code == 429
+        now = time.monotonic()
+        with self._index_lock:
+            for body in bodies:
+                slug = body["fieldData"].get("slug")
+                if not slug:
+                    continue
+                if refused:
+                    self._refused.add(slug)
+                else:
+                    self._lost[slug] = now
+
+    def _find_listed(self, slug: str) -> tuple[str | None, bool]:
+        """(id, True) when the listing answers for this slug; (None, False): ask the server."""
+        with self._index_lock:
+            if slug in self._refused:
+                self._refused.discard(slug)
+                return None, True
+            lost = self._lost.pop(slug, None)
+            complete = self._complete
+        if lost is None and not complete:
+            return None, False
+        self._refresh(complete=False, max_age=SNAPSHOT_FRESH_S, after=lost)
+        with self._index_lock:
+            return self._by_slug.get(slug), True
+
+    def _refresh(self, complete: bool, max_age: float, after: float | None = None) -> None:
+        """Bring the index up to date: the whole collection once (when `complete` is needed or no
+        server time is known), then only the items changed since (lastUpdated, newest first),
+        unless the last listing started less than max_age ago (and after `after`)."""
+        with self._index_lock:
+            fresh = time.monotonic() - self._refreshed < max_age and self._mark is not None
+            if (
+                fresh
+                and (after is None or self._refreshed > after)
+                and (self._complete or not complete)
+            ):
+                return
+            started, since = time.monotonic(), self._mark
+            if since is None or (complete and not self._complete):
+                since = None
+            mark = self._list_changes(since)
+            if since is None:
+                self._complete = True
+            self._mark, self._refreshed = mark, started
+
+    def _list_changes(self, since: float | None) -> float | None:
+        """List the items changed since `since` (server time; None: all); returns the server time
+        of the first answer, from which the next listing starts."""
+        params: dict[str, Any] = {"limit": MAX_GROUP, "offset": 0}
+        if since is not None:
+            params.update(sortBy="lastUpdated", sortOrder="desc")
+        mark = None
+        while True:
+            answer = self._request("GET", f"/collections/{self.collection_id}/items", params=params)
+            mark = mark if mark is not None else self._server_now
+            items = [i for i in answer.json().get("items") or [] if isinstance(i, dict)]
+            self._remember(items, locked=True)
+            older = since is not None and any(
+                (_stamp(i.get("lastUpdated")) or 0.0) < since - CLOCK_MARGIN_S for i in items
+            )
+            if older or len(items) < MAX_GROUP:
+                return mark
+            params["offset"] += MAX_GROUP
+
+    def _remember(self, items: list[dict[str, Any]], locked: bool = False) -> None:
+        if not locked:
+            with self._index_lock:
+                self._remember(items, locked=True)
+            return
+        for item in items:
+            self._index[str(item["id"])] = item
+            slug = (item.get("fieldData") or {}).get("slug")
+            if slug:
+                self._by_slug[slug] = str(item["id"])
 
     def _item(self, dest_id: str) -> dict[str, Any] | None:
         try:
@@ -210,6 +430,8 @@ class WebflowDestination(Block):
 
     def delete(self, dest_id: str) -> None:
         self._request("DELETE", f"/collections/{self.collection_id}/items/{dest_id}")
+        with self._index_lock:
+            self._index.pop(dest_id, None)
 
     def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
         """PATCH merges field data, so a field the snapshot lacks is cleared explicitly (null):
@@ -297,9 +519,15 @@ class WebflowDestination(Block):
                 error_type="api-error",
             ) from None
         self._watch_quota(response)
+        self._note_clock(response)
         if response.is_success:
             return response
         raise self._error(method, path, response)
+
+    def _note_clock(self, response: httpx.Response) -> None:
+        """The server's time (its Date header): where a listing of changes starts."""
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            self._server_now = parsedate_to_datetime(response.headers["Date"]).timestamp()
 
     def _watch_quota(self, response: httpx.Response) -> None:
         """Read X-RateLimit-Remaining and keep the lowest seen (logged at the end of a run). No pause on an
@@ -324,14 +552,18 @@ class WebflowDestination(Block):
                 self.pacer.hold(retry_after if retry_after is not None else 60.0)
             return RetryableError(message, status_code=status, error_type=error_type,
                                   retry_after=retry_after)  # fmt: skip
+        error: WriteError
         if action == "fatal":
-            return FatalError(
+            error = FatalError(
                 f"{message}. Fix: check the Webflow token and its access to collection "
                 f"{self.collection_id}.",
                 status_code=status,
                 error_type=error_type,
             )
-        return PermanentError(message, status_code=status, error_type=error_type)
+        else:
+            error = PermanentError(message, status_code=status, error_type=error_type)
+        error.details = _details(response)  # type: ignore[attr-defined]
+        return error
 
     @property
     def quota_low(self) -> int | None:
@@ -358,6 +590,50 @@ def _note_publish_error(failed: dict[str, str], group: list[str], error: Any) ->
     named = [dest_id for dest_id in group if dest_id in str(error)]
     for dest_id in named or [d for d in group if failed.get(d) == "not published"]:
         failed[dest_id] = str(error)
+
+
+def _details(response: httpx.Response) -> list[tuple[str, str]]:
+    """The error body's details as (param, description)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    return [(str(d.get("param", "")), str(d.get("description", "")))
+            for d in (body.get("details") if isinstance(body, dict) else None) or []
+            if isinstance(d, dict)]  # fmt: skip
+
+
+def _named(exc: WriteError, size: int) -> dict[int, str]:
+    """The items of a group a 400 names (`items[n].field: description`), by index."""
+    named: dict[int, str] = {}
+    for param, description in getattr(exc, "details", []):
+        match = ITEM_INDEX.match(param)
+        if match and int(match.group(1)) < size:
+            field = param[match.end() :]
+            named[int(match.group(1))] = f"{field}: {description}".strip(": ")
+    return named
+
+
+def _item_error(exc: WriteError, detail: str | None) -> WriteError:
+    """The group's refusal as one item's: its own detail, the group's status and type."""
+    if detail is None:
+        return exc
+    head = exc.message.split(" - ")[0]
+    return PermanentError(f"{head} - {detail}", status_code=exc.status_code,
+                          error_type=exc.error_type)  # fmt: skip
+
+
+def _snapshot(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    return {"isDraft": item.get("isDraft"), "fieldData": item.get("fieldData", {})}
+
+
+def _stamp(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _describe(response: httpx.Response) -> str:

@@ -212,8 +212,10 @@ class _Handler(JsonHandler):
 
     def _error(self, status: int, code: str, message: str, method: str,
                details: list[dict[str, str]] | None = None) -> None:  # fmt: skip
+        where = getattr(self, "_where", "")  # in a multi-item write, the item's index: items[n].
+        details = [{**d, "param": where + d["param"]} for d in details or []]
         self._send(status, {"code": code, "message": message, "externalReference": None,
-                            "details": details or []}, method)  # fmt: skip
+                            "details": details}, method)  # fmt: skip
 
     def _write_faults(self, method: str, slug: str | None) -> bool:
         """Inject a fault before a write; True if the answer was already sent."""
@@ -301,8 +303,16 @@ class _Handler(JsonHandler):
         return True
 
     def _accept(self, entries: list[dict[str, Any]], method: str,
-                existing: list[dict[str, Any]] | None = None) -> bool:  # fmt: skip
-        """Faults, then validation, of every item of a write (all or none); False if answered."""
+                existing: list[dict[str, Any]] | None = None, many: bool = False) -> bool:  # fmt: skip
+        """Faults, then validation, of every item of a write (all or none); False if answered.
+        In a multi-item write an error's detail names the item: `items[n].fieldData.slug`."""
+        try:
+            return self._accept_each(entries, method, existing, many)
+        finally:
+            self._where = ""
+
+    def _accept_each(self, entries: list[dict[str, Any]], method: str,
+                     existing: list[dict[str, Any]] | None, many: bool) -> bool:  # fmt: skip
         if not 1 <= len(entries) <= MAX_GROUP:
             self._error(400, "validation_error", "Validation Error", method,
                         [{"param": "items", "description": f"Between 1 and {MAX_GROUP} items"}])  # fmt: skip
@@ -310,10 +320,13 @@ class _Handler(JsonHandler):
         olds = existing or [None] * len(entries)  # type: ignore[list-item]
         slugs = [(e.get("fieldData") or {}).get("slug") or (o or {}).get("fieldData", {}).get("slug")
                  for e, o in zip(entries, olds, strict=True)]  # fmt: skip
-        if any(self._write_faults(method, slug) for slug in slugs):
-            return False
+        for n, slug in enumerate(slugs):
+            self._where = f"items[{n}]." if many else ""
+            if self._write_faults(method, slug):
+                return False
         seen: set[str] = set()
-        for entry, old in zip(entries, olds, strict=True):
+        for n, (entry, old) in enumerate(zip(entries, olds, strict=True)):
+            self._where = f"items[{n}]." if many else ""
             field_data = entry.get("fieldData") or {}
             if not isinstance(field_data, dict) or not self._validate(
                 field_data, method, old["id"] if old else None, seen
@@ -345,7 +358,7 @@ class _Handler(JsonHandler):
     def _create_item(self, method: str, body: dict, query: str, live: str | None = None) -> None:
         """One item, or several with an `items` list (answered as a list)."""
         entries = body["items"] if isinstance(body.get("items"), list) else [body]
-        if not self._accept(entries, method):
+        if not self._accept(entries, method, many="items" in body):
             return
         created = [self._new(entry, bool(live)) for entry in entries]
         self._after_write(202, {"items": created} if "items" in body else created[0], method)
@@ -356,7 +369,7 @@ class _Handler(JsonHandler):
         flags = {k: body[k] for k in ("isDraft", "isArchived") if k in body}
         entries = [{**flags, "fieldData": data}
                    for data in (body.get("fieldData") if many else [body.get("fieldData")])]  # fmt: skip
-        if not self._accept(entries, method):
+        if not self._accept(entries, method, many=many):
             return
         created = [self._new(entry, False) for entry in entries]
         for item in created:  # a bulk item names every locale it was written in
@@ -406,7 +419,7 @@ class _Handler(JsonHandler):
     def _update_items(self, method: str, body: dict, query: str, live: str | None = None) -> None:
         entries = body.get("items") if isinstance(body.get("items"), list) else []
         found = self._found([e.get("id") for e in entries], method) if entries else []
-        if found is None or not self._accept(entries, method, found):
+        if found is None or not self._accept(entries, method, found, many=True):
             return
         for item, entry in zip(found, entries, strict=True):
             self._apply(item, entry, bool(live))
