@@ -431,7 +431,8 @@ class WebflowDestination(Block):
     def delete(self, dest_id: str) -> None:
         self._request("DELETE", f"/collections/{self.collection_id}/items/{dest_id}")
         with self._index_lock:
-            self._index.pop(dest_id, None)
+            item = self._index.pop(dest_id, None) or {}
+            self._by_slug.pop((item.get("fieldData") or {}).get("slug", ""), None)
 
     def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
         """PATCH merges field data, so a field the snapshot lacks is cleared explicitly (null):
