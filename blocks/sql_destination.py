@@ -183,34 +183,8 @@ class SqlDestination(Block):
         draft: bool,
         current: dict[str, Any] | None = None,
     ) -> WriteResult:
-        table, now = self._table, datetime.now(UTC)
-        values = {name: record.get(name) for name in CONTENT_FIELDS}
-        values["tags"] = json.dumps(values["tags"] or [])
-        key = table.c.source_id == record["source_id"]
-        with self._errors("writing"), self.engine.begin() as conn:
-            old = conn.execute(select(table.c.draft).where(key)).first()
-            if old is not None:
-                conn.execute(
-                    update(table).where(key).values(**values, draft=draft and old.draft,
-                                                    updated_at=now)
-                )  # fmt: skip
-                action = "updated"
-            else:
-                insert = (
-                    postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-                )
-                statement = insert(table).values(
-                    source_id=record["source_id"], **values, draft=draft, created_at=now,
-                    updated_at=now,
-                )  # fmt: skip
-                conn.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=[table.c.source_id], set_={**values, "updated_at": now}
-                    )
-                )
-                action = "created"
-            written = conn.execute(select(table).where(key)).first()
-        return WriteResult(record["source_id"], action, version=_version(written._mapping))
+        """One item: a group of one (see `upsert_many`)."""
+        return self._upsert_group([record], draft)[0]
 
     @property
     def group_size(self) -> int:
