@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from batchgate.errors import ConfigError
 from batchgate.secrets import (
@@ -261,15 +268,25 @@ class ValidationConfig(_Section):
 
 
 class BatchConfig(_Section):
-    """How items are grouped when written."""
+    """How items are grouped when written. Unset sizes fit the destination: SQLite one writer
+    with 500 rows per transaction, PostgreSQL four, Webflow groups of `items_per_request` paced
+    at its rate limit."""
 
-    size: int = Field(default=5, ge=1, le=1000, description="Items per chunk.")
-    items_per_task: int = Field(
-        default=1,
-        ge=1,
-        le=10_000,
-        description="Items one task run writes; raise it for fast destinations (SQL) and big runs.",
-    )
+    items_per_chunk: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="Items per chunk: the unit of the progress lines and of the circuit "
+        "breaker's judgement, as in the reports' 'Batch 3/10'. Unset: one write per writer.",
+    )  # fmt: skip
+    items_per_request: int | None = Field(
+        default=None, ge=1, le=10_000,
+        description="Items per write request: one SQL transaction (unset: 500), or one Webflow "
+        "task's requests (unset: the destination's items_per_request).",
+    )  # fmt: skip
+    writes_in_flight: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Write requests in flight at once. Unset: SQLite 1, PostgreSQL 4, "
+        "Webflow 3 (its pacer keeps the rate).",
+    )  # fmt: skip
     retries: int = Field(default=3, ge=0, le=10, description="Retries of a transient failure.")
     backoff_base_s: float = Field(
         default=2.0, ge=0, description="First retry delay; doubles each time (2, 4, 8)."
@@ -289,9 +306,47 @@ class BatchConfig(_Section):
         default=90.0,
         description="Success rate (%) for partial-success; or critical (100), standard (90), low (any).",
     )
-    concurrency: int | None = Field(
-        default=None, ge=1, le=64, description="Writes in flight at once; default: the chunk size."
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_names(cls, data: Any) -> Any:
+        """Jobs written before the keys were renamed still load: `size` (groups per chunk),
+        `items_per_task` (items per write) and `concurrency` (writes in flight)."""
+        if not isinstance(data, dict) or not {"size", "items_per_task", "concurrency"} & set(data):
+            return data
+        data = dict(data)
+        per_write = data.pop("items_per_task", None)
+        size = data.pop("size", None)
+        concurrency = data.pop("concurrency", None)
+        if per_write is not None:
+            data.setdefault("items_per_request", per_write)
+        if size is not None:
+            try:
+                data.setdefault("items_per_chunk", int(size) * int(per_write or 1))
+            except (TypeError, ValueError):
+                data.setdefault("items_per_chunk", size)  # reported as the new key's error
+        if concurrency is not None:
+            data.setdefault("writes_in_flight", concurrency)
+        return data
+
+    def layout(self, group_size: int, writers: int) -> Layout:
+        """How a run cuts its items for a destination whose one write carries at most
+        `group_size` items and that takes `writers` writes at once (the job's keys win)."""
+        in_flight = self.writes_in_flight or writers
+        per_request = self.items_per_request or group_size
+        if self.items_per_chunk is not None:
+            per_request = min(per_request, self.items_per_chunk)
+        per_chunk = self.items_per_chunk or per_request
+        groups = -(-per_chunk // per_request)
+        return Layout(per_chunk, per_request, groups, max(1, in_flight // groups), in_flight)
+
+
+class Layout(typing.NamedTuple):
+    items_per_chunk: int
+    items_per_request: int
+    requests_per_chunk: int
+    chunks_in_flight: int
+    writes_in_flight: int
 
 
 class LedgerConfig(_Section):

@@ -27,7 +27,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 
 from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
-from batchgate.config import Job
+from batchgate.config import Job, Layout
 from batchgate.destinations import Destination
 from batchgate.errors import BatchgateError, FatalError, WriteError
 from batchgate.hold import DestinationHold
@@ -95,7 +95,7 @@ def full(
     draft = not _publishes(destination)
     only = set(item_ids) if item_ids is not None else None
     say = announcer(logger, console_progress)
-    capacity = job.batch.concurrency or WINDOW * job.batch.size * items_per_task(job, destination)
+    capacity = layout_for(job, destination).writes_in_flight
     try:
         with holding(ledger, destination.key, run_id, say,
                      lambda: _ensure_limit(destination, capacity)) as hold:  # fmt: skip
@@ -256,9 +256,10 @@ def plan_under_hold(
     ledger, key = prepared.ledger, prepared.destination.key
     pipelines = ledger.pending_reviews(key)
     held = {
-        item_id: (f"awaiting review in pipeline {pipeline} (its sample wrote this item)",
-                  "approve or reject that pipeline's sample (batchgate approve|reject), then "
-                  "run again")  # fmt: skip
+        item_id: (
+            f"awaiting review in pipeline {pipeline} (its sample wrote this item)",
+            "approve or reject that pipeline's sample (batchgate approve|reject), then run again",
+        )  # fmt: skip
         for item_id, pipeline in pipelines.items()
     }
     plan = plan_run(prepared.candidates, ledger.targets_for(key), only=only, draft=draft, held=held,
@@ -286,12 +287,12 @@ class _Runner:
         self.job, self.ctx, self.logger, self.hold = job, ctx, logger, hold
         self.job_ref = job_ref
         batch = job.batch
-        self.per_task = per_task = items_per_task(job, ctx.destination)
-        self.size, self.window = _chunking(job, ctx.destination)
-        groups = [work[i : i + per_task] for i in range(0, len(work), per_task)]
+        self.layout = layout = layout_for(job, ctx.destination)
+        self.per_task, self.window = layout.items_per_request, layout.chunks_in_flight
+        step = layout.items_per_chunk
         self.chunks = [
-            Chunk(n + 1, groups[i : i + self.size])
-            for n, i in enumerate(range(0, len(groups), self.size))
+            Chunk(n + 1, _groups(work[i : i + step], self.per_task))
+            for n, i in enumerate(range(0, len(work), step))
         ]
         self.breaker = CircuitBreaker(batch.pause_at, batch.abort_at)
         self.progress = Progress(total=len(work), chunks=len(self.chunks))
@@ -306,7 +307,7 @@ class _Runner:
     def run(self) -> None:
         if self.console:
             self.console.header(
-                "Full Batch Processing in Progress", self.size * self.per_task, self._estimate()
+                "Full Batch Processing in Progress", self.layout.items_per_chunk, self._estimate()
             )
         self._artifact_id = create_progress_artifact(
             progress=0.0, description=f"Full run {self.ctx.run_id}: items written"
@@ -437,23 +438,16 @@ class _Runner:
         return f"about {duration(self.progress.total / rate)} at {rate * 60:g} requests/min"
 
 
-def items_per_task(job: Job, destination: Destination) -> int:
-    """`batch.items_per_task` when the job sets it, else what one write of the destination
-    carries (SQL: a 500-row transaction; Webflow: one item per request)."""
-    if "items_per_task" in job.batch.model_fields_set:
-        return job.batch.items_per_task
-    return max(1, destination.group_size)
+def layout_for(job: Job, destination: Destination) -> Layout:
+    """The job's batch keys, with what it leaves unset fitted to the destination: its group
+    size per write, and its writers (SQLite 1, PostgreSQL 4; an API destination WINDOW, its
+    pacer keeping the rate)."""
+    writers = getattr(destination, "max_writers", None) or WINDOW
+    return job.batch.layout(max(1, destination.group_size), writers)
 
 
-def _chunking(job: Job, destination: Destination) -> tuple[int, int]:
-    """(groups per chunk, chunks in flight). A job that sets neither batch key on a destination
-    with few writers (SQLite: one) writes one group per chunk, that many at once: more would only
-    wait for the database's lock."""
-    writers = getattr(destination, "max_writers", None)
-    chosen = {"size", "items_per_task"} & job.batch.model_fields_set
-    if writers and not chosen:
-        return 1, writers
-    return job.batch.size, WINDOW
+def _groups(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _publishes(destination: Destination) -> bool:

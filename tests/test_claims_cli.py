@@ -288,7 +288,7 @@ def test_dlq_views_and_exports_mask_environment_secrets_by_their_variable_name(
             f"collection_id: {state.collection_id}, token: '${{WEBFLOW_TOKEN}}', "
             "rate_per_minute: 60000}\n"
             "validation: {preset: blog, allowed_categories: [Data]}\n"
-            "batch: {size: 5, backoff_base_s: 0.05, success_threshold: low}\n"
+            "batch: {items_per_chunk: 5, backoff_base_s: 0.05, success_threshold: low}\n"
             f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
         )
         code, out = run(prefect_api, tmp_path, "full", "--job", str(job), **LEAKS, **VISIBLE)

@@ -43,7 +43,7 @@ def job_file(tmp_path: Path, server: WebflowServer, rate: int = 60000, batch: st
         f"  rate_per_minute: {rate}\n"
         "  publish: false\n"
         "validation: {preset: blog, allowed_categories: [Engineering, Data, Cloud, Security, AI]}\n"
-        f"batch: {{size: 5, backoff_base_s: 0.05, attempt_timeout_s: 5.0{batch}}}\n"
+        f"batch: {{items_per_chunk: 5, backoff_base_s: 0.05, attempt_timeout_s: 5.0{batch}}}\n"
         f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
     )
     return path

@@ -21,7 +21,7 @@ validation:
   preset: blog
   allowed_categories: [Engineering, Data, Cloud, Security, AI]
 batch:
-  size: 5
+  items_per_chunk: 5
 """
 
 
@@ -39,7 +39,7 @@ def test_minimal_job_is_accepted_as_written(tmp_path: Path) -> None:
     assert isinstance(job.destination, SqlDestinationConfig)
     assert job.destination.url == f"sqlite:///{tmp_path / 'cms.db'}"
     assert job.validation.allowed_categories == ["Engineering", "Data", "Cloud", "Security", "AI"]
-    assert job.batch.size == 5
+    assert job.batch.items_per_chunk == 5
 
 
 def test_destination_is_optional_for_a_dry_run(tmp_path: Path) -> None:
@@ -52,10 +52,10 @@ def test_destination_is_optional_for_a_dry_run(tmp_path: Path) -> None:
 def test_env_references_expand(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BG_DATA", "/srv/data")
     monkeypatch.delenv("BG_MISSING", raising=False)
-    text = "source: {type: file, path: '${BG_DATA}/posts.csv'}\nbatch: {size: '${BG_MISSING:-7}'}\n"
+    text = "source: {type: file, path: '${BG_DATA}/posts.csv'}\nbatch: {items_per_chunk: '${BG_MISSING:-7}'}\n"
     job = load_job(write(tmp_path, text))
     assert job.source.path == "/srv/data/posts.csv"
-    assert job.batch.size == 7
+    assert job.batch.items_per_chunk == 7
 
 
 def test_unset_env_reference_names_key_and_variable(
@@ -77,8 +77,13 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
     [
         # unknown key: names the key, the value, the allowed keys, and a suggestion
         (
-            "source: {type: file, path: p.csv}\nbatch: {sise: 5}\n",
-            ["batch.sise", "5", "allowed keys here: size", "Did you mean 'size'?"],
+            "source: {type: file, path: p.csv}\nbatch: {items_per_chunck: 5}\n",
+            [
+                "batch.items_per_chunck",
+                "5",
+                "allowed keys here: items_per_chunk",
+                "Did you mean 'items_per_chunk'?",
+            ],
         ),
         # wrong literal value
         (
@@ -89,13 +94,13 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
         ("source: {type: filez, path: p.csv}\n", ["source.type", "'filez'", "'file'"]),
         # wrong type of value
         (
-            "source: {type: file, path: p.csv}\nbatch: {size: lots}\n",
-            ["batch.size", "'lots'", "integer"],
+            "source: {type: file, path: p.csv}\nbatch: {items_per_chunk: lots}\n",
+            ["batch.items_per_chunk", "'lots'", "integer"],
         ),
         # out of range
         (
-            "source: {type: file, path: p.csv}\nbatch: {size: 0}\n",
-            ["batch.size", "0", "greater than"],
+            "source: {type: file, path: p.csv}\nbatch: {items_per_chunk: 0}\n",
+            ["batch.items_per_chunk", "0", "greater than"],
         ),
         # unknown key inside a tagged section
         (
@@ -118,7 +123,7 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
             ["destination.type", "'ftp'", "'sql'", "'webflow'"],
         ),
         # missing section
-        ("batch: {size: 5}\n", ["Missing required key 'source'"]),
+        ("batch: {items_per_chunk: 5}\n", ["Missing required key 'source'"]),
         # unknown top-level section
         (
             "source: {type: file, path: p.csv}\nvalidaton: {}\n",
@@ -202,3 +207,26 @@ def test_the_notion_to_webflow_example_job_loads(monkeypatch: pytest.MonkeyPatch
     assert isinstance(job.destination, WebflowDestinationConfig)
     assert job.destination.publish and job.destination.collection_id == "c0ffee"
     assert "secret_n" not in job.model_dump_json() and "w-token" not in job.model_dump_json()
+
+
+def test_batch_keys_say_what_they_mean_and_earlier_names_still_load(tmp_path: Path) -> None:
+    from batchgate.config import BatchConfig
+
+    # unset: fitted to the destination (SQLite: one writer, 500 rows a transaction)
+    assert BatchConfig().layout(500, 1) == (500, 500, 1, 1, 1)
+    # PostgreSQL: four transactions in flight, a chunk each
+    assert BatchConfig().layout(500, 4) == (500, 500, 1, 4, 4)
+    # Webflow: groups of 100, three requests in flight
+    assert BatchConfig().layout(100, 3) == (100, 100, 1, 3, 3)
+    # the pattern's chunk of 5: one write of 5 rows (SQL), or five requests of one (Webflow)
+    assert BatchConfig(items_per_chunk=5).layout(500, 1) == (5, 5, 1, 1, 1)
+    assert BatchConfig(items_per_chunk=5).layout(1, 3) == (5, 1, 5, 1, 3)
+    assert BatchConfig(items_per_chunk=1000, writes_in_flight=8).layout(100, 3) == (
+        1000, 100, 10, 1, 8
+    )  # fmt: skip
+    # a job written with the earlier names: size groups of items_per_task per chunk
+    job = load_job(write(tmp_path, "source: {type: file, path: p.csv}\n"
+                                   "batch: {size: 4, items_per_task: 3, concurrency: 2}\n"))  # fmt: skip
+    assert (job.batch.items_per_chunk, job.batch.items_per_request, job.batch.writes_in_flight) == (
+        12, 3, 2
+    )  # fmt: skip

@@ -116,7 +116,7 @@ def test_any_blog_csv_follows_the_rules(
             blog_row(5, status="Draft"),
         ]
     )
-    job = load_job(write_job(extra="batch: {size: 2}\n"))
+    job = load_job(write_job(extra="batch: {items_per_chunk: 2}\n"))
     summary = dry_run(job)
     assert (summary["total"], summary["ready"], summary["warnings"], summary["blocked"]) == (
         5,

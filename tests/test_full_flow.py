@@ -20,8 +20,15 @@ pytestmark = pytest.mark.prefect
 
 
 def webflow_job(
-    tmp_path: Path, server: WebflowServer, batch: str = "", publish: bool = False
+    tmp_path: Path,
+    server: WebflowServer,
+    batch: str = "",
+    publish: bool = False,
+    chunk: int = 5,
+    per_request: int = 1,
 ) -> Path:
+    """A Webflow job; one item per request unless `per_request` says otherwise (most tests count
+    requests per item; tests/test_webflow_groups.py covers groups)."""
     path = tmp_path / "wf.yaml"
     path.write_text(
         "source: {type: file, path: posts.csv}\n"
@@ -32,8 +39,10 @@ def webflow_job(
         "  token: ${WEBFLOW_TOKEN}\n"
         "  rate_per_minute: 60000\n"
         f"  publish: {str(publish).lower()}\n"
+        f"  items_per_request: {per_request}\n"
         "validation: {preset: blog, allowed_categories: [Engineering, Data, Cloud, Security, AI]}\n"
-        f"batch: {{size: 5, backoff_base_s: 0.05, attempt_timeout_s: 1.0, pause_seconds: 0.2{batch}}}\n"
+        f"batch: {{items_per_chunk: {chunk}, backoff_base_s: 0.05, attempt_timeout_s: 1.0, "
+        f"pause_seconds: 0.2{batch}}}\n"
         f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
     )
     return path
@@ -85,7 +94,7 @@ def test_sql_destination_on_postgresql(
 
     write_csv([blog_row(n) for n in range(1, 13)])
     job = load_job(write_job(extra=f"destination: {{type: sql, url: '{pg_schema_url}'}}\n"
-                                   "batch: {size: 4, items_per_task: 3}\n"))  # fmt: skip
+                                   "batch: {items_per_chunk: 12, items_per_request: 3}\n"))  # fmt: skip
     summary = full(job)
     assert summary["succeeded"] == 12
     rows = SqlDestination.from_config(SqlDestinationConfig(type="sql", url=pg_schema_url)).rows()

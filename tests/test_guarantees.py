@@ -79,7 +79,7 @@ def test_two_full_processes_started_together_write_every_item_once(
     write_csv([blog_row(n) for n in range(1, 41)])
     # slow answers, 20 items in a row per task: the first run still writes when the second starts
     with WebflowServer(faults=Faults(latency=(0.4, 0.6))) as server:
-        job = webflow_job(tmp_path, server, batch=", items_per_task: 20")
+        job = webflow_job(tmp_path, server, batch=", items_per_request: 20", chunk=100)
         first, second = (start(prefect_api, tmp_path, "full", "--job", str(job)) for _ in "ab")
         (code_a, out_a), (code_b, out_b) = finish(first), finish(second)
         once_each(server, 40)
@@ -191,7 +191,7 @@ def sql_job(tmp_path: Path, publish: bool = True) -> Path:
         "source: {type: file, path: posts.csv}\n"
         f"destination: {{type: sql, url: 'sqlite:///cms.db', publish: {str(publish).lower()}}}\n"
         "validation: {preset: blog, allowed_categories: [Engineering, Data, Cloud, Security, AI]}\n"
-        "batch: {size: 5, backoff_base_s: 0.05}\n"
+        "batch: {items_per_chunk: 5, backoff_base_s: 0.05}\n"
         f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
     )
     return path
@@ -387,13 +387,19 @@ def test_a_failed_publish_leaves_items_written_not_published_and_the_next_run_pu
         first = full(job)
         assert not server.state.published and "Written, not published: 7" in first["report"]
         ledger = open_ledger(job.ledger)
-        assert all(t["draft"] == 1 for t in ledger.targets_for(f"webflow:{server.state.collection_id}").values())  # noqa: E501
+        assert all(
+            t["draft"] == 1
+            for t in ledger.targets_for(f"webflow:{server.state.collection_id}").values()
+        )  # noqa: E501
         second = full(job)
         published = set(server.state.published)
         once_each(server, 7)
     assert published == set(server.items)  # every item confirmed live now
     assert second["succeeded"] == 7 and second["unchanged"] == 0
-    assert all(t["draft"] == 0 for t in ledger.targets_for(f"webflow:{server.state.collection_id}").values())  # noqa: E501
+    assert all(
+        t["draft"] == 0
+        for t in ledger.targets_for(f"webflow:{server.state.collection_id}").values()
+    )  # noqa: E501
 
 
 # --- the ledger opened by many processes at once ------------------------------------------------

@@ -43,7 +43,7 @@ def migration_job(tmp_path: Path, notion: NotionServer, webflow: WebflowServer) 
         "  rate_per_minute: 60000\n"
         "  publish: true\n"
         "validation: {preset: blog}\n"
-        "batch: {size: 20, backoff_base_s: 0.05, attempt_timeout_s: 1.0, pause_seconds: 0.1}\n"
+        "batch: {items_per_chunk: 20, backoff_base_s: 0.05, attempt_timeout_s: 1.0, pause_seconds: 0.1}\n"
         f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
         "network: {allow_private_hosts: true}   # the covers are served by the test server\n"
     )

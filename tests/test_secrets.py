@@ -231,7 +231,7 @@ def test_dlq_views_and_exports_mask_a_token_whatever_its_variable_is_named(
             f"collection_id: {state.collection_id}, token: '${{MY_CMS_KEY}}', "
             "rate_per_minute: 60000}\n"
             "validation: {preset: blog, allowed_categories: [Data]}\n"
-            "batch: {size: 5, backoff_base_s: 0.05, success_threshold: low}\n"
+            "batch: {items_per_chunk: 5, backoff_base_s: 0.05, success_threshold: low}\n"
             f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
         )
         full(load_job(job_path), return_state=True)
@@ -346,7 +346,7 @@ def test_passwords_never_reach_the_ledger_prefect_logs_artifacts_reports_or_expo
         "source: {type: file, path: posts.csv}\n"
         "destination: {type: sql, url: '${BG_DEST_URL}', table: posts}\n"
         f"validation: {{preset: blog, allowed_categories: [Data, {long_category}]}}\n"
-        "batch: {size: 5, backoff_base_s: 0.05, success_threshold: low}\n"
+        "batch: {items_per_chunk: 5, backoff_base_s: 0.05, success_threshold: low}\n"
         f"ledger: {{url: '{ledger_url}'}}\n"
     )
     env = {"BG_DEST_URL": dest_url}

@@ -387,12 +387,12 @@ def test_a_few_anchors_and_merge_keys_still_load(tmp_path: Path) -> None:
         "source: {type: file, path: posts.csv}\n"
         "validation: {preset: blog, allowed_categories: &cats [Data, AI]}\n"
         "destination: {type: sql, url: sqlite:///cms.db, categories: *cats}\n"
-        "batch: {<<: {size: 7, retries: 2}, size: 9}\n",
+        "batch: {<<: {items_per_chunk: 7, retries: 2}, items_per_chunk: 9}\n",
         encoding="utf-8",
     )
     job = load_job(path)
     assert job.destination.categories == ["Data", "AI"]  # type: ignore[union-attr]
-    assert (job.batch.size, job.batch.retries) == (9, 2)
+    assert (job.batch.items_per_chunk, job.batch.retries) == (9, 2)
 
 
 # --- item text where it is rendered --------------------------------------------------------------

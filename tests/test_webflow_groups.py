@@ -31,7 +31,7 @@ def job_file(
         f"{server.state.collection_id}, token: '${{WEBFLOW_TOKEN}}', rate_per_minute: 60000, "
         f"items_per_request: {per_request}}}\n"
         "validation: {preset: blog, allowed_categories: [Engineering, Data, Cloud, Security, AI]}\n"
-        f"batch: {{size: 5, backoff_base_s: 0.05, attempt_timeout_s: 2.0{batch}}}\n"
+        f"batch: {{items_per_chunk: 5, backoff_base_s: 0.05, attempt_timeout_s: 2.0{batch}}}\n"
         f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
     )
     return path
