@@ -42,6 +42,7 @@ from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, record_
 from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
 from flows.dry_run import _write_json
+from tasks.events import emit_breaker, emit_dlq_added, emit_outcome
 from tasks.limits import holding
 from tasks.process import item_task, outcomes_of, process_items
 from tasks.validate import check_destination, validate_batch
@@ -90,6 +91,7 @@ def full(
     try:
         prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id)
     except (BatchgateError, WriteError) as exc:
+        emit_outcome(job, run_id, None, _outcome_of(exc), message=str(exc))
         return stopped(exc)
     ledger, destination, source = prepared.ledger, prepared.destination, prepared.source
     draft = not _publishes(destination)
@@ -107,6 +109,7 @@ def full(
             runner.run()
     except (BatchgateError, WriteError) as exc:
         ledger.finish_run(run_id, _outcome_of(exc), message=str(exc), outcome=_outcome_of(exc))
+        emit_outcome(job, run_id, destination.key, _outcome_of(exc), message=str(exc))
         return stopped(exc, destination.key)
     quota_low = getattr(destination, "quota_low", None)
     if quota_low is not None:
@@ -137,6 +140,7 @@ def full(
         filtered_out=prepared.filtered_out,
     )  # fmt: skip
     _publish_final(report)
+    emit_outcome(job, run_id, destination.key, status, report.as_json())
     if console_progress:
         print(report.as_text(), end="", flush=True)
     if json_path:
@@ -359,6 +363,7 @@ class _Runner:
     def _record(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
         failed = [o for o in outcomes if o.status == "failed"]
         record_failures(self.ctx, {w.seq: w for w in chunk.items}, failed)
+        emit_dlq_added(self.job, self.ctx.run_id, self.ctx.key, failed)
         for o in outcomes:
             if o.status == "held":
                 self.ctx.ledger.hold_item(self.ctx.run_id, o.seq, o.message or "changed since review",
@@ -402,11 +407,13 @@ class _Runner:
                 f"({', '.join(kinds)}), at or over the abort threshold of {self.breaker.abort_at:.0%}"
             )
             self.logger.error(self.abort_reason)
+            emit_breaker(self.job, self.ctx.run_id, self.ctx.key, "abort", self.abort_reason, chunk=chunk.number, failed=len(failed), size=size)  # fmt: skip
         elif decision == "pause":
             pause = self.job.batch.pause_seconds
             message = (f"⚠️  Circuit breaker triggered - {rate} of batch {chunk.number} failed; "
                        f"pausing for {pause:g} seconds before continuing")  # fmt: skip
             self.logger.warning(message)
+            emit_breaker(self.job, self.ctx.run_id, self.ctx.key, "pause", message, chunk=chunk.number, failed=len(failed), size=size, pause_s=pause)  # fmt: skip
             if self.console:
                 self.console.chunk_done(message)
             time.sleep(pause)
