@@ -1,11 +1,14 @@
 """Image sizes from header bytes, fetched from a real HTTP server on 127.0.0.1 (so every probe
-here allows private hosts; tests/test_untrusted.py covers the guard)."""
+here allows private hosts; tests/test_untrusted.py covers the guard). The AVIF, HEIC, TIFF and
+rotated JPEG files in tests/fixtures/images/ come from real encoders (make_fixtures.py there)."""
 
 from __future__ import annotations
 
 import socket
 import struct
+import time
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,8 @@ from batchgate.images import ImageProbe, ProbeError, image_size
 from batchgate.schema import BLOG, build_items
 from batchgate.validation.rules import AspectParams, AspectRatio, Context
 from tests.conftest import HttpServer, Route, blog_row
+
+FIXTURES = Path(__file__).parent / "fixtures" / "images"
 
 
 def png(width: int, height: int) -> bytes:
@@ -31,9 +36,17 @@ def png(width: int, height: int) -> bytes:
     )
 
 
-def jpeg(width: int, height: int, exif_bytes: int = 0) -> bytes:
+def exif_orientation(orientation: int) -> bytes:
+    """An APP1 segment with a big-endian EXIF block whose one tag is the orientation."""
+    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1)
+    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def jpeg(width: int, height: int, exif_bytes: int = 0, orientation: int = 0) -> bytes:
     app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    body = app0
+    body = app0 + (exif_orientation(orientation) if orientation else b"")
     while exif_bytes > 0:  # APP1 segments of at most 65,533 bytes, as a camera writes them
         size = min(exif_bytes, 65_000)
         body += b"\xff\xe1" + struct.pack(">H", size + 2) + b"\x00" * size
@@ -77,8 +90,18 @@ def webp_vp8l(width: int, height: int) -> bytes:
     )
 
 
-def webp_vp8(width: int, height: int) -> bytes:
-    frame = b"\x00\x00\x00" + b"\x9d\x01\x2a" + struct.pack("<HH", width, height)
+def tiff(width: int, height: int, directory_at: int = 8) -> bytes:
+    """A little-endian TIFF whose first directory (width, height) starts at `directory_at`."""
+    entries = [(256, 4, width), (257, 4, height), (274, 3, 1)]
+    ifd = struct.pack("<H", len(entries))
+    ifd += b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in entries)
+    header = b"II*\x00" + struct.pack("<I", directory_at)
+    return header + b"\x00" * (directory_at - len(header)) + ifd + struct.pack("<I", 0)
+
+
+def webp_vp8(width: int, height: int, scale: int = 0) -> bytes:
+    size = struct.pack("<HH", width | scale << 14, height | scale << 14)
+    frame = b"\x00\x00\x00" + b"\x9d\x01\x2a" + size
     return (
         b"RIFF"
         + struct.pack("<I", 4 + 8 + len(frame))
@@ -90,7 +113,7 @@ def webp_vp8(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "make", [png, jpeg, gif, webp_vp8x, webp_vp8l, webp_vp8], ids=lambda f: f.__name__
+    "make", [png, jpeg, gif, webp_vp8x, webp_vp8l, webp_vp8, tiff], ids=lambda f: f.__name__
 )
 def test_header_sizes(make) -> None:
     assert image_size(make(1600, 900)) == (1600, 900)
@@ -131,7 +154,7 @@ def test_probe_errors_are_reported_not_raised(http_server: HttpServer) -> None:
     assert all(isinstance(v, ProbeError) for v in sizes.values())
     assert "HTTP 404" in str(sizes[missing])
     assert "no answer within 0.5 s" in str(sizes[slow])
-    assert "not a PNG, JPEG, GIF or WebP" in str(sizes[html])
+    assert "not a PNG, JPEG, GIF, WebP, AVIF, HEIC, TIFF or SVG header" in str(sizes[html])
     assert "request failed" in str(sizes[closed])
     assert "not an http(s) URL" in str(sizes["ftp://example.com/x.png"])
 
@@ -155,3 +178,100 @@ def test_aspect_rule_uses_fetched_sizes_when_columns_are_empty(http_server: Http
     assert issues[1][0].severity == "warning" and "1.00 (500x500)" in issues[1][0].message
     assert issues[2][0].severity == "blocked" and "HTTP 500" in issues[2][0].message
     assert unused.requests == []  # sizes from the columns need no fetch
+
+
+# --- formats read through imagesize ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("hero.avif", (48, 27)),
+        ("hero.heic", (48, 27)),  # coded as 64x64 by x265; its clean aperture (clap) is 48x27
+        ("hero.tif", (48, 27)),  # Pillow writes the directory after the pixels
+        ("rotated.jpg", (27, 48)),  # stored 48x27 with EXIF orientation 6: shown turned
+    ],
+)
+def test_encoder_files_are_read_over_http_as_a_viewer_shows_them(
+    http_server: HttpServer, name: str, shown: tuple[int, int]
+) -> None:
+    route = Route((FIXTURES / name).read_bytes())
+    url = http_server.add(f"/{name}", route)
+    assert ImageProbe(allow_private_hosts=True, timeout=2).sizes([url]) == {url: shown}
+    assert [r["Range"] for r in route.requests] == ["bytes=0-65535"]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_5_to_8_swaps_width_and_height(orientation: int) -> None:
+    shown = (900, 1600) if orientation >= 5 else (1600, 900)
+    assert image_size(jpeg(1600, 900, orientation=orientation)) == shown
+
+
+def test_sizes_imagesize_reads_short_are_corrected() -> None:
+    assert image_size(gif(40_000, 300)) == (40_000, 300)  # imagesize reads a GIF's sides signed
+    assert image_size(webp_vp8(1600, 900, scale=2)) == (1600, 900)  # VP8's 2 scale bits
+
+
+SVG = """<svg xmlns="http://www.w3.org/2000/svg" {attrs}><rect width="3" height="4"/></svg>"""
+
+
+@pytest.mark.parametrize(
+    "document, size",
+    [
+        (SVG.format(attrs='width="160" height="90"'), (160, 90)),
+        (SVG.format(attrs='width="2in" height="1in"'), (192, 96)),
+        (SVG.format(attrs='width="100%" viewBox="0 0 1600 900"'), (1600, 900)),
+        (SVG.format(attrs='viewBox="0,0,16,9"'), (16, 9)),  # not the <rect>'s 3x4
+        (
+            '\ufeff<?xml version="1.0"?>\n<!-- made by hand -->\n<!DOCTYPE svg>\n'
+            + SVG.format(attrs='width="40px" height="30px"'),
+            (40, 30),
+        ),  # fmt: skip
+        (SVG.format(attrs='width="100%"'), None),  # no size anywhere in its tag
+        ("<!DOCTYPE html><html><body>" + SVG.format(attrs='width="16" height="16"'), None),
+    ],
+)
+def test_svg_sizes_come_from_the_svg_tag(document: str, size: tuple[int, int] | None) -> None:
+    assert image_size(document.encode()) == size
+
+
+def test_an_svg_is_fetched_and_one_without_a_size_is_reported(http_server: HttpServer) -> None:
+    wide = http_server.add("/wide.svg", Route(SVG.format(attrs='viewBox="0 0 1600 900"').encode()))
+    flat = http_server.add("/flat.svg", Route(SVG.format(attrs='width="50%"').encode()))
+    sizes = ImageProbe(allow_private_hosts=True, timeout=2).sizes([wide, flat])
+    assert sizes[wide] == (1600, 900)
+    assert "an SVG whose <svg> tag gives no width and height" in str(sizes[flat])
+
+
+@pytest.mark.timeout(10)  # a backtracking prolog pattern would take 2**5000 steps: it would hang
+def test_an_svg_prolog_that_never_opens_an_svg_is_not_a_slow_regex() -> None:
+    started = time.monotonic()
+    assert image_size(b"<!---->" + b" " * 5_000 + b"x") is None
+    assert image_size(b"<?x" * 20_000) is None
+    assert image_size(b"<!--" + b" <!-- " * 10_000) is None
+    assert time.monotonic() - started < 1.0
+
+
+def test_bytes_are_never_opened_as_a_file_name(tmp_path: Path) -> None:
+    path = tmp_path / "real.png"
+    path.write_bytes(png(31, 17))
+    assert image_size(str(path).encode()) is None  # imagesize.get(bytes) would open the path
+
+
+# --- a header past the first range -------------------------------------------------------------
+
+
+def test_a_header_past_the_first_range_is_read_with_one_more_range(http_server: HttpServer) -> None:
+    route = Route(jpeg(1920, 1080, exif_bytes=150_000) + b"\x00" * 600_000)
+    url = http_server.add("/exif.jpg", route)  # the server honours ranges: 64 KiB, then the rest
+    assert ImageProbe(allow_private_hosts=True, timeout=2).sizes([url])[url] == (1920, 1080)
+    assert [r["Range"] for r in route.requests] == ["bytes=0-65535", "bytes=65536-524287"]
+
+
+def test_a_tiff_directory_past_the_cap_is_named(http_server: HttpServer) -> None:
+    near = http_server.add("/near.tif", Route(tiff(1600, 900, directory_at=200_000)))
+    far = http_server.add("/far.tif", Route(tiff(1600, 900, directory_at=700_000)))
+    sizes = ImageProbe(allow_private_hosts=True, timeout=2).sizes([near, far])
+    assert sizes[near] == (1600, 900)
+    assert "the first 524,288 bytes hold a TIFF header whose first directory" in str(sizes[far])
+    assert "starts at byte 700,000" in str(sizes[far])
