@@ -297,7 +297,8 @@ class AspectRatio(Rule):
         if isinstance(size, ProbeError):
             yield self.issue(
                 f"Hero image {url} cannot be read: {size}",
-                "Make the image publicly reachable over HTTP(S) (PNG, JPEG, GIF or WebP), or fill in "
+                "Make the image publicly reachable over HTTP(S) (PNG, JPEG, GIF, WebP, AVIF, HEIC, "
+                "TIFF or SVG), or fill in "
                 f"{self.params.width_field} and {self.params.height_field} in "  # type: ignore[attr-defined]
                 f"{item.location}.",
                 severity="blocked",
