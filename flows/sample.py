@@ -19,6 +19,7 @@ from batchgate.transform import blog_record, word_count
 from batchgate.writer import RunContext, WorkItem, record_failures
 from flows.dry_run import _write_json
 from flows.full import announcer, plan_under_hold, prepare_run
+from tasks.events import emit_dlq_added
 from tasks.limits import holding
 from tasks.process import item_task, outcomes_of
 
@@ -70,6 +71,7 @@ def sample(
             }
             record_failures(ctx, {w.seq: w for w in works},
                             [o for o in outcomes.values() if o.status == "failed"])  # fmt: skip
+            emit_dlq_added(job, run_id, destination.key, [o for o in outcomes.values() if o.status == "failed"])  # fmt: skip
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
