@@ -26,6 +26,7 @@ from flows.dry_run import dry_run
 from flows.full import full
 from flows.rollback import rollback
 from flows.sample import sample
+from tasks.events import emit_awaiting_review
 
 DAY_S = 24 * 3600
 REVIEW_POINT = "batchgate-review-point"  # a flow run input: what the attempt before the review did
@@ -118,6 +119,7 @@ def pipeline(
         if not resumed:
             ledger.finish_run(run_id, "awaiting-approval", message=drafts["run_id"])
             logger.info("Sample %s written; waiting for approval", drafts["run_id"])
+            emit_awaiting_review(job, run_id, drafts)
         timed_out = (
             f"no approval within {approval_timeout_s} s; the sample drafts of {drafts['run_id']} "
             f"are left for review (roll them back with `batchgate rollback {drafts['run_id']}`)"
