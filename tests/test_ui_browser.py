@@ -1,7 +1,8 @@
 """The Prefect UI in a real browser (Debian's chromium, driven by Playwright), against the local
-stack `make serve` starts: trigger the pipeline from its deployment's Run form, approve or reject
-the paused sample from the run page, and check the destination. Screenshots of every step go to
-docs/screenshots/, where the README shows them."""
+stack `make serve` starts: trigger the pipeline from its deployment's Run form (its choices named
+File/Notion and SQL/Webflow), see it suspend for review with no process left running it, approve or
+reject the sample from the run page (a worker runs it again from the frozen plan), and check the
+destination. Screenshots of every step go to docs/screenshots/, where the README shows them."""
 
 from __future__ import annotations
 
@@ -65,6 +66,12 @@ class Stack:
         raise AssertionError(
             f"flow run {flow_run_id} never reached {kind}: {self.state(flow_run_id)}"
         )
+
+    def ledger_runs(self) -> list[dict[str, Any]]:
+        db = self.home / ".batchgate" / "ledger.db"
+        with sqlite3.connect(db) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute("SELECT * FROM batchgate_runs")]
 
     def posts(self) -> list[tuple[str, int]]:
         db = self.home / "examples" / "blog" / "cms.db"
@@ -133,8 +140,46 @@ def browser_page(stack: Stack) -> Iterator[Any]:
         browser.close()
 
 
+def processes_running(flow_run_id: str) -> list[int]:
+    """PIDs of the processes on this machine that run the flow run (a process worker gives its
+    child PREFECT__FLOW_RUN_ID)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+def assert_nothing_runs(stack: Stack, flow_run_id: str, timeout: float = 60) -> None:
+    """Suspended: the worker's child process that ran the flow has exited, and none other runs it."""
+    run = httpx.get(f"{stack.api}/flow_runs/{flow_run_id}").json()
+    pid = int(str(run["infrastructure_pid"]).rpartition(":")[2])  # host:pid, set by the worker
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() or processes_running(flow_run_id):
+        assert time.monotonic() < deadline, (pid, processes_running(flow_run_id))
+        time.sleep(0.5)
+    assert stack.state(flow_run_id)["name"] == "Suspended"  # and still waiting for the review
+
+
+def check_run_form(page: Any) -> None:
+    """The Run form reads like a form: choices by their names, no "None" type switch."""
+    form = page.locator("form").first
+    for choice in ("File", "Notion", "Saved block", "SQL", "Webflow"):
+        form.get_by_role("tab", name=choice, exact=True).first.wait_for()
+    text = form.inner_text()
+    assert 'Property is type "None"' not in text
+    for class_name in ("FileSourceConfig", "NotionSourceConfig", "SqlDestinationConfig",
+                       "WebflowDestinationConfig", "BlockRefConfig"):  # fmt: skip
+        assert class_name not in text
+
+
 def trigger_pipeline(stack: Stack, page: Any, shot: str) -> str:
-    """Steps 1-3: open the UI, run the pipeline deployment from its Run form, wait for Paused."""
+    """Steps 1-3: open the UI, run the pipeline deployment from its Run form, wait until it is
+    suspended for review with no process running it."""
     deployment = stack.deployment("pipeline")
     page.goto(f"{stack.ui}/v2/deployments/deployment/{deployment['id']}")
     page.get_by_role("button", name="Run").first.wait_for()
@@ -142,16 +187,27 @@ def trigger_pipeline(stack: Stack, page: Any, shot: str) -> str:
     page.get_by_role("button", name="Run").first.click()
     page.get_by_role("menuitem", name="Custom run").click()
     page.get_by_text("Job name, used in run ids and reports.").wait_for()  # the job model's form
-    page.screenshot(path=SHOTS / f"{shot}-2-run-form.png")
+    check_run_form(page)
+    page.screenshot(path=SHOTS / f"{shot}-2-run-form.png", full_page=True)
     before = {r["id"] for r in stack.runs(deployment["id"])}
     page.get_by_role("button", name="Submit").click()
     flow_run_id = stack.new_run(deployment["id"], before)  # the toast's link is not always there
     page.goto(f"{stack.ui}/v2/runs/flow-run/{flow_run_id}")
-    stack.wait(flow_run_id, "PAUSED")
+    assert stack.wait(flow_run_id, "PAUSED")["name"] == "Suspended"  # from a deployment: suspended
+    assert_nothing_runs(stack, flow_run_id)
     page.reload()
-    page.locator('[data-slot="badge"]', has_text="Paused").first.wait_for()
-    page.screenshot(path=SHOTS / f"{shot}-3-paused.png")
+    page.locator('[data-slot="badge"]', has_text="Suspended").first.wait_for()
+    page.screenshot(path=SHOTS / f"{shot}-3-suspended.png")
     return flow_run_id
+
+
+def assert_ran_once(stack: Stack, flow_run_id: str) -> None:
+    """The run resumed from the frozen plan: one pipeline, one dry-run, one sample in the ledger."""
+    runs = stack.ledger_runs()
+    (pipeline,) = [r for r in runs if r["mode"] == "pipeline"]
+    assert pipeline["flow_run_id"] == flow_run_id
+    children = sorted(r["mode"] for r in runs if r["parent_run_id"] == pipeline["run_id"])
+    assert children.count("dry-run") == 1 and children.count("sample") == 1, children
 
 
 def open_review(page: Any, shot: str) -> Any:
@@ -182,6 +238,7 @@ def test_pipeline_approved_in_the_browser(stack: Stack, browser_page: Any) -> No
     page.screenshot(path=SHOTS / "approve-5-completed.png")
     posts = stack.posts()
     assert len(posts) == 49 and len({source_id for source_id, _ in posts}) == 49
+    assert_ran_once(stack, flow_run_id)
 
 
 def test_pipeline_rejected_in_the_browser(stack: Stack, browser_page: Any) -> None:
@@ -201,6 +258,7 @@ def test_pipeline_rejected_in_the_browser(stack: Stack, browser_page: Any) -> No
     page.locator('[data-slot="badge"]', has_text="Rejected").first.wait_for()
     page.screenshot(path=SHOTS / "reject-5-rejected.png")
     assert stack.posts() == []  # the sample was rolled back
+    assert_ran_once(stack, flow_run_id)
 
 
 def test_the_sync_deployment_has_its_schedule_paused(stack: Stack) -> None:
@@ -227,3 +285,28 @@ def test_the_connector_blocks_are_registered_with_descriptions(stack: Stack) -> 
     schema = httpx.post(f"{stack.api}/block_schemas/filter", json={
         "block_schemas": {"block_type_id": {"any_": [notion["id"]]}}}).json()[0]  # fmt: skip
     assert schema["fields"]["properties"]["token"]["format"] == "password"  # a SecretStr
+
+
+def test_a_suspended_review_that_times_out_ends_timed_out_with_the_drafts_left(
+    stack: Stack,
+) -> None:
+    """No answer within approval_timeout_s: the review deadline resumes the suspended run with no
+    answer, and the pipeline's own code ends it as timed-out, naming the rollback command."""
+    shutil.rmtree(stack.home / ".batchgate", ignore_errors=True)
+    for leftover in stack.home.glob("examples/blog/cms.db*"):
+        leftover.unlink()
+    deployment = stack.deployment("pipeline")
+    flow_run_id = httpx.post(
+        f"{stack.api}/deployments/{deployment['id']}/create_flow_run",
+        json={"parameters": {"approval_timeout_s": 10}},
+    ).json()["id"]
+    assert stack.wait(flow_run_id, "PAUSED")["name"] == "Suspended"
+    deadline = time.monotonic() + 120
+    while (state := stack.state(flow_run_id))["type"] not in ("FAILED", "COMPLETED", "CRASHED"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.5)
+    assert state["type"] == "FAILED" and "no approval within 10 s" in state["message"], state
+    sample_run_id = state["message"].partition("batchgate rollback ")[2].rstrip("`)")
+    assert sample_run_id and len(stack.posts()) == 3  # the drafts are left for review
+    (pipeline,) = [r for r in stack.ledger_runs() if r["mode"] == "pipeline"]
+    assert pipeline["outcome"] == "timed-out"
