@@ -3,6 +3,8 @@
 # the connector blocks registered, every deployment of prefect.yaml, and a worker.
 # `make serve` runs this; `make stop` (scripts/stop.sh) stops what it started.
 # PORT (default 4200) picks the port; BIN the folder holding prefect (default .venv/bin).
+# Notifications (deployments/automations.py): NOTIFY_URL, a webhook the automations post to, or
+# NOTIFY_BLOCK, a notification block saved in Prefect (TYPE-SLUG/NAME, e.g. slack-webhook/alerts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -35,6 +37,16 @@ for module in blocks.file_source blocks.notion_source blocks.sql_destination blo
 done
 "$bin/prefect" --no-prompt deploy --all > "$state/deploy.log" 2>&1 \
   || { cat "$state/deploy.log" >&2; exit 1; }
+
+# the automations that notify of a sample awaiting review, a breaker that tripped, a run that
+# ended failed or partial (the URL is never printed: a webhook URL often holds a token)
+if [ -n "${NOTIFY_BLOCK:-}" ]; then
+  "$bin/python" -m deployments.automations --block "$NOTIFY_BLOCK"
+elif [ -n "${NOTIFY_URL:-}" ]; then
+  "$bin/python" -m deployments.automations
+else
+  echo "notifications: off (set NOTIFY_URL to a webhook URL, or NOTIFY_BLOCK to a saved block; README: Notifications)"
+fi
 
 if [ ! -f "$state/worker.pid" ] || ! kill -0 "$(cat "$state/worker.pid")" 2> /dev/null; then
   nohup "$bin/prefect" worker start --pool batchgate --name batchgate-local > "$state/worker.log" 2>&1 &
