@@ -184,7 +184,7 @@ class WebflowDestinationConfig(_Section):
     )
     publish: bool = Field(default=False, description="Publish items live; drafts unless true.")
     items_per_request: int = Field(
-        default=1, ge=1, le=100,
+        default=100, ge=1, le=100,
         description="Items one create or update request carries (1-100): 100 writes 100 items "
         "per request of the plan's rate limit; 1 sends one request per item.",
     )  # fmt: skip
@@ -285,7 +285,7 @@ class BatchConfig(_Section):
     writes_in_flight: int | None = Field(
         default=None, ge=1, le=64,
         description="Write requests in flight at once. Unset: SQLite 1, PostgreSQL 4, "
-        "Webflow 3 (its pacer keeps the rate).",
+        "Webflow three chunks (its pacer keeps the rate).",
     )  # fmt: skip
     retries: int = Field(default=3, ge=0, le=10, description="Retries of a transient failure.")
     backoff_base_s: float = Field(
@@ -329,15 +329,18 @@ class BatchConfig(_Section):
             data.setdefault("writes_in_flight", concurrency)
         return data
 
-    def layout(self, group_size: int, writers: int) -> Layout:
+    def layout(self, group_size: int, writers: int | None, window: int = 3) -> Layout:
         """How a run cuts its items for a destination whose one write carries at most
-        `group_size` items and that takes `writers` writes at once (the job's keys win)."""
-        in_flight = self.writes_in_flight or writers
+        `group_size` items and that takes `writers` writes at once; an API destination (None)
+        keeps `window` chunks in flight while its pacer keeps the rate. The job's keys win."""
         per_request = self.items_per_request or group_size
         if self.items_per_chunk is not None:
             per_request = min(per_request, self.items_per_chunk)
         per_chunk = self.items_per_chunk or per_request
         groups = -(-per_chunk // per_request)
+        if self.writes_in_flight is None and writers is None:
+            return Layout(per_chunk, per_request, groups, window, window * groups)
+        in_flight = self.writes_in_flight or writers or window
         return Layout(per_chunk, per_request, groups, max(1, in_flight // groups), in_flight)
 
 

@@ -216,12 +216,13 @@ def test_batch_keys_say_what_they_mean_and_earlier_names_still_load(tmp_path: Pa
     assert BatchConfig().layout(500, 1) == (500, 500, 1, 1, 1)
     # PostgreSQL: four transactions in flight, a chunk each
     assert BatchConfig().layout(500, 4) == (500, 500, 1, 4, 4)
-    # Webflow: groups of 100, three requests in flight
-    assert BatchConfig().layout(100, 3) == (100, 100, 1, 3, 3)
+    # Webflow: groups of 100, three chunks (requests) in flight, its pacer keeping the rate
+    assert BatchConfig().layout(100, None) == (100, 100, 1, 3, 3)
     # the pattern's chunk of 5: one write of 5 rows (SQL), or five requests of one (Webflow)
     assert BatchConfig(items_per_chunk=5).layout(500, 1) == (5, 5, 1, 1, 1)
-    assert BatchConfig(items_per_chunk=5).layout(1, 3) == (5, 1, 5, 1, 3)
-    assert BatchConfig(items_per_chunk=1000, writes_in_flight=8).layout(100, 3) == (
+    assert BatchConfig(items_per_chunk=5).layout(1, None) == (5, 1, 5, 3, 15)
+    assert BatchConfig(items_per_chunk=5, writes_in_flight=5).layout(1, None) == (5, 1, 5, 1, 5)
+    assert BatchConfig(items_per_chunk=1000, writes_in_flight=8).layout(100, None) == (
         1000, 100, 10, 1, 8
     )  # fmt: skip
     # a job written with the earlier names: size groups of items_per_task per chunk
