@@ -40,12 +40,32 @@ Severity = Literal["blocked", "warning"]
 DEFAULT_LEDGER_PATH = ".batchgate/ledger.db"
 
 
+def _form_schema(schema: dict[str, Any]) -> None:
+    """Shape a model's JSON schema for the Prefect Run form (pydantic's `json_schema_extra`): an
+    optional field (`X | None = None`) shows as X alone, a plain input (or the choice among X's
+    kinds) that may stay empty, not a switch between X and "None" ('Property is type "None"').
+    Empty means absent and the job validates as before; Prefect's server, checking a flow run's
+    parameters, still accepts a null for such a field, since its schema has no default."""
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf")
+        if not branches or {"type": "null"} not in branches or prop.get("default", 0) is not None:
+            continue
+        rest = [branch for branch in branches if branch != {"type": "null"}]
+        del prop["anyOf"], prop["default"]
+        if len(rest) == 1:
+            prop.update(rest[0])
+        else:
+            prop["anyOf"] = rest
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_form_schema)
 
 
 class FileSourceConfig(_Section):
     """Items from a CSV, JSON (a list of objects) or Parquet file."""
+
+    model_config = ConfigDict(title="File")  # its name in the Run form
 
     type: Literal["file"] = Field(description="Source kind.")
     path: str = Field(description="File path; relative paths are resolved from the job file.")
@@ -65,6 +85,8 @@ class FileSourceConfig(_Section):
 
 class SqlDestinationConfig(_Section):
     """A SQL table (SQLite file or PostgreSQL) acting as the CMS."""
+
+    model_config = ConfigDict(title="SQL")  # its name in the Run form
 
     type: Literal["sql"] = Field(description="Destination kind.")
     url: SecretUrl = Field(
@@ -97,6 +119,8 @@ NOTION_PROPERTIES = {
 
 class NotionSourceConfig(_Section):
     """Pages of a Notion database (API version 2025-09-03), with their bodies as HTML."""
+
+    model_config = ConfigDict(title="Notion")  # its name in the Run form
 
     type: Literal["notion"] = Field(description="Source kind.")
     base_url: str = Field(
@@ -137,6 +161,8 @@ class NotionSourceConfig(_Section):
 class BlockRefConfig(_Section):
     """A connector saved as a Prefect block (UI: Blocks), named instead of written inline."""
 
+    model_config = ConfigDict(title="Saved block")  # its name in the Run form
+
     type: Literal["block"] = Field(description="Use a saved block.")
     name: str = Field(
         pattern=r"^[a-z0-9-]+/[A-Za-z0-9_.-]+$",
@@ -165,6 +191,8 @@ DEFAULT_FIELD_MAP = {
 
 class WebflowDestinationConfig(_Section):
     """A Webflow CMS collection, through the Data API v2."""
+
+    model_config = ConfigDict(title="Webflow")  # its name in the Run form
 
     type: Literal["webflow"] = Field(description="Destination kind.")
     base_url: str = Field(
@@ -225,7 +253,7 @@ DestinationConfig = Annotated[
 class RuleSettings(BaseModel):
     """Overrides for one rule of the preset: on/off, severity, and the rule's own limits."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_form_schema)
 
     enabled: bool = Field(default=True, description="Turn the rule off with false.")
     severity: Severity | None = Field(default=None, description="blocked or warning.")
@@ -238,7 +266,7 @@ class RuleSettings(BaseModel):
 class AddedRule(BaseModel):
     """A rule added by the job file on top of the preset."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_form_schema)
 
     rule: str = Field(description="Rule kind, e.g. required, max_length, pattern, allowed_values.")
     field: str = Field(description="Item field the rule checks.")
