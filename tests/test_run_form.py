@@ -65,6 +65,14 @@ def test_no_field_of_the_job_is_a_switch_with_none(flow: Any) -> None:
     assert null_switches(schema["definitions"]) == []
 
 
+def test_the_pipelines_own_optional_parameters_are_plain_inputs() -> None:
+    """sample_ids and run_id, optional, are a list and a text box in the pipeline's Run form."""
+    schema = schema_of(pipeline)
+    assert null_switches(schema) == []
+    assert schema["properties"]["sample_ids"]["type"] == "array"
+    assert schema["properties"]["run_id"]["type"] == "string"
+
+
 def test_a_field_with_a_fixed_set_of_values_is_a_select() -> None:
     definitions = schema_of(pipeline)["definitions"]
     fmt = definitions["FileSourceConfig"]["properties"]["format"]
