@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger, runtime, task
@@ -16,7 +16,7 @@ from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput, create_flow_run_input, read_flow_run_input
 from prefect.states import Completed, Failed, State
 from prefect.transactions import Transaction, transaction
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, WithJsonSchema
 
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, ConfigError
@@ -29,6 +29,13 @@ from flows.sample import sample
 from tasks.events import emit_awaiting_review
 
 DAY_S = 24 * 3600
+# In the Run form an optional parameter is a plain input that may stay empty, not a switch
+# between its type and "None"; empty ([] or "") means unset, and the flow still takes None (the
+# CLI passes it). A default of None would make the form send null, which the schema refuses.
+ItemIds = Annotated[
+    list[str] | None, WithJsonSchema({"type": "array", "items": {"type": "string"}})
+]
+OptionalText = Annotated[str | None, WithJsonSchema({"type": "string"})]
 REVIEW_POINT = "batchgate-review-point"  # a flow run input: what the attempt before the review did
 DEADLINE_GRACE_S = 600  # Prefect's own expiry of a suspended review, should the deadline not fire
 
@@ -47,12 +54,12 @@ class SampleReview(RunInput):
 def pipeline(
     job: Job,
     sample_count: int = 3,
-    sample_ids: list[str] | None = None,
+    sample_ids: ItemIds = [],  # noqa: B006 - never mutated
     allow_blocked: bool = False,
     approval_timeout_s: int = DAY_S,
     approval_poll_s: int = 5,
     job_ref: str = "JOB.yaml",
-    run_id: str | None = None,
+    run_id: OptionalText = "",
     console_progress: bool = False,
 ) -> dict[str, Any] | State:
     """Dry-run, then a sample written as drafts, then wait for approval, then the full run.
@@ -108,7 +115,7 @@ def pipeline(
         # The dry-run froze the plan: the sample shows items from it, and after an approval the
         # full run writes exactly it, never a newer read of the source.
         plan_id = checked["run_id"]
-        tried = sample(job, sample_count=sample_count, sample_ids=sample_ids, job_ref=job_ref,
+        tried = sample(job, sample_count=sample_count, sample_ids=sample_ids or None, job_ref=job_ref,
                        parent_run_id=run_id, review_flow_run_id=flow_run_id, plan_id=plan_id,
                        return_state=True)  # fmt: skip
         if not tried.is_completed():
