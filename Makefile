@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean serve stop
+.PHONY: setup demo test lint bench bench-all clean serve stop
 
 setup: $(VENV)/.installed
 
@@ -37,12 +37,19 @@ serve: setup
 stop:
 	./scripts/stop.sh
 
+# The four speed figures (SQLite and PostgreSQL against a raw loop, Webflow against 100 x R,
+# Notion requests against one read, a second dry-run's wall time), beside the main before them.
+# `make bench QUICK=1` paces the fake Notion at 30 requests/s instead of Notion's 3.
 bench: setup
+	./scripts/ensure-postgres.sh
+	$(BIN)/python benchmarks/speed.py $(if $(QUICK),--quick,)
+
+# Every other benchmark: validation, rate, memory, Notion reading.
+bench-all: bench
 	$(BIN)/python benchmarks/validate_rows.py
-	$(BIN)/python benchmarks/full_run.py all
+	$(BIN)/python benchmarks/full_run.py rate
+	$(BIN)/python benchmarks/full_run.py memory
 	$(BIN)/python benchmarks/notion_read.py
-	$(BIN)/python benchmarks/notion_pipeline.py
-	$(BIN)/python benchmarks/cli_startup.py
 
 clean:
 	rm -rf $(VENV) .batchgate dry-run.json full.json examples/blog/cms.db*

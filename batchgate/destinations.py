@@ -109,6 +109,22 @@ class Destination(Protocol):
 
     def delete(self, dest_id: str) -> None: ...
 
+    def versions(self, dest_ids: list[str]) -> dict[str, str | None]:
+        """`version` of a group, read at once where the destination can (None: gone)."""
+        ...
+
+    def delete_many(self, dest_ids: list[str]) -> dict[str, WriteError]:
+        """Delete a group in as few requests as the destination allows; an item already gone
+        counts as deleted. Returns {dest_id: error} for those that failed."""
+        ...
+
+    def restore_many(
+        self, entries: list[tuple[str, dict[str, Any]]]
+    ) -> dict[str, str | None | WriteError]:
+        """Put snapshots back as a group: each item's version after, None when the item is gone
+        (the restore changed nothing), or its error."""
+        ...
+
     def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
         """Put a snapshot back; False when the item is gone (the restore changed nothing)."""
         ...

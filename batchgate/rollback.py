@@ -97,48 +97,92 @@ class RollbackReport:
 def roll_back(run_id: str, destination: Destination, ledger: Ledger) -> RollbackReport:
     """Undo one run, newest item first, only where the destination still holds what this run
     wrote; anything else is a conflict, left alone and reported with the run that changed it.
-    Idempotent: rolled-back items are not touched again. Call it holding the destination."""
+    Works in the destination's groups: one version read, one delete and one restore request
+    (or transaction) per group. Idempotent: rolled-back items are not touched again. Call it
+    holding the destination."""
     report = RollbackReport(run_id, destination.key)
     rows = ledger.written_items(run_id)
     if not rows:
         report.already = True
         return report
-    for row in rows:
-        outcome = {"item_id": row["item_id"], "dest_id": row["dest_id"], "action": row["action"]}
-        try:
-            done, why = _undo(run_id, row, destination, ledger)
-        except WriteError as exc:
-            report.outcomes.append({**outcome, "outcome": "failed", "error": exc.message})
-            continue
-        if why:
-            report.outcomes.append({**outcome, "outcome": "conflict", "error": why})
-            continue
-        ledger.mark_rolled_back(run_id, row, destination.key, version=done)
-        report.outcomes.append({**outcome, "outcome": row["action"] == "created" and "deleted"
-                                or "restored"})  # fmt: skip
+    targets = ledger.targets_for(destination.key)
+    size = max(1, destination.group_size)
+    for start in range(0, len(rows), size):
+        _undo_group(run_id, rows[start : start + size], targets, destination, ledger, report)
     return report
 
 
-def _undo(
-    run_id: str, row: dict[str, Any], destination: Destination, ledger: Ledger
-) -> tuple[str | None, str | None]:
-    """Undo one item: (the version now at the destination, None), or (None, why not)."""
-    target = ledger.target(destination.key, row["item_id"])
+def _undo_group(
+    run_id: str,
+    rows: list[dict[str, Any]],
+    targets: dict[str, Any],
+    destination: Destination,
+    ledger: Ledger,
+    report: RollbackReport,
+) -> None:
+    results: dict[str, tuple[str, str | None, str | None]] = {}  # item_id: outcome, version, why
+    try:
+        versions = destination.versions([row["dest_id"] for row in rows])
+    except WriteError as exc:
+        versions, failed_read = {}, exc.message
+    else:
+        failed_read = None
+    deletes, restores = [], []
+    for row in rows:
+        item_id = row["item_id"]
+        if failed_read is not None:
+            results[item_id] = ("failed", None, failed_read)
+            continue
+        why = _conflict(run_id, row, targets.get(item_id), versions.get(row["dest_id"]))
+        if why is not None:
+            results[item_id] = ("conflict", None, why) if why else (_done(row), None, None)
+        elif row["action"] == "created":
+            deletes.append(row)
+        else:
+            restores.append(row)
+    if deletes:
+        errors = destination.delete_many([row["dest_id"] for row in deletes])
+        for row in deletes:
+            error = errors.get(row["dest_id"])
+            results[row["item_id"]] = ("failed", None, error.message) if error else (
+                "deleted", None, None)  # fmt: skip
+    if restores:
+        answers = destination.restore_many([(row["dest_id"], row["previous"]) for row in restores])
+        for row in restores:
+            answer = answers.get(row["dest_id"])
+            results[row["item_id"]] = (
+                ("failed", None, answer.message) if isinstance(answer, WriteError)
+                else ("conflict", None, "the restore changed nothing (the item is gone)")
+                if answer is None else ("restored", answer, None)
+            )  # fmt: skip
+    for row in rows:
+        outcome, version, why = results[row["item_id"]]
+        entry = {"item_id": row["item_id"], "dest_id": row["dest_id"], "action": row["action"],
+                 "outcome": outcome}  # fmt: skip
+        if why:
+            entry["error"] = why
+        if outcome in ("deleted", "restored"):
+            ledger.mark_rolled_back(run_id, row, destination.key, version=version)
+        report.outcomes.append(entry)
+
+
+def _done(row: dict[str, Any]) -> str:
+    return "deleted" if row["action"] == "created" else "restored"
+
+
+def _conflict(
+    run_id: str, row: dict[str, Any], target: dict[str, Any] | None, current: str | None
+) -> str | None:
+    """Why this item is left alone; "" when there is nothing to do (a created item already
+    gone: the goal is met); None when it can be undone."""
     if target is not None and target["run_id"] != run_id:
-        return None, f"changed since by run {target['run_id']}"
-    dest_id = row["dest_id"]
-    current = destination.version(dest_id)
+        return f"changed since by run {target['run_id']}"
     if current is None:
         if row["action"] == "created":
-            return None, None  # already gone: the goal is met
-        return None, "no longer at the destination, so there is nothing to restore"
+            return ""
+        return "no longer at the destination, so there is nothing to restore"
     if row.get("version") and current != row["version"]:
-        return None, "changed at the destination since this run wrote it (outside batchgate)"
-    if row["action"] == "created":
-        destination.delete(dest_id)
-        return None, None
-    if row["previous"] is None:
-        return None, "no previous version was recorded"
-    if not destination.restore(dest_id, row["previous"]):
-        return None, "the restore changed nothing (the item is gone)"
-    return destination.version(dest_id), None
+        return "changed at the destination since this run wrote it (outside batchgate)"
+    if row["action"] != "created" and row["previous"] is None:
+        return "no previous version was recorded"
+    return None

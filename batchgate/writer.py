@@ -148,7 +148,9 @@ def _prepare(work: WorkItem, ctx: RunContext, attempt: int) -> tuple[dict[str, A
     return record, dest_id
 
 
-def _write_ahead(pairs: list[tuple[WorkItem, str | None]], ctx: RunContext) -> dict[int, str | None]:
+def _write_ahead(
+    pairs: list[tuple[WorkItem, str | None]], ctx: RunContext
+) -> dict[int, str | None]:
     """Record, for the items that have no write-ahead yet, what the destination holds now."""
     dest_ids = {work.seq: dest_id for work, dest_id in pairs}
     need = [(work, dest_id) for work, dest_id in pairs if work.write_ahead is None]
@@ -228,6 +230,7 @@ def write_with_retries(
     delays = policy.delays()
     outcomes: dict[int, Outcome] = {}
     pending = list(works)
+    exhausted: list[WorkItem] = []  # still failing transiently after every retry
     for attempt in range(1, policy.retries + 2):
         results = write_group(pending, ctx, attempt)
         again, wait = [], 0.0
@@ -243,13 +246,49 @@ def write_with_retries(
                 wait = max(wait, result.retry_after or 0.0)
                 ctx.mark_retrying(work.item_id, True)
             else:
+                if isinstance(result, RetryableError):
+                    exhausted.append(work)
                 outcomes[work.seq] = failed_outcome(work, result, attempt, started)
                 ctx.mark_retrying(work.item_id, False)
         if not again:
             break
         sleep(max(jittered(delays[attempt - 1], policy.jitter), wait))
         pending = again
+    if len(exhausted) > 1:
+        # one item can make a whole request fail (a 5xx the server raises on its content):
+        # halve what is left until only the items that fail on their own go to the DLQ
+        _split(exhausted, ctx, policy.retries + 2, outcomes, started, sleep, delays[:1] or [0.0])
     return [outcomes[work.seq] for work in works]
+
+
+def _split(
+    works: list[WorkItem],
+    ctx: RunContext,
+    attempt: int,
+    outcomes: dict[int, Outcome],
+    started: float,
+    sleep: Callable[[float], None],
+    pause: list[float],
+) -> None:
+    """One more attempt at each half of a group that kept failing after its retries, and so on
+    down to single items: the good ones are written and the failing ones keep their own error.
+    Each piece is tried once (the group had its retries); a lone item's last error stands."""
+    middle = len(works) // 2
+    for half in (works[:middle], works[middle:]):
+        sleep(pause[0])
+        results = write_group(half, ctx, attempt)
+        failing = []
+        for work in half:
+            result = results[work.seq]
+            if isinstance(result, Outcome):
+                outcomes[work.seq] = result
+                continue
+            record_attempt_error(work, ctx, attempt, result)
+            outcomes[work.seq] = failed_outcome(work, result, attempt, started)
+            if isinstance(result, RetryableError):
+                failing.append(work)
+        if len(failing) > 1:
+            _split(failing, ctx, attempt + 1, outcomes, started, sleep, pause)
 
 
 def record_failures(ctx: RunContext, works: dict[int, WorkItem], failed: list[Outcome]) -> None:

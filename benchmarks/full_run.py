@@ -11,6 +11,8 @@
              about batching (the destination's defaults) against the honest baseline, a plain
              loop with raw sqlite3 that renders the same records and upserts them by id.
              Reports items/s and the ratio.
+  overhead-pg  the same into the local PostgreSQL (a fresh schema each), against the same loop
+             with the raw psycopg2 driver.
   memory     peak RSS of the full flow for 10,000 and 100,000 items into SQLite, each in its own
              process; every item must be accounted for in the ledger.
 
@@ -189,40 +191,115 @@ def bench_webflow(items: int, small: int, per_minute: int = 60) -> None:
         print(f"{name:<24} {r['items']:>6} {r['seconds']:>8.1f} {r['items_per_min']:>9.0f} "
               f"{r['items_per_min'] / ceiling:>8.1%} {r['failed']:>6} {r['duplicated']:>4} "
               f"{r['429s']:>5} {r['requests']:>8}")  # fmt: skip
+    grouped = rows["items_per_request: 100"]
+    print(f"figure: webflow_of_100R {grouped['items_per_min'] / ceiling:.4f}")
+    print(f"figure: webflow_clean {int(not (grouped['failed'] or grouped['duplicated']))}")
     one = rows["items_per_request: 1"]
-    print(f"\none item per request, extrapolated from {one['items']} items: 10,000 items in "
-          f"{10_000 / one['items_per_min']:.0f} min; grouped: "
-          f"{rows['items_per_request: 100']['seconds'] * 10_000 / items / 60:.1f} min")
+    print(
+        f"\none item per request, extrapolated from {one['items']} items: 10,000 items in "
+        f"{10_000 / one['items_per_min']:.0f} min; grouped: "
+        f"{rows['items_per_request: 100']['seconds'] * 10_000 / items / 60:.1f} min"
+    )
 
 
 # --- overhead and memory --------------------------------------------------------------------------
 
 
-def sql_stage(kind: str, folder: Path, items: int) -> dict:
+PG_URL = os.environ.get(
+    "BATCHGATE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
+
+
+def sql_stage(kind: str, folder: Path, items: int, db: str = "sqlite") -> dict:
     """One measurement, in this (fresh) process."""
     from batchgate.config import load_job
 
     make_csv(folder / "posts.csv", items, body_words=120, problems=False)
-    job = load_job(write_job(folder, f"{{type: sql, url: 'sqlite:///{folder / 'cms.db'}'}}",
-                             "{}"))  # fmt: skip
-    if kind == "loop":
-        started = time.perf_counter()
-        _plain_loop(folder / "posts.csv", folder / "plain.db")
-        seconds = time.perf_counter() - started
-        counts = {"succeeded": items}
-    else:
-        from blocks.ledger import open_ledger
-        from flows.full import full
-
-        warm = folder / "warm.csv"
-        make_csv(warm, 1)  # a one-item run first: the temporary Prefect server's start is not timed
-        full(job.model_copy(update={"source": job.source.model_copy(update={"path": str(warm)})}))
-        started = time.perf_counter()
-        summary = full(job)
-        seconds = time.perf_counter() - started
-        counts = open_ledger(job.ledger).status_counts(summary["run_id"])
+    url = f"sqlite:///{folder / 'cms.db'}"
+    schema = None
+    if db == "postgres":
+        schema = f"bench_{os.getpid()}"
+        url = _pg_schema(schema)
+    job = load_job(write_job(folder, f"{{type: sql, url: '{url}'}}", "{}"))
+    try:
+        if kind == "loop":
+            started = time.perf_counter()
+            if db == "postgres":
+                _plain_loop_pg(folder / "posts.csv", schema)
+            else:
+                _plain_loop(folder / "posts.csv", folder / "plain.db")
+            seconds = time.perf_counter() - started
+            counts = {"succeeded": items}
+        else:
+            seconds, counts = _flow_stage(job, folder)
+    finally:
+        if schema:
+            _drop_schema(schema)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"kind": kind, "items": items, "seconds": seconds, "peak_mb": peak, "counts": counts}
+
+
+def _pg_schema(schema: str) -> str:
+    """A fresh schema on the local PostgreSQL; the URL that writes into it."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+def _drop_schema(schema: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    engine.dispose()
+
+
+def _plain_loop_pg(csv_path: Path, schema: str) -> None:
+    """The same loop with the raw PostgreSQL driver (psycopg2): upsert by id, one commit."""
+    import psycopg2
+
+    from batchgate.transform import blog_record
+    from blocks.file_source import FileSource
+    from blocks.sql_destination import CONTENT_FIELDS
+
+    db = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test",
+                          options=f"-csearch_path={schema}")  # fmt: skip
+    cur = db.cursor()
+    columns = ", ".join(("source_id", *CONTENT_FIELDS))
+    cur.execute(f"CREATE TABLE plain ({', '.join(c + ' text' for c in ('source_id', *CONTENT_FIELDS))}, "
+                "PRIMARY KEY (source_id))")  # fmt: skip
+    marks = ", ".join(["%s"] * (len(CONTENT_FIELDS) + 1))
+    update = ", ".join(f"{c} = excluded.{c}" for c in CONTENT_FIELDS)
+    sql = (f"INSERT INTO plain ({columns}) VALUES ({marks}) "
+           f"ON CONFLICT (source_id) DO UPDATE SET {update}")  # fmt: skip
+    for item in FileSource(path=str(csv_path)).read(BLOG).items:
+        record = blog_record(item.id, item.data)
+        record["tags"] = json.dumps(record["tags"] or [])
+        cur.execute(sql, [record["source_id"], *(_text(record.get(c)) for c in CONTENT_FIELDS)])
+    db.commit()
+    db.close()
+
+
+def _text(value: object) -> object:
+    return None if value is None else str(value)
+
+
+def _flow_stage(job, folder: Path) -> tuple[float, dict]:  # noqa: ANN001
+    from blocks.ledger import open_ledger
+    from flows.full import full
+
+    warm = folder / "warm.csv"
+    make_csv(warm, 1)  # a one-item run first: the temporary Prefect server's start is not timed
+    full(job.model_copy(update={"source": job.source.model_copy(update={"path": str(warm)})}))
+    started = time.perf_counter()
+    summary = full(job)
+    seconds = time.perf_counter() - started
+    return seconds, open_ledger(job.ledger).status_counts(summary["run_id"])
 
 
 def _plain_loop(csv_path: Path, db_path: Path) -> None:
@@ -247,20 +324,28 @@ def _plain_loop(csv_path: Path, db_path: Path) -> None:
     db.close()
 
 
-def run_stage(kind: str, items: int) -> dict:
+def run_stage(kind: str, items: int, db: str = "sqlite") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "_stage", kind, str(items), tmp]
+        cmd = [sys.executable, __file__, "_stage", kind, str(items), tmp, db]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=tmp)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_overhead(items: int) -> None:
-    rows = [run_stage(kind, items) for kind in ("loop", "flow", "loop", "flow")]
+def bench_overhead(items: int, db: str = "sqlite") -> float:
+    """The flow's time over the plain loop's (best of 2 each, interleaved); every item written."""
+    rows = [run_stage(kind, items, db) for kind in ("loop", "flow", "loop", "flow")]
+    for r in rows:
+        assert r["counts"].get("succeeded") == items, f"not every item succeeded: {r['counts']}"
     best = {k: min(r["seconds"] for r in rows if r["kind"] == k) for k in ("loop", "flow")}
-    print(f"\nOverhead: {items:,} items into SQLite, no latency (best of 2, interleaved)\n")
+    driver = "raw psycopg2" if db == "postgres" else "raw sqlite3"
+    print(f"\nOverhead: {items:,} items into {db}, the default job, against a plain loop with "
+          f"{driver} (best of 2, interleaved)\n")  # fmt: skip
     for kind, seconds in best.items():
         print(f"{kind:<6} {seconds:>7.2f} s {items / seconds:>9,.0f} items/s")
-    print(f"\nfull flow / plain loop time: {best['flow'] / best['loop']:.2f}x")
+    ratio = best["flow"] / best["loop"]
+    print(f"\nfull flow / plain loop time: {ratio:.2f}x (goal: at most 2x)")
+    print(f"figure: {db}_flow_over_loop {ratio:.3f}")
+    return ratio
 
 
 def bench_memory(sizes: list[int]) -> None:
@@ -278,14 +363,14 @@ def bench_memory(sizes: list[int]) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_stage":
         kind, items, folder = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
-        print(json.dumps(sql_stage(kind, folder, items)))
+        print(json.dumps(sql_stage(kind, folder, items, sys.argv[5])))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
         "which", nargs="?", default="all",
-        choices=["rate", "webflow", "overhead", "memory", "all"],
+        choices=["rate", "webflow", "overhead", "overhead-pg", "memory", "all"],
     )  # fmt: skip
     parser.add_argument("--small", type=int, default=120, help="webflow: one-per-request items")
     parser.add_argument("--items", type=int, default=None)
@@ -297,6 +382,8 @@ def main() -> None:
         bench_webflow(args.items or 10_000, args.small)
     if args.which in ("overhead", "all"):
         bench_overhead(args.items or 10_000)
+    if args.which in ("overhead-pg", "all"):
+        bench_overhead(args.items or 10_000, "postgres")
     if args.which in ("memory", "all"):
         bench_memory([10_000, 100_000])
 

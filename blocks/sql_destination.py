@@ -264,6 +264,46 @@ class SqlDestination(Block):
         with self._errors("deleting"), self.engine.begin() as conn:
             conn.execute(delete(table).where(table.c.source_id == dest_id))
 
+    def versions(self, dest_ids: list[str]) -> dict[str, str | None]:
+        """The rows' versions, read in one query."""
+        table = self._table
+        found: dict[str, str | None] = dict.fromkeys(dest_ids)
+        with self._errors("reading"), self.engine.connect() as conn:
+            for row in conn.execute(select(table).where(table.c.source_id.in_(dest_ids))):
+                found[row.source_id] = _version(row._mapping)
+        return found
+
+    def delete_many(self, dest_ids: list[str]) -> dict[str, WriteError]:
+        """One transaction for the group."""
+        table = self._table
+        try:
+            with self._errors("deleting"), self.engine.begin() as conn:
+                conn.execute(delete(table).where(table.c.source_id.in_(dest_ids)))
+        except WriteError as exc:
+            return dict.fromkeys(dest_ids, exc)
+        return {}
+
+    def restore_many(
+        self, entries: list[tuple[str, dict[str, Any]]]
+    ) -> dict[str, str | None | WriteError]:
+        """One transaction for the group; each row's version read back in the same one."""
+        table = self._table
+        results: dict[str, str | None | WriteError] = {}
+        try:
+            with self._errors("restoring"), self.engine.begin() as conn:
+                for dest_id, previous in entries:
+                    values = {k: v for k, v in previous.items()
+                              if k not in ("source_id", "created_at")}  # fmt: skip
+                    conn.execute(update(table).where(table.c.source_id == dest_id)
+                                 .values(**values, updated_at=datetime.now(UTC)))  # fmt: skip
+                ids = [dest_id for dest_id, _ in entries]
+                results = dict.fromkeys(ids)
+                for row in conn.execute(select(table).where(table.c.source_id.in_(ids))):
+                    results[row.source_id] = _version(row._mapping)
+        except WriteError as exc:
+            return {dest_id: exc for dest_id, _ in entries}
+        return results
+
     def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
         """Put the row back as it was; False when there is no row to put back (nothing changed)."""
         table = self._table

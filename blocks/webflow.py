@@ -158,6 +158,11 @@ class WebflowDestination(Block):
             found, known = self._find_listed(slug)
             if known:
                 return found
+            # a write an earlier, stopped run may have made: one listing of the collection
+            # answers for every such item, not one GET ?slug= each
+            self._refresh(complete=True, max_age=SNAPSHOT_FRESH_S)
+            with self._index_lock:
+                return self._by_slug.get(slug)
         answer = self._request(
             "GET", f"/collections/{self.collection_id}/items", params={"slug": slug}
         )
@@ -430,16 +435,97 @@ class WebflowDestination(Block):
 
     def delete(self, dest_id: str) -> None:
         self._request("DELETE", f"/collections/{self.collection_id}/items/{dest_id}")
-        with self._index_lock:
-            item = self._index.pop(dest_id, None) or {}
-            self._by_slug.pop((item.get("fieldData") or {}).get("slug", ""), None)
+        self._forget([dest_id])
 
-    def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
+    def versions(self, dest_ids: list[str]) -> dict[str, str | None]:
+        """Group mode: from the shared listing (refreshed with its changes), no GET per item."""
+        if self.items_per_request == 1:
+            return {dest_id: self.version(dest_id) for dest_id in dest_ids}
+        self._refresh(complete=True, max_age=SNAPSHOT_FRESH_S)
+        with self._index_lock:
+            items = {dest_id: self._index.get(dest_id) for dest_id in dest_ids}
+        return {d: _version(item) if item else None for d, item in items.items()}
+
+    def delete_many(self, dest_ids: list[str]) -> dict[str, WriteError]:
+        """`DELETE /items` with up to items_per_request ids each. A group naming an id the server
+        no longer has is refused whole (404): its items are deleted one by one, and a missing one
+        counts as deleted."""
+        failed: dict[str, WriteError] = {}
+        size = self.items_per_request
+        for start in range(0, len(dest_ids), size):
+            group = dest_ids[start : start + size]
+            try:
+                if size == 1:
+                    raise PermanentError("one at a time", status_code=404)
+                self._request("DELETE", f"/collections/{self.collection_id}/items",
+                              json={"items": [{"id": d} for d in group]})  # fmt: skip
+                self._forget(group)
+            except PermanentError as exc:
+                if exc.status_code != 404:
+                    failed.update(dict.fromkeys(group, exc))
+                    continue
+                for dest_id in group:
+                    try:
+                        self.delete(dest_id)
+                    except PermanentError as one:
+                        if one.status_code == 404:
+                            self._forget([dest_id])
+                        else:
+                            failed[dest_id] = one
+                    except WriteError as one:
+                        failed[dest_id] = one
+            except WriteError as exc:
+                failed.update(dict.fromkeys(group, exc))
+        return failed
+
+    def restore_many(
+        self, entries: list[tuple[str, dict[str, Any]]]
+    ) -> dict[str, str | None | WriteError]:
+        """`PATCH /items` with up to items_per_request snapshots each (see `restore`); an item the
+        server no longer has is None (nothing restored), alone."""
+        if self.items_per_request == 1:
+            out: dict[str, str | None | WriteError] = {}
+            for dest_id, previous in entries:
+                try:
+                    out[dest_id] = (
+                        self.version(dest_id) if self.restore(dest_id, previous) else None
+                    )
+                except WriteError as exc:
+                    out[dest_id] = exc
+            return out
+        bodies = [(n, {"id": dest_id, **self._restore_body(previous)})
+                  for n, (dest_id, previous) in enumerate(entries)]  # fmt: skip
+        results: list[Any] = [None] * len(entries)
+        shape = [(None, dest_id, None) for dest_id, _ in entries]
+        size = self.items_per_request
+        for start in range(0, len(bodies), size):
+            self._write_group("PATCH", bodies[start : start + size], results, shape)
+        out = {}
+        for (dest_id, _), result in zip(entries, results, strict=True):
+            if isinstance(result, WriteResult):
+                out[dest_id] = result.version
+            elif isinstance(result, PermanentError) and result.status_code == 404:
+                out[dest_id] = None
+            else:
+                out[dest_id] = result
+        return out
+
+    def _restore_body(self, previous: dict[str, Any]) -> dict[str, Any]:
         """PATCH merges field data, so a field the snapshot lacks is cleared explicitly (null):
         the item is put back as it was, not as the snapshot merged over the newer version."""
         slugs = [f["slug"] for f in self._collection().get("fields", [])]
         fields = previous.get("fieldData") or {}
-        body = {**previous, "fieldData": {**{s: None for s in slugs if s not in fields}, **fields}}
+        return {**previous, "fieldData": {**{s: None for s in slugs if s not in fields}, **fields}}
+
+    def _forget(self, dest_ids: list[str]) -> None:
+        with self._index_lock:
+            for dest_id in dest_ids:
+                item = self._index.pop(dest_id, None) or {}
+                self._by_slug.pop((item.get("fieldData") or {}).get("slug", ""), None)
+
+    def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
+        """One item back as it was (see `_restore_body`)."""
+        body = self._restore_body(previous)
         try:
             self._request("PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=body)
         except PermanentError as exc:

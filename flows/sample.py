@@ -60,7 +60,10 @@ def sample(
                                         "title": p.work.title, "location": None,
                                         "status": "pending",
                                         "content_hash": p.work.content_hash} for p in picks])  # fmt: skip
+            # a page whose signed file URLs expire before its write is read again (and held if
+            # its content changed since the review's plan), as in the full run
             ctx = RunContext(run_id, destination, ledger, draft=True, retries=job.batch.retries,
+                             refresh=getattr(prepared.source, "refresh", None),
                              secrets=secret_values(job))  # fmt: skip
             works = [p.work for p in picks]
             futures = item_task(job.batch).map(works, unmapped(ctx)) if works else []
@@ -71,6 +74,10 @@ def sample(
             }
             record_failures(ctx, {w.seq: w for w in works},
                             [o for o in outcomes.values() if o.status == "failed"])  # fmt: skip
+            for o in outcomes.values():
+                if o.status == "held":
+                    ledger.hold_item(run_id, o.seq, o.message or "changed since review",
+                                     f"batchgate pipeline --job {job_ref}")  # fmt: skip
             emit_dlq_added(job, run_id, destination.key, [o for o in outcomes.values() if o.status == "failed"])  # fmt: skip
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))

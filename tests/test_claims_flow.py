@@ -41,6 +41,7 @@ def job_file(tmp_path: Path, server: WebflowServer, rate: int = 60000, batch: st
         f"  collection_id: {server.state.collection_id}\n"
         "  token: ${WEBFLOW_TOKEN}\n"
         f"  rate_per_minute: {rate}\n"
+        "  items_per_request: 1  # these claims count one request per item\n"
         "  publish: false\n"
         "validation: {preset: blog, allowed_categories: [Engineering, Data, Cloud, Security, AI]}\n"
         f"batch: {{items_per_chunk: 5, backoff_base_s: 0.05, attempt_timeout_s: 5.0{batch}}}\n"

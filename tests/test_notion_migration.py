@@ -41,6 +41,7 @@ def migration_job(tmp_path: Path, notion: NotionServer, webflow: WebflowServer) 
         f"  collection_id: {webflow.state.collection_id}\n"
         "  token: ${WEBFLOW_TOKEN}\n"
         "  rate_per_minute: 60000\n"
+        "  items_per_request: 1\n"
         "  publish: true\n"
         "validation: {preset: blog}\n"
         "batch: {items_per_chunk: 20, backoff_base_s: 0.05, attempt_timeout_s: 1.0, pause_seconds: 0.1}\n"

@@ -229,7 +229,7 @@ def test_dlq_views_and_exports_mask_a_token_whatever_its_variable_is_named(
             "source: {type: file, path: posts.csv}\n"
             f"destination: {{type: webflow, base_url: '{server.base_url}/v2', "
             f"collection_id: {state.collection_id}, token: '${{MY_CMS_KEY}}', "
-            "rate_per_minute: 60000}\n"
+            "rate_per_minute: 60000, items_per_request: 1}\n"
             "validation: {preset: blog, allowed_categories: [Data]}\n"
             "batch: {items_per_chunk: 5, backoff_base_s: 0.05, success_threshold: low}\n"
             f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"

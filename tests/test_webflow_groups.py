@@ -22,8 +22,10 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def job_file(
-    tmp_path: Path, server: WebflowServer, per_request: int = 100, batch: str = ""
+    tmp_path: Path, server: WebflowServer, per_request: int = 100, batch: str = "", chunk: int = 0
 ) -> Path:
+    """A Webflow job; its chunk fits the destination (one group) unless `chunk` is given."""
+    per_chunk = f"items_per_chunk: {chunk}, " if chunk else ""
     path = tmp_path / "wf.yaml"
     path.write_text(
         "source: {type: file, path: posts.csv}\n"
@@ -31,7 +33,7 @@ def job_file(
         f"{server.state.collection_id}, token: '${{WEBFLOW_TOKEN}}', rate_per_minute: 60000, "
         f"items_per_request: {per_request}}}\n"
         "validation: {preset: blog, allowed_categories: [Engineering, Data, Cloud, Security, AI]}\n"
-        f"batch: {{items_per_chunk: 5, backoff_base_s: 0.05, attempt_timeout_s: 2.0{batch}}}\n"
+        f"batch: {{{per_chunk}backoff_base_s: 0.05, attempt_timeout_s: 2.0{batch}}}\n"
         f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
     )
     return path
@@ -117,6 +119,26 @@ def test_a_5xx_retries_the_group_and_writes_every_item_once(
         posts = requests(server, "POST")
         assert [r[3] for r in posts] == [500, 202]  # the whole group, twice
         assert len(requests(server, "GET")) <= 3 and not item_gets(server)  # no find per item
+
+
+@pytest.mark.prefect
+def test_an_item_that_makes_its_group_fail_with_5xx_never_takes_the_good_ones_to_the_dlq(
+    prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path]
+) -> None:
+    from flows.full import full
+
+    write_csv([blog_row(n) for n in range(1, 41)])
+    faults = Faults(error_slugs={"post-number-13"})  # every request carrying it answers 500
+    with WebflowServer(faults=faults) as server:
+        job = job_file(tmp_path, server, batch=", retries: 1, success_threshold: low")
+        summary = full(load_job(job))
+        assert (summary["succeeded"], summary["failed"]) == (39, 1)
+        (dead,) = summary["dlq"]
+        assert dead["item_id"] == "p-013" and dead["error_type"] == "api-error"
+        once_each(server, 39)
+        posts = requests(server, "POST")
+        # 2 attempts at the group of 40, then halves down to the one item: about 2 log2(40)
+        assert len(posts) <= 2 + 2 * math.ceil(math.log2(40)), len(posts)
 
 
 @pytest.mark.prefect
@@ -251,3 +273,83 @@ def test_a_400_in_an_update_group_fails_only_the_item_it_names() -> None:
         assert errors == {1, 4}
         assert results[1].error_type == "validation"  # type: ignore[union-attr]
         assert len(requests(server, "PATCH")) == 3  # refused for post-2, then post-5, then written
+
+
+@pytest.mark.prefect
+def test_a_rollback_deletes_and_restores_in_groups_of_100(
+    prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path]
+) -> None:
+    from flows.full import full
+    from flows.rollback import rollback
+
+    rows = [blog_row(n) for n in range(1, 151)]
+    write_csv(rows)
+    with WebflowServer() as server:
+        job = load_job(job_file(tmp_path, server))
+        created = full(job)
+        write_csv([{**r, "summary": "Changed."} if n < 120 else r for n, r in enumerate(rows)])
+        updated = full(load_job(job_file(tmp_path, server)))
+        assert (created["succeeded"], updated["succeeded"]) == (150, 150)
+        gone = next(iter(server.items))  # deleted outside batchgate: its restore is a conflict
+        del server.items[gone]
+        server.state.requests.clear()
+        undone = rollback(updated["run_id"], ledger=job.ledger)
+        outcomes = Counter(o["outcome"] for o in undone["outcomes"])
+        assert (outcomes["restored"], outcomes["conflict"]) == (119, 1), outcomes
+        patches = requests(server, "PATCH")
+        assert len(patches) <= 2 and not item_gets(server)  # two groups, no GET per item
+        assert all(i["fieldData"].get("post-summary") != "Changed." for i in server.items.values())
+        server.state.requests.clear()
+        undone = rollback(created["run_id"], ledger=job.ledger)
+        outcomes = Counter(o["outcome"] for o in undone["outcomes"])
+        assert (outcomes["deleted"], outcomes["conflict"]) == (149, 1) and not server.items
+        deletes = requests(server, "DELETE")
+        assert len(deletes) <= 2 and not item_gets(server), deletes
+
+
+@pytest.mark.prefect
+def test_sigkill_while_a_create_group_awaits_its_answer_then_a_rerun_writes_each_item_once(
+    prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path]
+) -> None:
+    import signal
+    import time
+
+    from tests.test_guarantees import run, start
+
+    write_csv([blog_row(n) for n in range(1, 61)])
+    # the server applies each group, then takes 60 s to answer it: the writer is killed meanwhile
+    with WebflowServer(faults=Faults(slow_rate=1.0, slow_seconds=60)) as server:
+        job = job_file(tmp_path, server)
+        writer = start(prefect_api, tmp_path, "full", "--job", str(job))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not server.items:
+            time.sleep(0.05)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        landed = len(server.items)
+        assert landed >= 1  # written at the destination, never answered nor recorded
+        server.state.faults = Faults()
+        server.state.requests.clear()
+        code, out = run(prefect_api, tmp_path, "full", "--job", str(job))
+        assert code == 0, out[-2000:]
+        once_each(server, 60)
+        by_slug = [r for r in requests(server, "GET") if "slug=" in r[2]]
+        assert not by_slug and not item_gets(server)  # the listing found them, not a GET each
+        assert len(requests(server, "GET")) <= 4  # one listing of 60 items, and its refresh
+
+
+@pytest.mark.prefect
+def test_two_grouped_runs_started_together_write_every_item_once(
+    prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path]
+) -> None:
+    from tests.test_guarantees import finish, start
+
+    write_csv([blog_row(n) for n in range(1, 151)])
+    with WebflowServer(faults=Faults(latency=(0.3, 0.5))) as server:
+        job = job_file(tmp_path, server)
+        first, second = (start(prefect_api, tmp_path, "full", "--job", str(job)) for _ in "ab")
+        (code_a, out_a), (code_b, out_b) = finish(first), finish(second)
+        assert (code_a, code_b) == (0, 0), out_a[-1500:] + out_b[-1500:]
+        once_each(server, 150)
+        assert len(requests(server, "POST")) == 2  # 100 + 50, by one run; the other wrote nothing
+    assert "150 unchanged since an earlier run" in (out_a + out_b)
