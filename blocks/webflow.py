@@ -71,8 +71,8 @@ class WebflowDestination(Block):
     )
     timeout_s: float = Field(default=10.0, description="Timeout of one HTTP request.")
     items_per_request: int = Field(
-        default=1, ge=1, le=MAX_GROUP,
-        description="Items one create or update request carries (1-100); 1: one request per item.",
+        default=MAX_GROUP, ge=1, le=MAX_GROUP,
+        description="Items one create, update or delete request carries (1-100); 1: one request per item.",
     )  # fmt: skip
 
     _client: httpx.Client | None = PrivateAttr(default=None)
@@ -193,11 +193,13 @@ class WebflowDestination(Block):
         if dest_id is None:
             body = {"isArchived": False, "isDraft": draft, "fieldData": field_data}
             item = self._request("POST", path, json=body).json()
+            self._remember([item])  # a later find or version answers from the listing
             return WriteResult(str(item["id"]), "created", version=_version(item))
         # a live item stays live; `current` is the write-ahead snapshot (no GET needed)
         was_draft = bool((current or {}).get("isDraft", True))
         body = {"isDraft": draft and was_draft, "fieldData": field_data}
         item = self._request("PATCH", f"{path}/{dest_id}", json=body).json()
+        self._remember([item])
         return WriteResult(dest_id, "updated", current, version=_version(item))
 
     @property
@@ -527,11 +529,17 @@ class WebflowDestination(Block):
         """One item back as it was (see `_restore_body`)."""
         body = self._restore_body(previous)
         try:
-            self._request("PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=body)
+            answer = self._request(
+                "PATCH", f"/collections/{self.collection_id}/items/{dest_id}", json=body
+            )
         except PermanentError as exc:
             if exc.status_code == 404:
+                self._forget([dest_id])
                 return False
             raise
+        item = answer.json() if answer.content else None
+        if isinstance(item, dict) and item.get("id"):
+            self._remember([item])
         return True
 
     def link(self, dest_id: str, record: dict[str, Any]) -> str:

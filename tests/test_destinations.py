@@ -27,6 +27,7 @@ def record(n: int, **overrides: Any) -> dict[str, Any]:
 
 
 def webflow(server: WebflowServer, **kwargs: Any) -> WebflowDestination:
+    """The connector as the conformance tests use it: group mode (100 per request), the default."""
     return WebflowDestination(base_url=server.base_url, collection_id=server.state.collection_id,
                               token=SecretStr("test-token"), rate_per_minute=60_000, **kwargs)  # fmt: skip
 
@@ -163,7 +164,7 @@ def test_status_table(status: int, kind: type, error_type: str) -> None:
 
 def test_429_carries_retry_after_and_holds_the_pacer() -> None:
     with WebflowServer(rate_limit=2, window_s=30) as server:
-        dest = webflow(server)
+        dest = webflow(server, items_per_request=1)  # a request per look-up
         dest.find(record(1))
         dest.find(record(2))
         with pytest.raises(RetryableError) as err:
