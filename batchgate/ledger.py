@@ -426,6 +426,82 @@ class Ledger:
             )
         return rows
 
+    def frozen_plan_slice(self, plan_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` items of a frozen plan after `after_seq`, in source order (a slice of
+        `frozen_plan`, so a run never holds the whole plan)."""
+        query = (
+            select(items.c.seq, items.c.item_id, items.c.title, items.c.location, items.c.status,
+                   items.c.issues, items.c.content_hash, items.c.data)
+            .where(items.c.run_id == plan_id, items.c.seq > after_seq)
+            .order_by(items.c.seq)
+            .limit(limit)
+        )  # fmt: skip
+        with self._guard("reading the frozen plan"), self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        if any(r["status"] != "blocked" and r["data"] is None for r in rows):
+            raise LedgerError(
+                f"run {plan_id} has no frozen plan (it is not a dry-run of this version). Fix: "
+                "run the dry-run again and review its sample."
+            )
+        return rows
+
+    def item_slice(
+        self, run_id: str, after_seq: int, limit: int, statuses: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` item rows of a run after `after_seq`, in source order (issues parsed)."""
+        query = select(items).where(items.c.run_id == run_id, items.c.seq > after_seq)
+        if statuses is not None:
+            query = query.where(items.c.status.in_(list(statuses)))
+        query = query.order_by(items.c.seq).limit(limit)
+        with self._guard("reading item results"), self.engine.connect() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(query)]
+        for row in rows:
+            row["issues"] = json.loads(row["issues"])
+        return rows
+
+    def items_by_seq(self, run_id: str, seqs: Sequence[int]) -> list[dict[str, Any]]:
+        """The item rows of a run at these positions (issues parsed)."""
+        out: list[dict[str, Any]] = []
+        with self._guard("reading item results"), self.engine.connect() as conn:
+            for i in range(0, len(seqs), 500):
+                query = select(items).where(
+                    items.c.run_id == run_id, items.c.seq.in_(list(seqs[i : i + 500]))
+                )
+                out += [dict(row._mapping) for row in conn.execute(query)]
+        for row in out:
+            row["issues"] = json.loads(row["issues"])
+        return sorted(out, key=lambda r: r["seq"])
+
+    def amend_items(self, run_id: str, rows: Iterable[dict[str, Any]]) -> int:
+        """Change recorded items (by seq): status, issues (JSON), content hash and data; for a
+        check that needs the whole set (unique), found only after the items were recorded."""
+        count = 0
+        with self._guard("amending item results"), self.engine.begin() as conn:
+            for row in rows:
+                conn.execute(
+                    update(items)
+                    .where(items.c.run_id == run_id, items.c.seq == row["seq"])
+                    .values(status=row["status"], issues=row["issues"],
+                            content_hash=row["content_hash"], data=row["data"])
+                )  # fmt: skip
+                count += 1
+        return count
+
+    def targets_for_items(
+        self, destination_key: str, item_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """What this destination holds of these items from earlier runs, by item id (a slice
+        of `targets_for`)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self._guard("reading the destination map"), self.engine.connect() as conn:
+            for i in range(0, len(item_ids), 500):
+                query = select(targets).where(
+                    targets.c.destination_key == destination_key,
+                    targets.c.item_id.in_(list(item_ids[i : i + 500])),
+                )
+                out.update({row.item_id: dict(row._mapping) for row in conn.execute(query)})
+        return out
+
     def plan_items(self, run_id: str, rows: Iterable[dict[str, Any]]) -> int:
         """Record every item of a full run up front (pending, skipped, unchanged or held)."""
         now = datetime.now(UTC)
