@@ -63,13 +63,13 @@ class _Section(BaseModel):
 
 
 class FileSourceConfig(_Section):
-    """Items from a CSV, JSON (a list of objects) or Parquet file."""
+    """Items from a CSV, JSON (a list of objects), JSON-lines or Parquet file."""
 
     model_config = ConfigDict(title="File")  # its name in the Run form
 
     type: Literal["file"] = Field(description="Source kind.")
     path: str = Field(description="File path; relative paths are resolved from the job file.")
-    format: Literal["csv", "json", "parquet"] | None = Field(
+    format: Literal["csv", "json", "jsonl", "parquet"] | None = Field(
         default=None, description="File format; taken from the extension when unset."
     )
     filter: dict[str, str | int | bool | list[str | int | bool]] = Field(

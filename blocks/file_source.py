@@ -1,10 +1,15 @@
-"""File source: a CSV, JSON (a list of objects) or Parquet file read with pandas."""
+"""File source: a CSV, JSON (a list of objects), JSON-lines or Parquet file read with pandas.
+
+`iter_chunks` reads it a chunk at a time (pandas chunks for CSV, Parquet row batches, JSON-lines
+pages), so a run never holds every item; a JSON list is parsed whole, then typed in chunks.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -18,29 +23,35 @@ from batchgate.errors import SourceError
 from batchgate.schema import CONTROL, Schema, build_items_from_columns, to_bool
 from batchgate.sources import SourceBatch
 
-Format = Literal["csv", "json", "parquet"]
+Format = Literal["csv", "json", "jsonl", "parquet"]
+CHUNK_SIZE = 5000  # items typed and validated at a time
+_UNITS = {"csv": "row", "json": "item", "jsonl": "line", "parquet": "row"}
 _EXTENSIONS: dict[str, Format] = {
     ".csv": "csv",
     ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
     ".parquet": "parquet",
     ".pq": "parquet",
 }
 
 
 class FileSource(Block):
-    """Reads items from a CSV, JSON or Parquet file, with an optional equality filter."""
+    """Reads items from a CSV, JSON, JSON-lines or Parquet file, with an optional equality filter."""
 
     _block_type_name = "Batchgate File Source"
     _block_type_slug = "batchgate-file-source"
     _description = (
-        "Items for a batchgate job from a CSV, JSON (a list of objects) or Parquet file. "
+        "Items for a batchgate job from a CSV, JSON (a list of objects), JSON-lines (an object "
+        "a line) or Parquet file. "
         "CSV tags are comma-separated and an empty cell is missing; JSON tags are a list and "
         "missing is null."
     )
 
     path: str = Field(description="Path of the file to read.")
     format: Format | None = Field(
-        default=None, description="csv, json or parquet; taken from the extension when unset."
+        default=None,
+        description="csv, json, jsonl or parquet; taken from the extension when unset.",
     )
     filter: dict[str, Any] = Field(
         default_factory=dict,
@@ -68,36 +79,54 @@ class FileSource(Block):
         """Read every row, check columns and cell sizes, apply the filter, type the items.
 
         `since` keeps the items whose last_edited is at or after it (an incremental sync); an
-        item without a last_edited value is kept."""
+        item without a last_edited value is kept. `iter_chunks` reads the same a chunk at a time."""
+        batch = SourceBatch(items=[], total_rows=0, filtered_out=0, description="")
+        for chunk in self.iter_chunks(schema, since):
+            batch.items += chunk.items
+            batch.total_rows += chunk.total_rows
+            batch.filtered_out += chunk.filtered_out
+            batch.description = chunk.description
+        return batch
+
+    def iter_chunks(
+        self, schema: Schema, since: datetime | None = None, chunk_size: int = CHUNK_SIZE
+    ) -> Iterator[SourceBatch]:
+        """The items of `read`, a chunk of at most `chunk_size` source rows at a time, numbered
+        (seq) across chunks; a SourceError may come at any chunk."""
         fmt = self._format()
-        frame = {"csv": self._read_csv, "json": self._read_json, "parquet": self._read_parquet}[
-            fmt
-        ]()
-        if frame.empty:
+        frames = {"csv": self._csv_chunks, "json": self._json_chunks,
+                  "jsonl": self._jsonl_chunks, "parquet": self._parquet_chunks}[fmt](chunk_size)  # fmt: skip
+        prefix = f"{self.name} {_UNITS[fmt]}"
+        description = f"{self.name} ({fmt.upper()})"
+        if since is not None:
+            description += f", edited since {since:%Y-%m-%d %H:%M:%S}"
+        rows = seq = 0
+        for frame in frames:
+            frame = frame.reset_index(drop=True)
+            if rows == 0:
+                self._check_columns(frame, schema)
+            self._check_cell_sizes(frame, rows)
+            total = len(frame)
+            frame = self._apply_filter(frame)
+            locations = [f"{prefix} {rows + int(i) + 1}" for i in frame.index]
+            columns = {str(name): frame[name].tolist() for name in frame.columns}
+            del frame
+            items = build_items_from_columns(locations, columns, schema)
+            for item in items:  # numbered across chunks, as one read numbers them
+                if seq:
+                    item.seq += seq
+                    if not item.data.get("id"):
+                        item.id = f"row-{item.seq + 1}"
+            rows, seq = rows + total, seq + len(items)
+            if since is not None:
+                items = [i for i in items if not _before(i.data.get("last_edited"), since)]
+            yield SourceBatch(items=items, total_rows=total, filtered_out=total - len(items),
+                              description=description)  # fmt: skip
+        if rows == 0:
             raise SourceError(
                 f"{self.path} has a header but no rows. Fix: add items to the file, "
                 "or point source.path at the right file."
             )
-        self._check_columns(frame, schema)
-        self._check_cell_sizes(frame)
-        total = len(frame)
-        frame = self._apply_filter(frame)
-        unit = "item" if fmt == "json" else "row"
-        prefix = f"{self.name} {unit}"
-        locations = [f"{prefix} {int(i) + 1}" for i in frame.index]
-        columns = {str(name): frame[name].tolist() for name in frame.columns}
-        del frame
-        items = build_items_from_columns(locations, columns, schema)
-        description = f"{self.name} ({fmt.upper()})"
-        if since is not None:
-            items = [i for i in items if not _before(i.data.get("last_edited"), since)]
-            description += f", edited since {since:%Y-%m-%d %H:%M:%S}"
-        return SourceBatch(
-            items=items,
-            total_rows=total,
-            filtered_out=total - len(items),
-            description=description,
-        )
 
     # --- formats --------------------------------------------------------------------------
 
@@ -108,7 +137,7 @@ class FileSource(Block):
         if suffix not in _EXTENSIONS:
             raise SourceError(
                 f"{self.path}: cannot tell the format from the extension '{suffix}'. "
-                "Fix: set source.format to csv, json or parquet."
+                "Fix: set source.format to csv, json, jsonl or parquet."
             )
         return _EXTENSIONS[suffix]
 
@@ -151,22 +180,41 @@ class FileSource(Block):
                 "UTF-8 (in a spreadsheet: Save As, CSV UTF-8), or re-export it from the source system."
             ) from None
 
-    def _read_csv(self) -> pd.DataFrame:
-        data = self._bytes()
-        self._text(data, csv_header=True)  # checks the encoding; pandas parses the bytes itself
+    def _check_file(self) -> None:
+        """The errors of `_bytes` (missing, a folder, unreadable, empty) without reading it all."""
         try:
-            return pd.read_csv(
-                io.BytesIO(data),
+            with open(self.path, "rb") as handle:
+                head = handle.read(65536)
+                whole = not handle.read(1)
+        except OSError:
+            self._bytes()  # raises the error that names the fix
+            raise
+        if whole and not head.strip():
+            self._bytes()
+
+    def _csv_chunks(self, chunk_size: int) -> Iterator[pd.DataFrame]:
+        self._check_file()
+        try:
+            reader = pd.read_csv(
+                self.path,
                 encoding="utf-8-sig",
                 dtype=str,
                 keep_default_na=False,
                 na_filter=False,
+                chunksize=chunk_size,
             )
+            with reader:
+                yield from reader
         except pd.errors.EmptyDataError:
             raise SourceError(f"{self.path} is empty. Fix: export the data again.") from None
+        except UnicodeDecodeError:
+            data = self._bytes()
+            self._text(data, csv_header=True)  # raises, naming the line, row and column
+            raise
         except pd.errors.ParserError as exc:
+            data = self._bytes()
             raise SourceError(
-                self._describe_ragged_row(data.decode("utf-8-sig"))
+                self._describe_ragged_row(self._text(data))
                 or (f"{self.path} is not a well-formed CSV file: {exc}. Fix: check its quoting.")
             ) from None
 
@@ -183,7 +231,56 @@ class FileSource(Block):
                 )
         return None
 
-    def _read_json(self) -> pd.DataFrame:
+    def _json_chunks(self, chunk_size: int) -> Iterator[pd.DataFrame]:
+        """A JSON list is parsed whole (json has no streaming parser); use JSON-lines for big files."""
+        records = self._read_json()
+        columns = list(dict.fromkeys(key for record in records for key in record))
+        for i in range(0, len(records), chunk_size):
+            part = records[i : i + chunk_size]
+            yield pd.DataFrame.from_records(part, columns=columns).astype(object)
+
+    def _jsonl_chunks(self, chunk_size: int) -> Iterator[pd.DataFrame]:
+        """An object a line, parsed a page of `chunk_size` lines at a time; blank lines are skipped."""
+        self._check_file()
+        columns: dict[str, None] = {}
+        page: list[dict[str, Any]] = []
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                page.append(self._json_line(raw, number))
+                if len(page) >= chunk_size:
+                    yield self._page_frame(page, columns)
+                    page = []
+        if page:
+            yield self._page_frame(page, columns)
+
+    def _json_line(self, raw: bytes, number: int) -> dict[str, Any]:
+        try:
+            record = json.loads(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError:
+            raise SourceError(
+                f"{self.path} line {number} is not valid UTF-8. Fix: save the file as UTF-8."
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise SourceError(
+                f"{self.path} line {number}, column {exc.colno} is not valid JSON: {exc.msg}. "
+                "Fix: a JSON-lines file holds one JSON object on each line."
+            ) from None
+        if not isinstance(record, dict):
+            raise SourceError(
+                f"{self.path} line {number} is a JSON {type(record).__name__}, not an object. "
+                "Fix: every line must be an object with the item's fields."
+            )
+        return record
+
+    @staticmethod
+    def _page_frame(page: list[dict[str, Any]], columns: dict[str, None]) -> pd.DataFrame:
+        for record in page:
+            columns.update(dict.fromkeys(record))
+        return pd.DataFrame.from_records(page, columns=list(columns)).astype(object)
+
+    def _read_json(self) -> list[dict[str, Any]]:
         data = self._bytes()
         text = self._text(data)
         try:
@@ -206,20 +303,25 @@ class FileSource(Block):
                 )
         if not records:
             raise SourceError(f"{self.path} is an empty list. Fix: add items to the file.")
-        return pd.DataFrame.from_records(records).astype(object)
+        return records
 
-    def _read_parquet(self) -> pd.DataFrame:
+    def _parquet_chunks(self, chunk_size: int) -> Iterator[pd.DataFrame]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         path = Path(self.path)
         if not path.exists():
             self._bytes()  # raises the missing-file error
         try:
-            frame = pd.read_parquet(path)
+            parquet = pq.ParquetFile(path)
+            for batch in parquet.iter_batches(batch_size=chunk_size):
+                # through a table: the file's pandas metadata types the columns as read_parquet does
+                yield pa.Table.from_batches([batch]).to_pandas().astype(object)
         except Exception as exc:  # pyarrow raises many types for a damaged file
             raise SourceError(
                 f"{self.path} cannot be read as Parquet ({type(exc).__name__}: {exc}). "
                 "Fix: re-export the file, or set source.format if it is not Parquet."
             ) from None
-        return frame.astype(object)
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -242,7 +344,7 @@ class FileSource(Block):
                 "file header (the values may be empty), or rename the matching columns."
             )
 
-    def _check_cell_sizes(self, frame: pd.DataFrame) -> None:
+    def _check_cell_sizes(self, frame: pd.DataFrame, offset: int = 0) -> None:
         for column in frame.columns:
             values = frame[column]
             if isinstance(values.dtype, pd.StringDtype):
@@ -250,7 +352,7 @@ class FileSource(Block):
             else:
                 sizes = values.map(lambda v: len(v) if isinstance(v, str) else 0)
             if len(sizes) and sizes.max() > self.max_cell_size:
-                row = int(sizes.idxmax()) + 1
+                row = offset + int(sizes.idxmax()) + 1
                 size = int(sizes.max())
                 raise SourceError(
                     f"{self.path} row {row}, column '{column}' holds {size:,} characters, over the "

@@ -76,7 +76,7 @@ def test_the_pipelines_own_optional_parameters_are_plain_inputs() -> None:
 def test_a_field_with_a_fixed_set_of_values_is_a_select() -> None:
     definitions = schema_of(pipeline)["definitions"]
     fmt = definitions["FileSourceConfig"]["properties"]["format"]
-    assert fmt["enum"] == ["csv", "json", "parquet"] and fmt["type"] == "string"
+    assert fmt["enum"] == ["csv", "json", "jsonl", "parquet"] and fmt["type"] == "string"
     assert definitions["ValidationConfig"]["properties"]["preset"]["enum"] == ["blog", "none"]
     assert definitions["AddedRule"]["properties"]["severity"]["enum"] == ["blocked", "warning"]
     optional = definitions["NotionSourceConfig"]["properties"]["data_source_id"]
