@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Stops what scripts/serve.sh started: the worker, then the Prefect server.
+# Stops what scripts/serve.sh started: every worker (worker-<n>.pid), then the Prefect server.
 cd "$(dirname "$0")/.."
 state=${SERVE_DIR:-$(pwd)/.serve}
-for name in worker server; do
-  pidfile="$state/$name.pid"
+for pidfile in "$state"/worker-*.pid "$state/worker.pid" "$state/server.pid"; do
+  name=$(basename "$pidfile" .pid)
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")
   if kill -0 "$pid" 2> /dev/null; then
