@@ -528,7 +528,9 @@ class Ledger:
         write_ahead: dict[str, Any],
     ) -> dict[str, Any]:
         """Before a write (write-ahead): see `mark_intents`. Returns the write-ahead in force."""
-        return self.mark_intents(destination_key, run_id, [(item_id, dest_id, write_ahead)])[item_id]
+        return self.mark_intents(destination_key, run_id, [(item_id, dest_id, write_ahead)])[
+            item_id
+        ]
 
     def mark_intents(
         self,
@@ -793,8 +795,11 @@ class Ledger:
         """Close dead letters (retried or skipped) with a note; returns how many changed."""
         query = (
             update(dlq)
-            .where(dlq.c.run_id == run_id, dlq.c.item_id.in_(list(item_ids)),
-                   dlq.c.state.in_(["open", "retrying"]))
+            .where(
+                dlq.c.run_id == run_id,
+                dlq.c.item_id.in_(list(item_ids)),
+                dlq.c.state.in_(["open", "retrying"]),
+            )
             .values(state=state, note=note)
         )
         with self._guard("updating the dead-letter queue"), self.engine.begin() as conn:
@@ -813,9 +818,7 @@ class Ledger:
         with self._guard("recording published items"), self.engine.begin() as conn:
             conn.execute(query)
 
-    def claim_dlq(
-        self, run_id: str, item_ids: Sequence[str], claimer: str
-    ) -> list[str]:
+    def claim_dlq(self, run_id: str, item_ids: Sequence[str], claimer: str) -> list[str]:
         """Claim open dead letters for one retry run, atomically: two retries of the same run
         never both get an entry. An entry claimed by a run that is no longer running (it died,
         or ended without closing it) can be claimed again. Returns the items this call got."""
@@ -832,8 +835,12 @@ class Ledger:
                 changed = conn.execute(
                     update(dlq)
                     .where(dlq.c.run_id == run_id, dlq.c.item_id == item_id, claimable)
-                    .values(state="retrying", claimed_by=claimer, claimed_at=now,
-                            note=f"claimed by {claimer}")  # fmt: skip
+                    .values(
+                        state="retrying",
+                        claimed_by=claimer,
+                        claimed_at=now,
+                        note=f"claimed by {claimer}",
+                    )  # fmt: skip
                 ).rowcount
                 if changed:
                     got.append(item_id)
@@ -857,9 +864,10 @@ class Ledger:
         """
         key = holds.c.destination_key == destination_key
         now = time.time()
-        with self._guard("taking the destination's hold"), self.exclusive(
-            f"hold:{destination_key}"
-        ) as conn:
+        with (
+            self._guard("taking the destination's hold"),
+            self.exclusive(f"hold:{destination_key}") as conn,
+        ):
             row = conn.execute(select(holds).where(key)).first()
             if row is not None and row.run_id != run_id:
                 if row.expires_at > now and not is_dead(row.holder):
@@ -944,12 +952,24 @@ class Ledger:
             return [dict(row._mapping) for row in conn.execute(query)]
 
     def watermark(self, job_name: str, source: str) -> datetime | None:
-        """When the last successful sync of this job's source started (its items were read
-        after that moment), or None before the first."""
-        query = select(func.max(runs.c.started_at)).where(
+        """When the last successful read-and-write of this job's source started (its items were
+        read after that moment), or None before the first: a sync's start, or the start of a
+        pipeline's dry-run whose frozen plan its full run then wrote (complete or partial)."""
+        done = ["complete", "partial-success"]
+        syncs = select(runs.c.started_at).where(
             runs.c.mode == "sync", runs.c.job_name == job_name, runs.c.source == source,
-            runs.c.outcome.in_(["complete", "partial-success"]),
+            runs.c.outcome.in_(done),
         )  # fmt: skip
+        written = runs.alias("written")
+        pipelines = select(runs.c.started_at).where(
+            runs.c.mode == "dry-run", runs.c.job_name == job_name, runs.c.source == source,
+            runs.c.parent_run_id.is_not(None),
+            select(written.c.run_id).where(
+                written.c.parent_run_id == runs.c.parent_run_id, written.c.mode == "full",
+                written.c.outcome.in_(done),
+            ).exists(),
+        )  # fmt: skip
+        query = select(func.max(syncs.union_all(pipelines).subquery().c.started_at))
         with self._guard("reading the sync watermark"), self.engine.connect() as conn:
             value = conn.execute(query).scalar()
         if value is not None and value.tzinfo is None:

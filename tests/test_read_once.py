@@ -141,9 +141,15 @@ def test_a_pipeline_reads_each_page_once_and_a_sync_only_the_edited_ones(
         # nothing else: the pipeline's requests are one read plus those re-reads (page + body)
         assert len(piped) == len(one_read) + sum((per_page[p] + 1) * n for p, n in rereads.items())
 
-        # a sync: the first reads everything (no watermark yet); after 3 edits, the next reads
+        # a sync after the pipeline reads only what was edited since the pipeline's dry-run
+        # started (nothing here): the database query, no page; after 3 edits, the next reads
         # only the pages the query reports as edited
-        assert sync(job)["outcome"] == "complete"
+        mark = reads.mark()
+        first_sync = sync(job)
+        assert first_sync["outcome"] == "complete" and first_sync["total"] == 0, first_sync
+        assert not reads.first_reads(reads.since(mark)) and not reads.per_page(
+            reads.since(mark), "page"
+        )
         edited = pages[10:13]
         for page_id in edited:
             notion.state.edit(page_id, Name={"type": "title", "title": [text("Edited title")]})
