@@ -334,6 +334,17 @@ class BatchConfig(_Section):
         default=90.0,
         description="Success rate (%) for partial-success; or critical (100), standard (90), low (any).",
     )
+    shards: int = Field(
+        default=1, ge=1, le=64,
+        description="Shards of a full run: N > 1 plans once, then runs N full-shard deployment "
+        "runs on the work pool's workers, each writing its slice of the plan (needs a PostgreSQL "
+        "ledger). 1: one process, no work pool needed.",
+    )  # fmt: skip
+    shards_on_this_host: bool = Field(
+        default=False,
+        description="Every worker of the pool runs on this host, so shards may share a SQLite "
+        "ledger.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -422,8 +433,10 @@ class Job(_Section):
     )
 
     def fingerprint(self) -> str:
-        """A short hash of the job's settings, recorded with each run."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """A short hash of the job's settings, recorded with each run. How many shards write a
+        plan is not part of it: a plan reviewed with one process may be written by several."""
+        data = self.model_dump(mode="json", exclude={"batch": {"shards", "shards_on_this_host"}})
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
