@@ -71,3 +71,24 @@ def test_a_job_that_says_nothing_writes_sql_in_groups_of_500(
     ledger = open_ledger(job.ledger)
     targets = ledger.targets_for(f"sql:sqlite:///{tmp_path / 'cms.db'}#posts")
     assert len(targets) == 1200 and {t["state"] for t in targets.values()} == {"written"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_many_writes_in_flight_on_a_healthy_database_fail_no_item(
+    backend: str, prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path],
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    """The most writers the job accepts (64 in flight, small groups): SQLite's one writer and
+    PostgreSQL's connection pool (5 + 10 overflow) make them wait, never fail an item."""
+    from flows.full import full
+
+    url = (f"sqlite:///{tmp_path / 'cms.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_schema_url"))  # fmt: skip
+    write_csv([blog_row(n) for n in range(1, 1281)])
+    batch = ", items_per_chunk: 640, items_per_request: 10, writes_in_flight: 64"
+    summary = full(load_job(sql_job(tmp_path, url, batch)))
+    assert (summary["succeeded"], summary["failed"], summary["pending"]) == (1280, 0, 0), summary
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(DISTINCT source_id) FROM posts")).scalar() == 1280
+    engine.dispose()
