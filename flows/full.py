@@ -86,6 +86,12 @@ def full(
     logger = get_run_logger()
     mode = "retry" if item_ids is not None else "full"
     run_id = run_id or new_run_id(mode)
+    if job.batch.shards > 1:  # plan here, write through N full-shard runs on the work pool
+        from flows.shards import run_sharded
+
+        return run_sharded(job, run_id, mode, json_path, job_ref, console_progress, logger,
+                           parent_run_id, set(item_ids) if item_ids is not None else None,
+                           since, plan_id)  # fmt: skip
     started = time.monotonic()
     stopped = _Stopped(run_id, job_ref, json_path, console_progress, logger, started)
     try:

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
+import yaml
 
 from batchgate.bucket import SharedPacer
 from batchgate.ledger import Ledger
+from tests.conftest import BLOG_COLUMNS, ROOT, blog_row
 
 RATE = 20.0  # slots per second, shared
 TAKERS = 4
@@ -61,3 +74,185 @@ def test_processes_taking_from_one_bucket_keep_its_rate_together(
     busiest = max(sum(1 for t in stamps[i:] if t < s + 1.0) for i, s in enumerate(stamps))
     assert busiest <= RATE + 1, busiest
     assert blocks <= total // 3 + TAKERS, blocks
+
+
+# --- end to end: a Prefect server on PostgreSQL, a process pool with 2 workers, the deployments --
+
+BIN = Path(sys.executable).parent
+PG_ITEMS = int(os.environ.get("BATCHGATE_SHARD_ITEMS", "20000"))
+SHARDS = 4
+
+
+class Stack:
+    """The Prefect server, its pool and workers, as the tests drive them."""
+
+    def __init__(self, api: str, pool: str, home: Path, database: str) -> None:
+        self.api, self.pool, self.home, self.database = api, pool, home, database
+        self.workers: list[subprocess.Popen[str]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        return {**base, "PREFECT_API_URL": self.api, "BATCHGATE_HOME": str(ROOT),
+                "PREFECT_WORKER_QUERY_SECONDS": "1", "BATCHGATE_SHARD_STALE_S": "12",
+                "WEBFLOW_TOKEN": TOKEN, **extra}  # fmt: skip
+
+    def start_worker(self, n: int) -> subprocess.Popen[str]:
+        log = (self.home / f"worker-{n}.log").open("a")
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", self.pool, "--name", f"w{n}"],
+            cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.workers.append(worker)
+        return worker
+
+
+TOKEN = "shards-token"
+
+
+@pytest.fixture(scope="module")
+def stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A Prefect server on its own PostgreSQL database (dropped afterwards), the process pool,
+    the full-shard deployment of prefect.yaml, and 2 workers on 127.0.0.1."""
+    pytest.importorskip("asyncpg", reason="the Prefect server needs asyncpg for PostgreSQL")
+    from tests.conftest import _start_prefect_server, _stop
+
+    database = f"prefect_shards_{os.getpid()}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    home = tmp_path_factory.mktemp("shards-prefect")
+    pg = sa.engine.make_url(postgres_url).set(drivername="postgresql+asyncpg", database=database)
+    old = os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL")
+    os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = pg.render_as_string(hide_password=False)
+    server = None
+    try:
+        server, api = _start_prefect_server(home, home / "server.log", deadline_s=180)
+        stack = Stack(api, f"shards-{uuid.uuid4().hex[:6]}", home, database)
+        for args in (["work-pool", "create", stack.pool, "--type", "process"],
+                     ["--no-prompt", "deploy", "--name", "full-shard", "--pool", stack.pool]):  # fmt: skip
+            done = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=stack.env(),
+                                  capture_output=True, text=True, timeout=180)  # fmt: skip
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        stack.start_worker(1)
+        stack.start_worker(2)
+        yield stack
+    finally:
+        for worker in stack.workers if server else []:
+            _kill_tree(worker.pid, signal.SIGTERM)
+        if server is not None:
+            _stop(server)
+        if old is None:
+            os.environ.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+        else:
+            os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = old
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_tree(pid: int, sig: int) -> None:
+    """A worker and every process it started (a flow run's process is in its own session)."""
+    for target in [pid, *_descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, sig)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _write_posts(path: Path, count: int) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=BLOG_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for n in range(1, count + 1):
+            writer.writerow(blog_row(n, id=f"p-{n:06d}", slug=f"post-{n}"))
+
+
+def _job(tmp_path: Path, count: int, destination: dict[str, Any], ledger_url: str,
+         **batch: Any) -> Path:  # fmt: skip
+    _write_posts(tmp_path / "posts.csv", count)
+    job = {
+        "name": "shards", "source": {"type": "file", "path": "posts.csv"},
+        "destination": destination,
+        "validation": {"preset": "blog",
+                       "allowed_categories": ["Engineering", "Data", "Cloud", "Security", "AI"]},
+        "batch": {"shards": SHARDS, **batch}, "ledger": {"url": ledger_url},
+    }  # fmt: skip
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _full(stack: Stack, job: Path) -> subprocess.Popen[str]:
+    log = (job.parent / "full.log").open("w")
+    return subprocess.Popen([str(BIN / "batchgate"), "full", "--job", str(job), "--json",
+                             str(job.parent / "full.json")], cwd=job.parent, env=stack.env(),
+                            stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def _finished(process: subprocess.Popen[str], job: Path, timeout: float) -> dict[str, Any]:
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail(
+            f"the full run took over {timeout} s: {(job.parent / 'full.log').read_text()[-3000:]}"
+        )
+    said = (job.parent / "full.log").read_text()
+    assert code == 0, said[-4000:]
+    return {"said": said, **json.loads((job.parent / "full.json").read_text())}
+
+
+def _exactly_once(ledger_url: str, run_id: str, count: int) -> None:
+    engine = sa.create_engine(ledger_url)
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(sa.text(
+            "SELECT status, count(*) FROM batchgate_items WHERE run_id = :r GROUP BY status"),
+            {"r": run_id}).all())  # fmt: skip
+        rows = conn.execute(sa.text("SELECT count(*), count(DISTINCT item_id) FROM batchgate_items "
+                                    "WHERE run_id = :r"), {"r": run_id}).one()  # fmt: skip
+    engine.dispose()
+    assert statuses == {"succeeded": count}, statuses
+    assert tuple(rows) == (count, count)
+
+
+def test_20000_items_in_4_shards_into_postgresql(
+    stack: Stack, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """The parent plans once; 4 shard runs on 2 workers write every item once into PostgreSQL;
+    the parent's report and per-shard rows count all of them."""
+    job = _job(tmp_path, PG_ITEMS, {"type": "sql", "url": pg_schema_url}, pg_schema_url)
+    started = time.monotonic()
+    result = _finished(_full(stack, job), job, 600)
+    took = time.monotonic() - started
+    assert result["status"] == "complete" and result["succeeded"] == PG_ITEMS, result
+    assert result["shards"] == SHARDS
+    for shard in range(1, SHARDS + 1):
+        assert (
+            f"Shard {shard}/{SHARDS}: {PG_ITEMS // SHARDS}/{PG_ITEMS // SHARDS} written"
+            in result["said"]
+        )
+    _exactly_once(pg_schema_url, result["run_id"], PG_ITEMS)
+    engine = sa.create_engine(pg_schema_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*), count(DISTINCT source_id) FROM posts")).one()
+    engine.dispose()
+    assert tuple(rows) == (PG_ITEMS, PG_ITEMS)
+    print(
+        f"\n{PG_ITEMS} items, {SHARDS} shards, 2 workers: {took:.1f} s, {PG_ITEMS / took:.0f} items/s"
+    )

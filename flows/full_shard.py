@@ -1,0 +1,240 @@
+"""One shard of a sharded full run: its slice of the parent's plan, read from the ledger.
+
+The parent (`full` with `batch.shards` N > 1, flows/shards.py) plans once, recording every
+item's planned row with its data, holds the destination, and starts N runs of the `full-shard`
+deployment. Shard k writes the parent run's pending items with `seq % N == k`, never reading the
+source: under the parent's hold (it checks the hold names the parent's run), on the destination's
+shared rate (batchgate/bucket.py), stopping or pausing when the parent's one breaker says so.
+Its item rows are the parent run's, so an item already written is skipped when a shard whose
+worker died is run again, and the parent's report counts every item.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime
+from prefect.states import Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
+from sqlalchemy import func, select, update
+
+from batchgate import pacer as pacers
+from batchgate.breaker import CircuitBreaker
+from batchgate.bucket import SharedPacer, heartbeat, run_state
+from batchgate.config import Job
+from batchgate.errors import BatchgateError, WriteError
+from batchgate.ledger import Ledger, holds, items
+from batchgate.planner import Candidate, plan_run, thaw
+from batchgate.secrets import MASKED, secret_values
+from batchgate.writer import Outcome, RunContext
+from blocks.factory import destination_for
+from blocks.ledger import open_ledger
+from flows.full import Chunk, _publishes, _Runner
+
+HEARTBEAT_S = 3.0
+HOLD_CHECK_S = 5.0
+BLOCK_S = 2.0  # a shard takes this many seconds of the shared rate per round trip (at least 1)
+
+
+@flow(name="full-shard", task_runner=ThreadPoolTaskRunner(max_workers=32), log_prints=False)
+def full_shard(
+    job: Job,
+    run_id: str,
+    shard: int,
+    shards: int,
+    attempt: int = 1,
+    job_ref: str = "JOB.yaml",
+) -> dict[str, Any] | State:
+    """Write shard `shard` of `shards` of the full run `run_id` (its pending items with
+    seq % shards == shard), under that run's hold on the destination."""
+    logger = get_run_logger()
+    ledger = open_ledger(job.ledger)
+    if not heartbeat(ledger, run_id, shard, attempt):
+        return _superseded(logger, run_id, shard, attempt)
+    try:
+        _refuse_masked(job)
+        destination = destination_for(job)
+        destination.check()
+        destination.prepare()
+        _require_parent_hold(ledger, destination.key, run_id)
+    except (BatchgateError, WriteError) as exc:
+        heartbeat(ledger, run_id, shard, attempt, state="aborted")
+        _set_message(ledger, run_id, shard, str(exc))
+        logger.error(str(exc))
+        return Failed(message=f"shard {shard}: {exc}")
+    draft = not _publishes(destination)
+    candidates = _slice(ledger, run_id, shard, shards)
+    plan = plan_run(candidates, ledger.targets_for(destination.key), draft=draft)
+    _settle(ledger, run_id, plan.rows)  # written before this attempt: nothing left to do
+    ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
+                     secrets=secret_values(job))  # fmt: skip
+    share_rate(ledger, destination)
+    hold = ParentHold(ledger, destination.key, run_id, shard, attempt)
+    logger.info("Shard %d/%d of %s (attempt %d): %d items to write, %d already written",
+                shard + 1, shards, run_id, attempt, len(plan.work), len(candidates) - len(plan.work))  # fmt: skip
+    with hold:
+        runner = _ShardRunner(job, ctx, plan.work, False, logger, hold, job_ref)
+        runner.run()
+    final = "aborted" if runner.abort_reason else "done"
+    if not hold.superseded:
+        heartbeat(ledger, run_id, shard, attempt, state=final)
+        _set_message(ledger, run_id, shard, runner.abort_reason, runner.publish_failures)
+    summary = {"run_id": run_id, "shard": shard, "attempt": attempt, "items": len(plan.work),
+               "state": final, "reason": runner.abort_reason}  # fmt: skip
+    return summary
+
+
+class _ShardRunner(_Runner):
+    """The full run's chunk runner, judged by the parent's one breaker instead of its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.breaker = CircuitBreaker(pause_at=2.0, abort_at=2.0)  # never trips: see the parent
+
+    def _record(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
+        super()._record(chunk, outcomes)
+        if self.abort_reason:
+            return
+        while True:  # the parent's decision, read after every chunk
+            state = run_state(self.ctx.ledger, self.ctx.run_id)
+            if state["state"] == "aborted":
+                self.abort_reason = state["message"] or "aborted by the run's circuit breaker"
+                return
+            if state["state"] != "paused" or (state["until"] or 0) <= time.time():
+                return
+            time.sleep(min(1.0, max(0.0, state["until"] - time.time())))
+
+
+class ParentHold:
+    """The parent run's hold on the destination, as a shard sees it: `lost` turns true when the
+    hold no longer names the parent's run, or a newer attempt of this shard replaced this one.
+    Beats the shard's heartbeat in the background meanwhile."""
+
+    def __init__(self, ledger: Ledger, key: str, run_id: str, shard: int, attempt: int) -> None:
+        self.ledger, self.key, self.run_id = ledger, key, run_id
+        self.shard, self.attempt = shard, attempt
+        self.superseded = False
+        self._lost = False
+        self._checked = 0.0
+        self._stop = threading.Event()
+        self._beater = threading.Thread(target=self._beat, daemon=True, name="batchgate-shard")
+
+    def __enter__(self) -> ParentHold:
+        self._beater.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._beater.join(timeout=10)
+
+    @property
+    def lost(self) -> bool:
+        if not self._lost and time.monotonic() - self._checked > HOLD_CHECK_S:
+            self._checked = time.monotonic()
+            self._lost = _holder_of(self.ledger, self.key) != self.run_id
+        return self._lost or self.superseded
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                if not heartbeat(self.ledger, self.run_id, self.shard, self.attempt):
+                    self.superseded = True
+                    return
+            except Exception:  # noqa: BLE001,S112 - a missed beat is tried again next period
+                continue
+
+
+def share_rate(ledger: Ledger, destination: Any) -> None:
+    """Make the destination's process-wide pacer take its slots from the shared bucket."""
+    if not getattr(destination, "rate_per_s", None) or not hasattr(destination, "pacer"):
+        return
+    local = destination.pacer
+    rate = 1.0 / local.base_interval
+    if isinstance(local, SharedPacer):
+        return
+    shared = SharedPacer(ledger, destination.key, rate, block=max(1, int(rate * BLOCK_S)))
+    with pacers._PACERS_LOCK:
+        pacers._PACERS[destination.key] = shared
+
+
+def _slice(ledger: Ledger, run_id: str, shard: int, shards: int) -> list[Candidate]:
+    query = (
+        select(items.c.seq, items.c.item_id, items.c.title, items.c.location,
+               items.c.content_hash, items.c.data)
+        .where(items.c.run_id == run_id, items.c.status == "pending",
+               func.mod(items.c.seq, shards) == shard)
+        .order_by(items.c.seq)
+    )  # fmt: skip
+    with ledger.engine.connect() as conn:
+        rows = list(conn.execute(query))
+    missing = [r.item_id for r in rows if r.data is None]
+    if missing:
+        raise BatchgateError(
+            f"run {run_id} recorded no planned data for {len(missing)} pending items (first: "
+            f"{missing[0]}). Fix: start the full run again; its plan records every item's data."
+        )
+    return [
+        Candidate(
+            seq=r.seq,
+            item_id=r.item_id,
+            title=r.title or "",
+            location=r.location,
+            data=thaw(r.data),
+            content_hash=r.content_hash,
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+def _settle(ledger: Ledger, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Items a killed attempt wrote whose target the ledger already shows current: record them
+    as the run's (they were written by it, or before it, with this content)."""
+    done = [r for r in rows if r["status"] != "pending"]
+    if not done:
+        return
+    with ledger.engine.begin() as conn:
+        for row in done:
+            status = "succeeded" if row["status"] == "unchanged" else row["status"]
+            conn.execute(update(items).where(items.c.run_id == run_id, items.c.seq == row["seq"])
+                         .values(status=status, dest_id=row.get("dest_id")))  # fmt: skip
+
+
+def _holder_of(ledger: Ledger, key: str) -> str | None:
+    with ledger.engine.connect() as conn:
+        return conn.execute(select(holds.c.run_id).where(holds.c.destination_key == key)).scalar()
+
+
+def _require_parent_hold(ledger: Ledger, key: str, run_id: str) -> None:
+    holder = _holder_of(ledger, key)
+    if holder != run_id:
+        raise BatchgateError(
+            f"the destination {key} is not held by run {run_id} (held by {holder or 'no run'}): "
+            "a shard writes only under its parent's hold. Fix: start the full run again."
+        )
+
+
+def _refuse_masked(job: Job) -> None:
+    if any(value == MASKED for value in secret_values(job)):
+        raise BatchgateError(
+            "a secret of the job reached the shard masked (the job file wrote it as a literal "
+            "value). Fix: write it as ${VAR} in the job file and set VAR on every worker."
+        )
+
+
+def _set_message(ledger: Ledger, run_id: str, shard: int, message: str | None,
+                 publish_failures: int = 0) -> None:  # fmt: skip
+    from batchgate.bucket import control
+
+    text = message or (f"publish_failures={publish_failures}" if publish_failures else None)
+    with ledger.engine.begin() as conn:
+        conn.execute(update(control).where(control.c.run_id == run_id, control.c.shard == shard)
+                     .values(message=text))  # fmt: skip
+
+
+def _superseded(logger: Any, run_id: str, shard: int, attempt: int) -> dict[str, Any]:
+    logger.warning("Shard %d of %s: attempt %d was replaced by a newer one; nothing to do",
+                   shard, run_id, attempt)  # fmt: skip
+    return {"run_id": run_id, "shard": shard, "attempt": attempt, "state": "superseded",
+            "flow_run": str(runtime.flow_run.id or "")}  # fmt: skip
