@@ -11,6 +11,7 @@ worker died is run again, and the parent's report counts every item.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -27,7 +28,8 @@ from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, holds, items
 from batchgate.planner import Candidate, plan_run, thaw
-from batchgate.secrets import MASKED, secret_values
+from batchgate.rollback import job_of_run
+from batchgate.secrets import has_hidden_password, secret_values
 from batchgate.writer import Outcome, RunContext
 from blocks.factory import destination_for
 from blocks.ledger import open_ledger
@@ -40,7 +42,7 @@ BLOCK_S = 2.0  # a shard takes this many seconds of the shared rate per round tr
 
 @flow(name="full-shard", task_runner=ThreadPoolTaskRunner(max_workers=32), log_prints=False)
 def full_shard(
-    job: Job,
+    job: dict[str, Any],
     run_id: str,
     shard: int,
     shards: int,
@@ -50,12 +52,17 @@ def full_shard(
     """Write shard `shard` of `shards` of the full run `run_id` (its pending items with
     seq % shards == shard), under that run's hold on the destination."""
     logger = get_run_logger()
+    try:
+        job = _job_of(job, run_id)
+    except BatchgateError as exc:
+        logger.error(str(exc))
+        return Failed(message=f"shard {shard}: {exc}")
     ledger = open_ledger(job.ledger)
     if not heartbeat(ledger, run_id, shard, attempt):
         return _superseded(logger, run_id, shard, attempt)
     try:
-        _refuse_masked(job)
         destination = destination_for(job)
+        share_rate(ledger, destination)  # every request of the shard, its first reads included
         destination.check()
         destination.prepare()
         _require_parent_hold(ledger, destination.key, run_id)
@@ -70,7 +77,6 @@ def full_shard(
     _settle(ledger, run_id, plan.rows)  # written before this attempt: nothing left to do
     ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
                      secrets=secret_values(job))  # fmt: skip
-    share_rate(ledger, destination)
     hold = ParentHold(ledger, destination.key, run_id, shard, attempt)
     logger.info("Shard %d/%d of %s (attempt %d): %d items to write, %d already written",
                 shard + 1, shards, run_id, attempt, len(plan.work), len(candidates) - len(plan.work))  # fmt: skip
@@ -215,12 +221,16 @@ def _require_parent_hold(ledger: Ledger, key: str, run_id: str) -> None:
         )
 
 
-def _refuse_masked(job: Job) -> None:
-    if any(value == MASKED for value in secret_values(job)):
+def _job_of(raw: dict[str, Any], run_id: str) -> Job:
+    """The job as the parent got it (secrets as the `${VAR}` the job file wrote, or masked),
+    with its secrets read from this worker's environment (a masked token from WEBFLOW_TOKEN or
+    NOTION_TOKEN), as a rollback rebuilds a recorded job."""
+    if has_hidden_password((raw.get("ledger") or {}).get("url")):
         raise BatchgateError(
-            "a secret of the job reached the shard masked (the job file wrote it as a literal "
-            "value). Fix: write it as ${VAR} in the job file and set VAR on every worker."
+            "the ledger URL holds a password the shard cannot see (the job file wrote it as a "
+            "literal). Fix: write ledger.url as ${VAR} in the job file and set VAR on every worker."
         )
+    return job_of_run({"run_id": run_id, "mode": "full", "job_json": json.dumps(raw)})
 
 
 def _set_message(ledger: Ledger, run_id: str, shard: int, message: str | None,

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,9 @@ class Stack:
     def start_worker(self, n: int) -> subprocess.Popen[str]:
         log = (self.home / f"worker-{n}.log").open("a")
         worker = subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", self.pool, "--name", f"w{n}"],
+            # at most 2 shard runs each, so 4 shards spread over both workers
+            [str(BIN / "prefect"), "worker", "start", "--pool", self.pool, "--name", f"w{n}",
+             "--limit", "2"],
             cwd=ROOT, env=self.env(), stdout=log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         self.workers.append(worker)
@@ -256,3 +259,86 @@ def test_20000_items_in_4_shards_into_postgresql(
     print(
         f"\n{PG_ITEMS} items, {SHARDS} shards, 2 workers: {took:.1f} s, {PG_ITEMS / took:.0f} items/s"
     )
+
+
+WEBFLOW_RATE = 600  # requests per minute: the fake allows 10 a second
+
+
+def _webflow(server: Any, per_request: int) -> dict[str, Any]:
+    return {"type": "webflow", "base_url": server.base_url, "token": "${WEBFLOW_TOKEN}",
+            "collection_id": server.state.collection_id, "rate_per_minute": WEBFLOW_RATE,
+            "items_per_request": per_request}  # fmt: skip
+
+
+def _writes(server: Any) -> list[tuple[float, str, str, int]]:
+    return [r for r in server.state.requests if r[1] in ("POST", "PATCH")]
+
+
+def test_4_shards_into_webflow_keep_one_shared_rate_with_no_429(
+    stack: Stack, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """4 shards at once against the fake Webflow's limit (10 requests a second): each shard alone
+    would send at the full rate, so only the shared bucket keeps them under it together."""
+    from tests.fakes.webflow_server import WebflowServer
+
+    count = 160
+    # the fake counts every request in windows of 5 s (50 requests): 4 unshared pacers send 4x that
+    with WebflowServer(token=TOKEN, rate_limit=WEBFLOW_RATE // 12, window_s=5.0) as server:
+        job = _job(tmp_path, count, _webflow(server, 1), pg_schema_url)
+        result = _finished(_full(stack, job), job, 300)
+        writes = _writes(server)
+        refused = [r for r in server.state.requests if r[3] == 429]
+        slugs = Counter(server.state.slugs())
+    assert result["status"] == "complete" and result["succeeded"] == count, result
+    assert not refused, f"{len(refused)} requests got 429"
+    assert len(slugs) == count and set(slugs.values()) == {1}
+    _exactly_once(pg_schema_url, result["run_id"], count)
+    times = sorted(r[0] for r in writes)
+    achieved = (len(times) - 1) / (times[-1] - times[0])
+    print(
+        f"\n4 shards against R = {WEBFLOW_RATE / 60:g}/s: {achieved:.2f}/s "
+        f"({achieved / (WEBFLOW_RATE / 60):.0%} of R) over {len(times)} writes, 0 x 429"
+    )
+
+
+def test_a_worker_killed_half_way_loses_nothing(
+    stack: Stack, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL to a worker and the shard runs it was running, half-way: the parent starts those
+    shards again on the other worker, they resume from the ledger, and every item is written
+    exactly once (the destination and the ledger), the report counting all of them."""
+    from tests.fakes.webflow_server import Faults, WebflowServer
+
+    count = 240
+    with WebflowServer(token=TOKEN, faults=Faults(latency=(0.02, 0.05))) as server:
+        job = _job(tmp_path, count, _webflow(server, 2), pg_schema_url)
+        parent = _full(stack, job)
+        engine = sa.create_engine(pg_schema_url)
+        deadline = time.monotonic() + 180
+        while _succeeded(engine) < count // 3:
+            assert parent.poll() is None, (job.parent / "full.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.2)
+        victim = max(stack.workers, key=lambda w: len(_descendants(w.pid)))
+        running = _descendants(victim.pid)
+        _kill_tree(victim.pid, signal.SIGKILL)
+        stack.workers.remove(victim)
+        result = _finished(parent, job, 300)
+        slugs = Counter(server.state.slugs())
+        engine.dispose()
+        stack.start_worker(3)  # for any test after this one
+    assert running, "the killed worker was running no shard"
+    assert "starting it again; it resumes from the ledger" in result["said"], result["said"][-3000:]
+    assert result["status"] == "complete" and result["succeeded"] == count, result
+    assert len(slugs) == count and set(slugs.values()) == {1}, slugs.most_common(3)
+    _exactly_once(pg_schema_url, result["run_id"], count)
+
+
+def _succeeded(engine: sa.Engine) -> int:
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM batchgate_items i JOIN batchgate_runs r USING (run_id) "
+                "WHERE r.mode = 'full' AND i.status = 'succeeded'")).scalar() or 0)  # fmt: skip
+    except sa.exc.ProgrammingError:  # no tables yet
+        return 0
