@@ -18,6 +18,10 @@ SEO_DESCRIPTION_MAX = 160
 
 # Raw HTML in the Markdown is escaped, never passed through: the destination gets text, not markup.
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
+# Compile its rule chains now, in one thread: markdown-it builds each chain's cache on first use
+# and an empty one is visible meanwhile, so writer threads starting together in a fresh process
+# (a shard) failed items with "none of the block rules matched".
+_MARKDOWN.render("# t\n\n- *a* `b` [c](d)\n\n> e")
 _IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)")
 _MARKUP = re.compile(r"[#>*_`~\[\]()!|-]+")
 
