@@ -37,7 +37,8 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         )
         size = _fixed(data, info.width, info.height)
     except Exception:  # a header cut short raises ValueError, struct.error, IndexError...
-        return None
+        # imagesize also raises on a HEIF rotation (irot) written to spec: read it here
+        return _heif_size(data) if data[4:8] == b"ftyp" else None
     if size is None:
         return None
     return (size[1], size[0]) if info.rotation in _TURNED else size
@@ -91,10 +92,56 @@ def _svg_size(tag: str) -> tuple[int, int] | None:
 
 # --- HEIF/AVIF: imagesize reports the coded size (ispe); an encoder that pads the picture (x265
 # codes 48x27 as 64x64) crops it back with a clean-aperture box (clap), which is what is shown.
+# imagesize reads a rotation (irot) as a 5-byte full box and raises on the 1-byte property of
+# ISO/IEC 23008-12 (as libheif writes it): such a file is read here, ispe + clap + irot.
+
+_HEIF_BRANDS = {b"avif", b"avis", b"heic", b"heix", b"hevc", b"hevx", b"mif1", b"msf1"}
 
 
 def _clean_aperture(data: bytes) -> tuple[int, int] | None:
     """The primary item's clap width and height, if it has one (and the meta box is all here)."""
+    for kind, start, end in _primary_properties(data) or []:
+        if kind == b"clap" and end - start >= 16:
+            wn, wd, hn, hd = struct.unpack(">IIII", data[start : start + 16])
+            return (round(wn / wd), round(hn / hd)) if wd and hd else None
+    return None
+
+
+def _heif_size(data: bytes) -> tuple[int, int] | None:
+    """The primary item's size as shown (ispe, cropped by clap, turned by irot), or None.
+
+    irot's low 2 bits are the rotation in quarter turns anti-clockwise; a 1-byte payload is the
+    standard's, a 5-byte one (version and flags first) the layout imagesize reads. A mirror
+    (imir) leaves the size as it is."""
+    ftyp = next(iter(_boxes(data, 0, len(data))), None)
+    if ftyp is None or ftyp[0] != b"ftyp":
+        return None
+    brands = data[ftyp[1] : ftyp[1] + 4] + data[ftyp[1] + 8 : ftyp[2]]  # major, compatible
+    if not any(brands[i : i + 4] in _HEIF_BRANDS for i in range(0, len(brands) - 3, 4)):
+        return None
+    try:
+        properties = _primary_properties(data)
+        if properties is None:
+            return None
+        coded = turns = None
+        for kind, start, end in properties:
+            if kind == b"ispe" and end - start >= 12:
+                coded = struct.unpack(">II", data[start + 4 : start + 12])
+            elif kind == b"irot" and end - start in (1, 5):
+                turns = data[end - 1] & 0x03
+            elif kind == b"irot":
+                return None  # a rotation that cannot be read: the size as shown is unknown
+        if coded is None:
+            return None
+        size = _clean_aperture(data) or coded
+    except (IndexError, struct.error, ZeroDivisionError):
+        return None
+    return (size[1], size[0]) if turns in (1, 3) else size
+
+
+def _primary_properties(data: bytes) -> list[tuple[bytes, int, int]] | None:
+    """The primary item's properties (type, payload start, end) in their ipma order, or None
+    if the meta box is not all here or names no primary item."""
     meta = next((b for b in _boxes(data, 0, len(data)) if b[0] == b"meta"), None)
     if meta is None:
         return None
@@ -109,12 +156,8 @@ def _clean_aperture(data: bytes) -> tuple[int, int] | None:
     if ipco is None or ipma is None:
         return None
     properties = list(_boxes(data, *ipco))
-    for index in _associations(data, *ipma).get(primary, []):
-        kind, start, end = properties[index - 1] if 0 < index <= len(properties) else (b"", 0, 0)
-        if kind == b"clap" and end - start >= 16:
-            wn, wd, hn, hd = struct.unpack(">IIII", data[start : start + 16])
-            return (round(wn / wd), round(hn / hd)) if wd and hd else None
-    return None
+    indexes = _associations(data, *ipma).get(primary, [])
+    return [properties[i - 1] for i in indexes if 0 < i <= len(properties)]
 
 
 def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:

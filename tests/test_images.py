@@ -201,6 +201,90 @@ def test_encoder_files_are_read_over_http_as_a_viewer_shows_them(
     assert [r["Range"] for r in route.requests] == ["bytes=0-65535"]
 
 
+def box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def boxes(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (type, payload) of the boxes laid end to end in `data` (32-bit sizes, as here)."""
+    found, start = [], 0
+    while start < len(data):
+        size, kind = struct.unpack(">I4s", data[start : start + 8])
+        found.append((kind, data[start + 8 : start + size]))
+        start += size
+    return found
+
+
+def replaced(data: bytes, kind: bytes, payload: bytes) -> bytes:
+    return b"".join(box(k, payload if k == kind else p) for k, p in boxes(data))
+
+
+def with_properties(data: bytes, *properties: bytes) -> bytes:
+    """A HEIF/AVIF fixture with the property boxes added to ipco and, marked essential, to the
+    primary item's ipma entry, as libheif writes a transform. The boxes after meta move, so iloc
+    no longer points at the pixels: the file cannot be decoded, but the probe reads no pixels."""
+    meta = dict(boxes(data))[b"meta"]
+    inner = dict(boxes(meta[4:]))
+    pitm = inner[b"pitm"]
+    primary = int.from_bytes(pitm[4:6] if pitm[0] == 0 else pitm[4:8], "big")
+    iprp = dict(boxes(inner[b"iprp"]))
+    ipco, ipma = iprp[b"ipco"], iprp[b"ipma"]
+    first = len(boxes(ipco)) + 1  # the new properties' 1-based indexes
+    version, wide = ipma[0], ipma[3] & 1
+    id_size, step = (2 if version == 0 else 4), (2 if wide else 1)
+    added = b"".join(
+        (0x8000 | i).to_bytes(2, "big") if wide else bytes([0x80 | i])
+        for i in range(first, first + len(properties))
+    )
+    entries, cursor = ipma[:8], 8
+    for _ in range(int.from_bytes(ipma[4:8], "big")):
+        item = int.from_bytes(ipma[cursor : cursor + id_size], "big")
+        count = ipma[cursor + id_size]
+        indexes = ipma[cursor + id_size + 1 : cursor + id_size + 1 + count * step]
+        if item == primary:
+            count, indexes = count + len(properties), indexes + added
+        entries += ipma[cursor : cursor + id_size] + bytes([count]) + indexes
+        cursor += id_size + 1 + ipma[cursor + id_size] * step
+    assert added in entries, "the fixture has no ipma entry for its primary item"
+    iprp_payload = replaced(inner[b"iprp"], b"ipco", ipco + b"".join(properties))
+    iprp_payload = replaced(iprp_payload, b"ipma", entries)
+    return replaced(data, b"meta", meta[:4] + replaced(meta[4:], b"iprp", iprp_payload))
+
+
+def irot(quarter_turns: int) -> bytes:
+    """ISO/IEC 23008-12's irot: a plain box of 1 byte, the low 2 bits anti-clockwise turns."""
+    return box(b"irot", bytes([quarter_turns]))
+
+
+@pytest.mark.parametrize(
+    "name, turns, shown",
+    [
+        ("hero.heic", 1, (27, 48)),  # 90 degrees: width and height swap
+        ("hero.heic", 2, (48, 27)),  # 180 degrees: they do not
+        ("hero.heic", 3, (27, 48)),
+        ("hero.avif", 1, (27, 48)),
+        ("hero.avif", 2, (48, 27)),
+    ],
+)
+def test_a_heif_rotation_written_to_spec_is_read_over_http(
+    http_server: HttpServer, name: str, turns: int, shown: tuple[int, int]
+) -> None:
+    rotated = with_properties((FIXTURES / name).read_bytes(), irot(turns))
+    url = http_server.add(f"/turned-{turns}-{name}", Route(rotated))
+    assert ImageProbe(allow_private_hosts=True, timeout=2).sizes([url]) == {url: shown}
+
+
+def test_a_heif_mirror_keeps_the_size_and_irot_as_a_full_box_still_turns_it() -> None:
+    heic = (FIXTURES / "hero.heic").read_bytes()
+    imir = box(b"imir", b"\x01")  # mirrored about the horizontal axis: the size is unchanged
+    assert image_size(with_properties(heic, imir)) == (48, 27)
+    assert image_size(with_properties(heic, irot(1), imir)) == (27, 48)
+    assert image_size(with_properties(heic, irot(5))) == (27, 48)  # the reserved bits are ignored
+    full_box = box(b"irot", bytes(4) + b"\x01")  # version and flags first: what imagesize reads
+    assert image_size(with_properties(heic, full_box)) == (27, 48)
+    assert image_size(with_properties(heic, irot(1))[:300]) is None  # meta not all here yet
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_5_to_8_swaps_width_and_height(orientation: int) -> None:
     shown = (900, 1600) if orientation >= 5 else (1600, 900)
