@@ -15,7 +15,13 @@ from typing import Any
 from batchgate.backoff import backoff_delays, jittered
 from batchgate.destinations import Destination, WriteResult
 from batchgate.dlq import recommendations, redact
-from batchgate.errors import ChangedSinceReview, FatalError, RetryableError, WriteError
+from batchgate.errors import (
+    ChangedSinceReview,
+    FatalError,
+    LedgerError,
+    RetryableError,
+    WriteError,
+)
 from batchgate.ledger import Ledger
 from batchgate.transform import blog_record
 
@@ -117,7 +123,9 @@ def write_group(
         return results
     try:
         dest_ids = _write_ahead([(w, d) for w, _, d in ready], ctx)
-    except Exception as exc:  # noqa: BLE001 - a snapshot read or the ledger: the whole group
+    except LedgerError:
+        raise  # the run's own bookkeeping failed: never the items' fault (see flows/full.py)
+    except Exception as exc:  # noqa: BLE001 - a snapshot read: the whole group
         return {**results, **{w.seq: exc for w, _, _ in ready}}
     answers = ctx.destination.upsert_many(
         [(record, dest_ids[w.seq], (w.write_ahead or {}).get("previous"))
@@ -272,23 +280,53 @@ def _split(
 ) -> None:
     """One more attempt at each half of a group that kept failing after its retries, and so on
     down to single items: the good ones are written and the failing ones keep their own error.
-    Each piece is tried once (the group had its retries); a lone item's last error stands."""
+    Each piece is tried once (the group had its retries); a lone item's last error stands.
+
+    A destination that is down (or a locked database) fails every piece alike: when both halves
+    fail whole, one item of each is tried alone, and if both fail too the failure is the
+    destination's, not the items': splitting stops there (a handful of attempts, not one per
+    item), and the items keep their transient error for the breaker and a later retry."""
     middle = len(works) // 2
-    for half in (works[:middle], works[middle:]):
-        sleep(pause[0])
-        results = write_group(half, ctx, attempt)
-        failing = []
-        for work in half:
-            result = results[work.seq]
-            if isinstance(result, Outcome):
-                outcomes[work.seq] = result
-                continue
-            record_attempt_error(work, ctx, attempt, result)
-            outcomes[work.seq] = failed_outcome(work, result, attempt, started)
-            if isinstance(result, RetryableError):
-                failing.append(work)
-        if len(failing) > 1:
-            _split(failing, ctx, attempt + 1, outcomes, started, sleep, pause)
+    halves = [works[:middle], works[middle:]]
+    failing: list[list[WorkItem]] = []
+    for half in halves:
+        failing.append(_attempt_piece(half, ctx, attempt, outcomes, started, sleep, pause))
+    if all(len(f) == len(h) for f, h in zip(failing, halves, strict=True)):
+        probes = [f[0] for f in failing if len(f) > 1]
+        if len(probes) == 2 and all(
+            _attempt_piece([probe], ctx, attempt + 1, outcomes, started, sleep, pause)
+            for probe in probes
+        ):
+            return  # the destination fails whatever it is sent
+        failing = [[w for w in f if outcomes[w.seq].status != "succeeded"] for f in failing]
+    for piece in failing:
+        if len(piece) > 1:
+            _split(piece, ctx, attempt + 1, outcomes, started, sleep, pause)
+
+
+def _attempt_piece(
+    piece: list[WorkItem],
+    ctx: RunContext,
+    attempt: int,
+    outcomes: dict[int, Outcome],
+    started: float,
+    sleep: Callable[[float], None],
+    pause: list[float],
+) -> list[WorkItem]:
+    """One attempt at a piece of a split group; returns its items that failed transiently."""
+    sleep(pause[0])
+    results = write_group(piece, ctx, attempt)
+    failing = []
+    for work in piece:
+        result = results[work.seq]
+        if isinstance(result, Outcome):
+            outcomes[work.seq] = result
+            continue
+        record_attempt_error(work, ctx, attempt, result)
+        outcomes[work.seq] = failed_outcome(work, result, attempt, started)
+        if isinstance(result, RetryableError):
+            failing.append(work)
+    return failing
 
 
 def record_failures(ctx: RunContext, works: dict[int, WorkItem], failed: list[Outcome]) -> None:

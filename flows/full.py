@@ -29,7 +29,7 @@ from prefect.utilities.annotations import quote
 from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
 from batchgate.config import Job, Layout
 from batchgate.destinations import Destination
-from batchgate.errors import BatchgateError, FatalError, WriteError
+from batchgate.errors import BatchgateError, FatalError, LedgerError, WriteError
 from batchgate.hold import DestinationHold
 from batchgate.ledger import Ledger, new_run_id
 from batchgate.planner import Candidate, Plan, from_frozen, from_source, plan_run
@@ -367,7 +367,17 @@ class _Runner:
     def _collect(self, chunk: Chunk) -> None:
         outcomes: list[Outcome] = []
         for group, future in zip(chunk.groups, chunk.futures, strict=True):
-            outcomes.extend(outcomes_of(group, future))
+            try:
+                outcomes.extend(outcomes_of(group, future))
+            except LedgerError as exc:
+                # the run cannot record its writes: it stops, and the items it could not record
+                # stay pending (never the DLQ: the fault is not theirs); a rerun resumes them
+                self.progress.in_progress -= len(group)
+                if not self.abort_reason:
+                    self.abort_reason = (f"{exc} The items it could not record stay pending, "
+                                         "not in the dead-letter queue: run again once the "
+                                         "ledger is back.")  # fmt: skip
+                    self.logger.error(self.abort_reason)
         self._record(chunk, outcomes)
 
     def _record(self, chunk: Chunk, outcomes: list[Outcome]) -> None:
@@ -400,6 +410,8 @@ class _Runner:
             self.console.chunk_done(line)
         if self._artifact_id:
             update_progress_artifact(self._artifact_id, progress=100 * self.progress.fraction())
+        if self.abort_reason:
+            return
         fatal = next((o for o in failed if o.fatal), None)
         if fatal:
             self.abort_reason = f"item {fatal.item_id}: {fatal.message}"

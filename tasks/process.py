@@ -14,7 +14,7 @@ from prefect.states import State
 
 from batchgate.backoff import backoff_delays
 from batchgate.config import BatchConfig
-from batchgate.errors import RetryableError
+from batchgate.errors import LedgerError, RetryableError
 from batchgate.writer import (
     Outcome,
     RetryPolicy,
@@ -45,6 +45,8 @@ def process_item(work: WorkItem, ctx: RunContext) -> Outcome:
     attempt = int(current_task_run.run_count or 1)
     try:
         outcome = write_once(work, ctx, attempt)
+    except LedgerError:
+        raise  # the run's bookkeeping, not the item: it stays pending (flows/full.py)
     except Exception as exc:
         record_attempt_error(work, ctx, attempt, exc)
         will_retry = isinstance(exc, RetryableError) and attempt <= ctx.retries
@@ -62,7 +64,9 @@ def process_items(works: list[WorkItem], ctx: RunContext, policy: RetryPolicy) -
     started = time.monotonic()
     try:
         outcomes = write_with_retries(works, ctx, policy)
-    except Exception as exc:  # e.g. the ledger failing while recording an attempt
+    except LedgerError:
+        raise  # the run's bookkeeping, not the items: they stay pending (flows/full.py)
+    except Exception as exc:  # noqa: BLE001 - unexpected: each item fails with it
         outcomes = [failed_outcome(work, exc, 1, started) for work in works]
     by_seq = {w.seq: w for w in works}
     written = [_write_row(by_seq[o.seq], o, ctx) for o in outcomes if o.status == "succeeded"]
@@ -94,12 +98,16 @@ def item_task(batch: BatchConfig) -> Task[..., Outcome]:
 
 
 def outcomes_of(group: list[WorkItem], future: PrefectFuture[Any]) -> list[Outcome]:
-    """Wait for one task run; a failed run becomes a failed outcome for its (single) item."""
+    """Wait for one task run; a failed run becomes a failed outcome for its (single) item. A
+    ledger failure is raised: it is the run's, and its items stay pending."""
     future.wait()
     state = future.state
     if state.is_completed():
         result = state.result()
         return result if isinstance(result, list) else [result]
-    error = as_write_error(state.result(raise_on_failure=False) or RuntimeError(state.message))
+    raised = state.result(raise_on_failure=False)
+    if isinstance(raised, LedgerError):
+        raise raised
+    error = as_write_error(raised or RuntimeError(state.message))
     # attempts: set from the ledger's history when the failure is recorded (record_failures)
     return [failed_outcome(group[0], error, 1, time.monotonic())]

@@ -92,3 +92,41 @@ def test_many_writes_in_flight_on_a_healthy_database_fail_no_item(
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(DISTINCT source_id) FROM posts")).scalar() == 1280
     engine.dispose()
+
+
+def test_a_ledger_locked_past_its_busy_timeout_is_the_runs_fault_never_the_items(
+    tmp_path: Path,
+) -> None:
+    """Another process holds the SQLite ledger's write lock longer than the 30 s busy timeout:
+    the group's write stops with the ledger's error, nothing is written unrecorded, and no item
+    is failed or sent to the dead-letter queue (the run aborts and a rerun resumes them)."""
+    import sqlite3
+
+    from batchgate.config import LedgerConfig, SqlDestinationConfig
+    from batchgate.errors import LedgerError
+    from batchgate.writer import RetryPolicy, RunContext, WorkItem
+    from blocks.sql_destination import SqlDestination
+    from tasks.process import process_items
+
+    ledger = open_ledger(LedgerConfig(path=str(tmp_path / "ledger.db")))
+    dest = SqlDestination.from_config(
+        SqlDestinationConfig(type="sql", url=f"sqlite:///{tmp_path / 'cms.db'}")
+    )
+    dest.prepare()
+    ledger.start_run("r1", job_name="j", job_fingerprint="f", mode="full", source="x")
+    rows = [blog_row(n) for n in range(1, 5)]
+    ledger.plan_items("r1", [{"seq": n, "item_id": r["id"], "title": r["title"], "location": None,
+                              "status": "pending"} for n, r in enumerate(rows)])  # fmt: skip
+    works = [WorkItem(n, r["id"], r["title"], None, r, f"h{n}") for n, r in enumerate(rows)]
+    lock = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # another writer holds the ledger
+    try:
+        ctx = RunContext("r1", dest, ledger, draft=False, retries=3)
+        with pytest.raises(LedgerError, match="database is locked"):
+            process_items.fn(works, ctx, RetryPolicy(3, 0.01, 0.0))
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert dest.rows() == []  # no write without its write-ahead record
+    assert ledger.status_counts("r1") == {"pending": 4}
+    assert ledger.dlq_entries("r1", states=None) == []

@@ -353,3 +353,29 @@ def test_two_grouped_runs_started_together_write_every_item_once(
         once_each(server, 150)
         assert len(requests(server, "POST")) == 2  # 100 + 50, by one run; the other wrote nothing
     assert "150 unchanged since an earlier run" in (out_a + out_b)
+
+
+@pytest.mark.parametrize(
+    ("poisoned", "down"), [(set(), True), ({"post-3", "post-70"}, False)]
+)  # fmt: skip
+def test_a_destination_that_is_down_is_not_split_item_by_item_but_two_poisons_are_found(
+    poisoned: set[str], down: bool
+) -> None:
+    faults = Faults(error_rate=1.0) if down else Faults(error_slugs=poisoned)
+    with WebflowServer() as server:
+        dest = destination(server, items_per_request=100)
+        dest.prepare()
+        server.state.faults = faults
+        server.state.requests.clear()
+        ctx = RunContext("run", dest, MemoryLedger(), draft=True)  # type: ignore[arg-type]
+        outcomes = write_with_retries(
+            works(100), ctx, RetryPolicy(2, 0.0, 0.0), sleep=lambda s: None
+        )
+        posts = requests(server, "POST")
+        failed = {o.item_id for o in outcomes if o.status == "failed"}
+    if down:
+        # 3 attempts at the group, its two halves, one item of each: then it stops
+        assert len(failed) == 100 and len(posts) <= 7, len(posts)
+    else:
+        assert failed == {"p-003", "p-070"} and len(server.items) == 98
+        assert len(posts) <= 3 + 2 * 2 * 7, len(posts)  # about 2 log2(100) per poisoned item
