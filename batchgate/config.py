@@ -301,7 +301,7 @@ class BatchConfig(_Section):
     at its rate limit."""
 
     items_per_chunk: int | None = Field(
-        default=None, ge=1, le=100_000,
+        default=None, ge=1, le=10_000_000,
         description="Items per chunk: the unit of the progress lines and of the circuit "
         "breaker's judgement, as in the reports' 'Batch 3/10'. Unset: one write per writer.",
     )  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from batchgate.config import FileSourceConfig, Job, SqlDestinationConfig, expand_env, load_job
 from batchgate.errors import ConfigError
@@ -231,3 +232,17 @@ def test_batch_keys_say_what_they_mean_and_earlier_names_still_load(tmp_path: Pa
     assert (job.batch.items_per_chunk, job.batch.items_per_request, job.batch.writes_in_flight) == (
         12, 3, 2
     )  # fmt: skip
+
+
+def test_the_issue_s_old_big_batch_still_loads_and_the_webflow_examples_write_100_per_request(
+    tmp_path: Path,
+) -> None:
+    from batchgate.config import BatchConfig
+
+    job = load_job(write(tmp_path, "source: {type: file, path: p.csv}\n"
+                                   "batch: {size: 500, items_per_task: 500}\n"))  # fmt: skip
+    assert (job.batch.items_per_chunk, job.batch.items_per_request) == (250_000, 500)
+    root = Path(__file__).resolve().parents[1]
+    for example in ("examples/blog/job-webflow.yaml", "examples/notion-to-webflow/job.yaml"):
+        batch = BatchConfig.model_validate(yaml.safe_load((root / example).read_text())["batch"])
+        assert batch.layout(100, None).items_per_request == 100, example
