@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from batchgate.models import Item, ItemResult
 from batchgate.writer import WorkItem
 
+SLICE = 5000  # items of a frozen plan read from the ledger at a time
 TRANSFORM_VERSION = "blog-1"  # bump when the transform changes, so every item is written again
 
 
@@ -41,6 +43,23 @@ class Plan:
     skipped: int = 0
     unchanged: int = 0
     held: int = 0
+    counted: tuple[int, int] | None = None  # (rows, work) of a plan made in slices, lists not kept
+
+    @property
+    def row_count(self) -> int:
+        return self.counted[0] if self.counted else len(self.rows)
+
+    @property
+    def work_count(self) -> int:
+        return self.counted[1] if self.counted else len(self.work)
+
+    def add(self, part: Plan) -> None:
+        """Count a slice's plan in (its rows and work are not kept)."""
+        rows, work = self.counted or (0, 0)
+        self.counted = (rows + len(part.rows), work + len(part.work))
+        self.skipped += part.skipped
+        self.unchanged += part.unchanged
+        self.held += part.held
 
 
 def source_hash(data: dict[str, Any]) -> str:
@@ -108,13 +127,39 @@ def from_frozen(rows: list[dict[str, Any]]) -> list[Candidate]:
     """Candidates from a plan the ledger froze (Ledger.frozen_plan)."""
     return [
         Candidate(
-            seq=r["seq"], item_id=r["item_id"], title=r["title"] or "", location=r["location"],
-            data=thaw(r["data"]) if r["data"] else None, content_hash=r["content_hash"],
+            seq=r["seq"],
+            item_id=r["item_id"],
+            title=r["title"] or "",
+            location=r["location"],
+            data=thaw(r["data"]) if r["data"] else None,
+            content_hash=r["content_hash"],
             issues=r["issues"] if isinstance(r["issues"], str) else json.dumps(r["issues"]),
             blocked=r["status"] == "blocked",
         )  # fmt: skip
         for r in rows
     ]
+
+
+class _PlanLedger(Protocol):
+    def frozen_plan_slice(self, plan_id: str, after_seq: int, limit: int) -> list[dict]: ...
+
+
+class FrozenSlices:
+    """A frozen plan read back from the ledger a slice at a time, never whole; iterating it
+    gives its candidates in source order, and it may be iterated again."""
+
+    def __init__(self, ledger: _PlanLedger, plan_id: str, size: int | None = None) -> None:
+        self.ledger, self.plan_id, self.size = ledger, plan_id, size or SLICE
+
+    def slices(self) -> Iterator[list[Candidate]]:
+        after = -1
+        while rows := self.ledger.frozen_plan_slice(self.plan_id, after, self.size):
+            yield from_frozen(rows)
+            after = rows[-1]["seq"]
+
+    def __iter__(self) -> Iterator[Candidate]:
+        for part in self.slices():
+            yield from part
 
 
 def held_issue(reason: str, fix: str) -> str:
@@ -156,7 +201,9 @@ def plan_run(
             plan.held += 1
             continue
         target = targets.get(c.item_id)
-        current = target and target["state"] == "written" and target["content_hash"] == c.content_hash
+        current = (
+            target and target["state"] == "written" and target["content_hash"] == c.content_hash
+        )
         if current and (draft or not target.get("draft")):
             plan.rows.append({**row, "status": "unchanged", "dest_id": target["dest_id"]})
             plan.unchanged += 1

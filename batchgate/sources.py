@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -32,3 +33,15 @@ class Source(Protocol):
         """Read every item (edited at or after `since`, if given), typed by the schema; raise
         SourceError when the source as a whole is unusable."""
         ...
+
+
+def chunks_of(
+    source: Source, schema: Schema, since: datetime | None = None, chunk_size: int = 5000
+) -> Iterator[SourceBatch]:
+    """The source's items a chunk at a time: its own `iter_chunks` when it has one, else `read`
+    as one chunk."""
+    iter_chunks = getattr(source, "iter_chunks", None)
+    if iter_chunks is not None:
+        yield from iter_chunks(schema, since, chunk_size=chunk_size)
+    else:
+        yield source.read(schema, since)

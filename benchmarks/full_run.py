@@ -13,10 +13,14 @@
              Reports items/s and the ratio.
   overhead-pg  the same into the local PostgreSQL (a fresh schema each), against the same loop
              with the raw psycopg2 driver.
-  memory     peak RSS of the full flow for 10,000 and 100,000 items into SQLite, each in its own
-             process; every item must be accounted for in the ledger.
+  memory     peak RSS of a dry-run (reads, validates and freezes the plan a chunk at a time) and
+             of the full run from its plan (read back in slices), each in its own process, for
+             10,000 and 100,000 items (--items N: that size alone, e.g. 1000000) into SQLite or
+             the local PostgreSQL (--db postgres, a schema of its own, dropped after); every item
+             must be accounted for in the ledger.
 
 Usage: python benchmarks/full_run.py [rate|webflow|overhead|memory|all] [--items N] [--rate R]
+                                     [--db sqlite|postgres]
 """
 
 from __future__ import annotations
@@ -348,22 +352,78 @@ def bench_overhead(items: int, db: str = "sqlite") -> float:
     return ratio
 
 
-def bench_memory(sizes: list[int]) -> None:
-    print("\nMemory: peak RSS of the full flow into SQLite (each size in its own process)\n")
-    base = None
+def bench_memory(sizes: list[int], db: str = "sqlite") -> None:
+    print(f"\nMemory: peak RSS into {db}, the dry-run and the full run from its plan, each in its "
+          "own process\n")  # fmt: skip
     for items in sizes:
-        r = run_stage("flow", items)
-        total = sum(r["counts"].values())
-        base = base or r["peak_mb"]
-        print(f"{items:>8,} items  {r['peak_mb']:>7.0f} MB  ({r['peak_mb'] / base:.2f}x)  "
-              f"{r['seconds']:>6.1f} s  ledger: {r['counts']} = {total:,}")  # fmt: skip
-        assert total == items, "an item is missing from the ledger"
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            started = time.perf_counter()
+            make_csv(folder / "posts.csv", items, body_words=120, problems=False)
+            schema = f"bench_mem_{os.getpid()}" if db == "postgres" else None
+            url = _pg_schema(schema) if schema else f"sqlite:///{folder / 'cms.db'}"
+            write_job(folder, f"{{type: sql, url: '{url}'}}", "{}")
+            print(f"{items:>9,} items: source written in {time.perf_counter() - started:.0f} s",
+                  flush=True)  # fmt: skip
+            try:
+                dry = _memory_stage("dry", folder)
+                (folder / "plan_id").write_text(dry["run_id"])
+                full = _memory_stage("plan", folder)
+            finally:
+                if schema:
+                    _drop_schema(schema)
+        for r in (dry, full):
+            print(f"{items:>9,} items  {r['phase']:<20} {r['peak_mb']:>6.0f} MB  "
+                  f"{r['seconds']:>7.1f} s  {r['counts']}", flush=True)  # fmt: skip
+            print(f"figure: {db}_{r['phase'].split()[0]}_{items}_peak_mb {r['peak_mb']:.0f}")
+        total = sum(full["counts"].values())
+        assert total == items, f"an item is missing from the ledger: {total:,} of {items:,}"
+
+
+def _memory_stage(kind: str, folder: Path) -> dict:
+    cmd = [sys.executable, __file__, "_memory", kind, str(folder)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=folder)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_stage(kind: str, folder: Path) -> dict:
+    """One phase in this (fresh) process, after a one-item warm-up of the same phase on files of
+    its own (the temporary Prefect server's start is not timed)."""
+    from batchgate.config import load_job
+    from blocks.ledger import open_ledger
+    from flows.dry_run import dry_run
+    from flows.full import full
+
+    warm = folder / f"warm-{kind}"
+    warm.mkdir()
+    make_csv(warm / "posts.csv", 1)
+    warm_job = load_job(write_job(warm, f"{{type: sql, url: 'sqlite:///{warm / 'cms.db'}'}}", "{}"))
+    warm_plan = dry_run(warm_job)["run_id"]
+    if kind == "plan":
+        full(warm_job, plan_id=warm_plan)
+    job = load_job(folder / "job.yaml")
+    started = time.perf_counter()
+    if kind == "dry":
+        summary = dry_run(job)
+        counts = {k: summary[k] for k in ("ready", "warnings", "blocked")}
+        phase = "dry-run"
+    else:
+        summary = full(job, plan_id=(folder / "plan_id").read_text())
+        counts = open_ledger(job.ledger).status_counts(summary["run_id"])
+        phase = "full (from the plan)"
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"phase": phase, "run_id": summary["run_id"], "seconds": seconds, "peak_mb": peak,
+            "counts": counts}  # fmt: skip
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_stage":
         kind, items, folder = sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
         print(json.dumps(sql_stage(kind, folder, items, sys.argv[5])))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_memory":
+        print(json.dumps(memory_stage(sys.argv[2], Path(sys.argv[3]))))
         return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -375,6 +435,8 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=120, help="webflow: one-per-request items")
     parser.add_argument("--items", type=int, default=None)
     parser.add_argument("--rate", type=int, default=20)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
+                        help="memory: the destination's database")  # fmt: skip
     args = parser.parse_args()
     if args.which in ("rate", "all"):
         bench_rate(args.items or 1000, args.rate)
@@ -385,7 +447,7 @@ def main() -> None:
     if args.which in ("overhead-pg", "all"):
         bench_overhead(args.items or 10_000, "postgres")
     if args.which in ("memory", "all"):
-        bench_memory([10_000, 100_000])
+        bench_memory([args.items] if args.items else [10_000, 100_000], args.db)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,13 @@ from prefect.utilities.annotations import quote
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, new_run_id
-from batchgate.planner import from_source, frozen_rows
 from batchgate.report import DryRunReport
-from batchgate.schema import SCHEMAS
 from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
-from tasks.validate import check_destination, publish_report, record_results, validate_batch
+from tasks import validate
+from tasks.validate import check_destination, publish_report, validate_into_ledger
+
+SLICE = 5000  # item rows read back from the ledger at a time, for the report
 
 
 @flow(name="dry-run", log_prints=False)
@@ -30,7 +32,10 @@ def dry_run(
     run_id: str | None = None,
     parent_run_id: str | None = None,
 ) -> dict[str, Any] | State:
-    """Validate every item of the job's source and report Ready, Warnings and Blocked."""
+    """Validate every item of the job's source and report Ready, Warnings and Blocked.
+
+    The source is read, validated and recorded a chunk at a time (the frozen plan goes into the
+    ledger as it is made), and the report is made from the ledger, so memory stays flat."""
     logger = get_run_logger()
     run_id = run_id or new_run_id("dry-run")
     ledger: Ledger | None = None
@@ -46,21 +51,21 @@ def dry_run(
             flow_run_id=str(runtime.flow_run.id or "") or None,
             parent_run_id=parent_run_id,
         )
-        batch = source.read(SCHEMAS[job.validation.preset])
         check = check_destination(quote(destination_for(job))) if job.destination else None
-        # quote(): large item lists are passed as they are; Prefect would otherwise walk every
-        # item looking for futures, which costs more than the validation itself.
-        results = validate_batch(quote(batch.items), job, check)
-        # the frozen plan: what a sample shows and the full run after an approval writes
-        frozen = frozen_rows(from_source(batch.items, results))
-        record_results(quote(ledger), run_id, quote(results), quote(frozen))
+        # the frozen plan, a chunk at a time: what a sample shows and the full run after an
+        # approval writes
+        description, filtered_out, _ = validate_into_ledger(
+            quote(ledger), run_id, quote(source), job, check, chunk_size=validate.CHUNK_SIZE
+        )
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         if ledger is not None and ledger.run(run_id) is not None:
             ledger.finish_run(run_id, "failed", message=str(exc))
         return Failed(message=str(exc))
 
-    report = DryRunReport(run_id, job.name, batch.description, results, batch.filtered_out, job_ref)
+    report = DryRunReport.from_rows(
+        run_id, job.name, description, recorded(ledger, run_id), filtered_out, job_ref
+    )
     if check is not None and check.unmapped_fields:
         report.notes.append(
             "Mapped fields the destination lacks (they will not be sent): "
@@ -71,24 +76,40 @@ def dry_run(
         "completed",
         total=report.total,
         ready=report.count("ready"),
-        warnings=len(report.warnings),
-        blocked=len(report.blocked),
-        filtered_out=batch.filtered_out,
+        warnings=report.count("warning"),
+        blocked=report.count("blocked"),
+        filtered_out=filtered_out,
         report=report.as_text(),
     )
     publish_report(quote(report))
     if json_path:
-        _write_json(Path(json_path), report.as_json())
+        _write_report_json(Path(json_path), report, recorded(ledger, run_id))
     logger.info(
         "Dry-run %s: %d items, %d ready, %d warnings, %d blocked",
         run_id,
         report.total,
         report.count("ready"),
-        len(report.warnings),
-        len(report.blocked),
+        report.count("warning"),
+        report.count("blocked"),
     )
-    summary = {k: v for k, v in report.as_json().items() if k != "items"}
-    return {**summary, "report": report.as_text()}
+    return {**report.summary(), "report": report.as_text()}
+
+
+def recorded(ledger: Ledger, run_id: str, size: int = SLICE) -> Iterator[dict[str, Any]]:
+    """A run's item rows in source order, read from the ledger a slice at a time."""
+    after = -1
+    while rows := ledger.item_slice(run_id, after, size):
+        yield from rows
+        after = rows[-1]["seq"]
+
+
+def _write_report_json(path: Path, report: DryRunReport, rows: Iterator[dict[str, Any]]) -> None:
+    """The JSON report with every item, streamed from the ledger; atomic like `_write_json`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        report.write_json(out, rows)
+    tmp.replace(path)
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:

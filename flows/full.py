@@ -8,6 +8,7 @@ import re
 import sys
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from batchgate.destinations import Destination
 from batchgate.errors import BatchgateError, FatalError, LedgerError, WriteError
 from batchgate.hold import DestinationHold
 from batchgate.ledger import Ledger, new_run_id
-from batchgate.planner import Candidate, Plan, from_frozen, from_source, plan_run
+from batchgate.planner import Candidate, FrozenSlices, Plan, from_frozen, from_source, plan_run
 from batchgate.progress import ConsoleProgress, Progress, duration
 from batchgate.report_full import FullReport
 from batchgate.schema import SCHEMAS
@@ -95,7 +96,8 @@ def full(
     started = time.monotonic()
     stopped = _Stopped(run_id, job_ref, json_path, console_progress, logger, started)
     try:
-        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id)
+        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id,
+                               in_slices=True)  # fmt: skip
     except (BatchgateError, WriteError) as exc:
         emit_outcome(job, run_id, None, _outcome_of(exc), message=str(exc))
         return stopped(exc)
@@ -107,11 +109,18 @@ def full(
     try:
         with holding(ledger, destination.key, run_id, say,
                      lambda: _ensure_limit(destination, capacity)) as hold:  # fmt: skip
-            plan = plan_under_hold(prepared, run_id, draft, only, job_ref=job_ref)
+            work: Iterable[WorkItem]
+            if isinstance(prepared.candidates, FrozenSlices):  # a frozen plan, read in slices
+                plan = plan_in_slices(prepared, run_id, draft, only, job_ref=job_ref)
+                work = work_in_slices(prepared, draft, only, job_ref=job_ref)
+            else:
+                plan = plan_under_hold(prepared, run_id, draft, only, job_ref=job_ref)
+                work = plan.work
             ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
                              refresh=getattr(source, "refresh", None),
                              secrets=secret_values(job))  # fmt: skip
-            runner = _Runner(job, ctx, plan.work, console_progress, logger, hold, job_ref)
+            runner = _Runner(job, ctx, work, console_progress, logger, hold, job_ref,
+                             total=plan.work_count)  # fmt: skip
             runner.progress.skipped = plan.skipped
             runner.run()
     except (BatchgateError, WriteError) as exc:
@@ -131,7 +140,7 @@ def full(
         else evaluate(succeeded, attempted, job.batch.success_threshold)
     )
     report = FullReport(
-        run_id=run_id, status=status, total=len(plan.rows), succeeded=succeeded,
+        run_id=run_id, status=status, total=plan.row_count, succeeded=succeeded,
         failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
         pending=counts.get("pending", 0), unchanged=counts.get("unchanged", 0),
         held=ledger.held_items(run_id), duration_s=time.monotonic() - started,
@@ -143,7 +152,7 @@ def full(
         run_id, status, message=runner.abort_reason, total=report.total, succeeded=report.succeeded,
         failed=report.failed, skipped=report.skipped, pending=report.pending,
         unchanged=report.unchanged, success_rate=report.success_rate, outcome=status,
-        duration_s=report.duration_s, ready=len(plan.work) + plan.unchanged, blocked=plan.skipped,
+        duration_s=report.duration_s, ready=plan.work_count + plan.unchanged, blocked=plan.skipped,
         filtered_out=prepared.filtered_out,
     )  # fmt: skip
     _publish_final(report)
@@ -194,7 +203,7 @@ class Prepared(NamedTuple):
     ledger: Ledger
     destination: Destination
     source: Source
-    candidates: list[Candidate]
+    candidates: list[Candidate] | FrozenSlices  # FrozenSlices: read from the ledger in slices
     filtered_out: int
     frozen_at: datetime | None = None  # when the plan was frozen (a dry-run's plan)
 
@@ -206,11 +215,13 @@ def prepare_run(
     parent_run_id: str | None,
     since: datetime | None = None,
     plan_id: str | None = None,
+    in_slices: bool = False,
 ) -> Prepared:
     """Record the run's start and get its candidates: the plan a dry-run froze (`plan_id`), or
     a fresh read and validation of the source. Shared by the writing flows; which candidates
-    need a write is decided later, under the destination's hold (`plan_under_hold`).
-    A failure marks the run failed in the ledger and is raised.
+    need a write is decided later, under the destination's hold (`plan_under_hold`, or for a
+    frozen plan read `in_slices`, `plan_in_slices`). A failure marks the run failed in the ledger
+    and is raised.
     """
     ledger: Ledger | None = None
     try:
@@ -226,7 +237,7 @@ def prepare_run(
         ledger.finish_run(run_id, "running", destination_key=destination.key)
         frozen_at = None
         if plan_id is not None:
-            candidates, filtered_out, frozen_at = _frozen(ledger, plan_id, job)
+            candidates, filtered_out, frozen_at = _frozen(ledger, plan_id, job, in_slices)
             destination.check()  # the collection schema the writes map fields with
         else:
             check = check_destination(quote(destination))
@@ -241,7 +252,9 @@ def prepare_run(
     return Prepared(ledger, destination, source, candidates, filtered_out, frozen_at)
 
 
-def _frozen(ledger: Ledger, plan_id: str, job: Job) -> tuple[list[Candidate], int, datetime]:
+def _frozen(
+    ledger: Ledger, plan_id: str, job: Job, in_slices: bool = False
+) -> tuple[list[Candidate] | FrozenSlices, int, datetime]:
     run = ledger.run(plan_id)
     if run is None or run["mode"] != "dry-run":
         raise BatchgateError(f"plan {plan_id} is not a dry-run in the ledger at {ledger.where}. "
@@ -249,7 +262,9 @@ def _frozen(ledger: Ledger, plan_id: str, job: Job) -> tuple[list[Candidate], in
     if run["job_fingerprint"] != job.fingerprint():
         raise BatchgateError(f"plan {plan_id} was made with other job settings. Fix: run the "
                              "pipeline again with this job, so its plan is reviewed.")  # fmt: skip
-    frozen = from_frozen(ledger.frozen_plan(plan_id))
+    frozen = (
+        FrozenSlices(ledger, plan_id) if in_slices else from_frozen(ledger.frozen_plan(plan_id))
+    )
     return frozen, int(run.get("filtered_out") or 0), run["started_at"]
 
 
@@ -265,20 +280,62 @@ def plan_under_hold(
     and record every item of the run up front (unless `record` is false: the sample records
     only its picks)."""
     ledger, key = prepared.ledger, prepared.destination.key
-    pipelines = ledger.pending_reviews(key)
-    held = {
-        item_id: (
-            f"awaiting review in pipeline {pipeline} (its sample wrote this item)",
-            "approve or reject that pipeline's sample (batchgate approve|reject), then run again",
-        )  # fmt: skip
-        for item_id, pipeline in pipelines.items()
-    }
+    held = _held_for_review(ledger, key)
     plan = plan_run(prepared.candidates, ledger.targets_for(key), only=only, draft=draft, held=held,
                     frozen_at=prepared.frozen_at,
                     review_fix=f"take it through a new review: batchgate pipeline --job {job_ref}")  # fmt: skip
     if record:
         ledger.plan_items(run_id, plan.rows)
     return plan
+
+
+def _held_for_review(ledger: Ledger, key: str) -> dict[str, tuple[str, str]]:
+    return {
+        item_id: (
+            f"awaiting review in pipeline {pipeline} (its sample wrote this item)",
+            "approve or reject that pipeline's sample (batchgate approve|reject), then run again",
+        )  # fmt: skip
+        for item_id, pipeline in ledger.pending_reviews(key).items()
+    }
+
+
+def plan_in_slices(
+    prepared: Prepared,
+    run_id: str,
+    draft: bool,
+    only: set[str] | None = None,
+    job_ref: str = "JOB.yaml",
+) -> Plan:
+    """`plan_under_hold` for a frozen plan read a slice at a time: every item of the run is
+    recorded up front, slice by slice, each slice planned against the destination map of its
+    own items; only the counts are kept (`work_in_slices` yields the writes)."""
+    total = Plan(counted=(0, 0))
+    for part in _slice_plans(prepared, draft, only, job_ref):
+        prepared.ledger.plan_items(run_id, part.rows)
+        total.add(part)
+    return total
+
+
+def work_in_slices(
+    prepared: Prepared, draft: bool, only: set[str] | None = None, job_ref: str = "JOB.yaml"
+) -> Iterator[WorkItem]:
+    """The writes of `plan_in_slices`, planned again a slice at a time as the runner needs them
+    (the run holds the destination, and nothing but this run touched these items since)."""
+    for part in _slice_plans(prepared, draft, only, job_ref):
+        yield from part.work
+
+
+def _slice_plans(
+    prepared: Prepared, draft: bool, only: set[str] | None, job_ref: str
+) -> Iterator[Plan]:
+    assert isinstance(prepared.candidates, FrozenSlices)
+    ledger, key = prepared.ledger, prepared.destination.key
+    held = _held_for_review(ledger, key)
+    for part in prepared.candidates.slices():
+        targets = ledger.targets_for_items(key, [c.item_id for c in part])
+        yield plan_run(part, targets, only=only, draft=draft, held=held,
+                       frozen_at=prepared.frozen_at,
+                       review_fix=f"take it through a new review: batchgate pipeline --job {job_ref}")  # fmt: skip
 
 
 def announcer(logger: Any, console: bool) -> Any:
@@ -293,20 +350,21 @@ def announcer(logger: Any, console: bool) -> Any:
 class _Runner:
     """Fans chunks out as mapped tasks, collects them in order, and applies the circuit breaker."""
 
-    def __init__(self, job: Job, ctx: RunContext, work: list[WorkItem], console: bool, logger: Any,
-                 hold: DestinationHold, job_ref: str = "JOB.yaml") -> None:  # fmt: skip
+    def __init__(self, job: Job, ctx: RunContext, work: Iterable[WorkItem], console: bool,
+                 logger: Any, hold: DestinationHold, job_ref: str = "JOB.yaml",
+                 total: int | None = None) -> None:  # fmt: skip
         self.job, self.ctx, self.logger, self.hold = job, ctx, logger, hold
         self.job_ref = job_ref
         batch = job.batch
         self.layout = layout = layout_for(job, ctx.destination)
         self.per_task, self.window = layout.items_per_request, layout.chunks_in_flight
         step = layout.items_per_chunk
-        self.chunks = [
-            Chunk(n + 1, _groups(work[i : i + step], self.per_task))
-            for n, i in enumerate(range(0, len(work), step))
-        ]
+        # `work` may be an iterator (a plan read in slices): chunks are made as they are needed
+        total = len(work) if total is None else total  # type: ignore[arg-type]
+        self.chunk_count = -(-total // step)
+        self.chunks = _chunks(work, step, self.per_task)
         self.breaker = CircuitBreaker(batch.pause_at, batch.abort_at)
-        self.progress = Progress(total=len(work), chunks=len(self.chunks))
+        self.progress = Progress(total=total, chunks=self.chunk_count)
         self.console = ConsoleProgress(self.progress) if console else None
         self.abort_reason: str | None = None
         self.publish_failures = 0
@@ -421,7 +479,7 @@ class _Runner:
                                  "its lease); stopped so that two runs never write at once")  # fmt: skip
             self.logger.error(self.abort_reason)
             return
-        if chunk.number == len(self.chunks):
+        if chunk.number == self.chunk_count:
             return  # the last chunk: nothing left to pause or stop; the threshold decides
         decision = self.breaker.decide(len(failed), size)
         if self.console:
@@ -478,6 +536,19 @@ def layout_for(job: Job, destination: Destination) -> Layout:
     pacer keeping the rate)."""
     writers = getattr(destination, "max_writers", None)
     return job.batch.layout(max(1, destination.group_size), writers, WINDOW)
+
+
+def _chunks(work: Iterable[WorkItem], step: int, per_task: int) -> Iterator[Chunk]:
+    buffer: list[WorkItem] = []
+    number = 0
+    for item in work:
+        buffer.append(item)
+        if len(buffer) >= step:
+            number += 1
+            yield Chunk(number, _groups(buffer, per_task))
+            buffer = []
+    if buffer:
+        yield Chunk(number + 1, _groups(buffer, per_task))
 
 
 def _groups(items: list[WorkItem], size: int) -> list[list[WorkItem]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -10,9 +12,15 @@ from batchgate.config import Job
 from batchgate.destinations import Destination, DestinationCheck
 from batchgate.ledger import Ledger
 from batchgate.models import Item, ItemResult
+from batchgate.planner import from_source, frozen_rows
 from batchgate.report import DryRunReport
+from batchgate.schema import SCHEMAS
+from batchgate.sources import Source, chunks_of
 from batchgate.validation import build_rules, validate_items
 from batchgate.validation.engine import make_context
+from batchgate.validation.stream import StreamValidator
+
+CHUNK_SIZE = 5000  # items read, validated and recorded at a time
 
 
 @task(name="validate-items", cache_policy=NO_CACHE)
@@ -22,6 +30,33 @@ def validate_batch(
     """Run the job's rules over every item (with what the destination reported, if any)."""
     rules = build_rules(job.validation, check)
     return validate_items(items, rules, make_context(job, check=check))
+
+
+@task(name="validate-items", cache_policy=NO_CACHE)
+def validate_into_ledger(
+    ledger: Ledger,
+    run_id: str,
+    source: Source,
+    job: Job,
+    check: DestinationCheck | None = None,
+    since: datetime | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> tuple[str, int, int]:
+    """Read, validate and record a chunk at a time, each writable item with its frozen data, so
+    no more than a chunk of items is ever held; then give every owner of a value a unique rule
+    found shared its issue. Returns the source's description, the rows filtered out, the items."""
+    validator = StreamValidator(build_rules(job.validation, check), make_context(job, check=check))
+    description, filtered_out, count = source.path, 0, 0
+    for chunk in chunks_of(source, SCHEMAS[job.validation.preset], since, chunk_size):
+        results = validator.validate(chunk.items)
+        ledger.record_validation(run_id, results, frozen_rows(from_source(chunk.items, results)))
+        description, count = chunk.description, count + len(results)
+        filtered_out += chunk.filtered_out
+    validator.amend(
+        lambda seqs: ledger.items_by_seq(run_id, seqs),
+        lambda rows: ledger.amend_items(run_id, rows),
+    )
+    return description, filtered_out, count
 
 
 @task(name="check-destination", cache_policy=NO_CACHE)

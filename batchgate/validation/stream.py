@@ -1,0 +1,123 @@
+"""Validation a chunk at a time: a rule that needs the whole set (unique) keeps compact keys of
+what it has seen (64-bit hashes in sorted arrays and the position of each value's first owner),
+never the items, and names every owner of a shared value once the stream has ended."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from batchgate.models import Item, ItemResult
+from batchgate.validation.rules import Context, Rule, Unique
+
+
+def _key(value: Any) -> int:
+    blob = f"{type(value).__name__}:{value}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little")
+
+
+class SeenKeys:
+    """The values one unique rule has seen: their hashes, each with its first owner's position,
+    and, for a value seen more than once, every owner's position."""
+
+    def __init__(self) -> None:
+        self.hashes = np.empty(0, dtype=np.uint64)  # sorted
+        self.first = np.empty(0, dtype=np.int64)  # the first owner's seq, aligned with hashes
+        self.shared: dict[int, list[int]] = {}  # hash -> seqs of every owner, first included
+        self.values: dict[int, Any] = {}  # hash -> the shared value (for the message)
+
+    def add(self, pairs: Sequence[tuple[Any, int]]) -> None:
+        """See (value, seq) pairs of one chunk, in source order."""
+        if not pairs:
+            return
+        keys = np.fromiter((_key(v) for v, _ in pairs), dtype=np.uint64, count=len(pairs))
+        found = np.zeros(len(pairs), dtype=bool)
+        where = np.zeros(len(pairs), dtype=np.int64)
+        if len(self.hashes):
+            where = np.minimum(np.searchsorted(self.hashes, keys), len(self.hashes) - 1)
+            found = self.hashes[where] == keys
+        fresh: dict[int, int] = {}
+        for i, (value, seq) in enumerate(pairs):
+            key = int(keys[i])
+            if found[i]:
+                first = int(self.first[where[i]])
+            elif key in fresh:
+                first = fresh[key]
+            else:
+                fresh[key] = seq
+                continue
+            self.shared.setdefault(key, [first]).append(seq)
+            self.values[key] = value
+        if fresh:
+            hashes = np.concatenate([self.hashes, np.fromiter(fresh, dtype=np.uint64)])
+            first = np.concatenate([self.first, np.fromiter(fresh.values(), dtype=np.int64)])
+            order = np.argsort(hashes, kind="stable")
+            self.hashes, self.first = hashes[order], first[order]
+
+
+class StreamValidator:
+    """Runs a rule set over one chunk at a time; `amend` then applies the unique rules' findings
+    to the items already recorded."""
+
+    def __init__(self, rules: list[Rule], context: Context) -> None:
+        self.context = context
+        self.order = {rule.name: n for n, rule in enumerate(rules)}
+        self.unique = [(rule, SeenKeys()) for rule in rules if isinstance(rule, Unique)]
+        self.others = [rule for rule in rules if not isinstance(rule, Unique)]
+
+    def validate(self, items: list[Item]) -> list[ItemResult]:
+        for rule in self.others:
+            rule.prepare(items, self.context)
+        for rule, seen in self.unique:
+            seen.add([(v, item.seq) for item in items
+                      if (v := item.data.get(rule.field)) is not None and v != ""])  # fmt: skip
+        results = [
+            ItemResult(item.id, item.seq, item.title, item.location,
+                       [issue for rule in self.others for issue in rule.check(item, self.context)])
+            for item in items
+        ]  # fmt: skip
+        self.context.image_sizes.clear()  # a chunk's probes: memory stays flat
+        return results
+
+    def shared_count(self) -> int:
+        return sum(len(seen.shared) for _, seen in self.unique)
+
+    def amend(
+        self,
+        read: Callable[[list[int]], list[dict[str, Any]]],
+        write: Callable[[list[dict[str, Any]]], Any],
+    ) -> int:
+        """Give every owner of a shared value its unique issue, naming the others, as one pass
+        over the whole set would: `read(seqs)` returns recorded item rows (issues parsed),
+        `write(rows)` stores the changed ones. Returns how many items were changed."""
+        changed = 0
+        for rule, seen in self.unique:
+            for key, seqs in seen.shared.items():
+                rows = read(sorted(set(seqs)))
+                value = seen.values[key]
+                rule._shared = {value: [r["item_id"] for r in rows]}  # type: ignore[attr-defined]
+                amended = list(self._amended(rule, value, rows))
+                write(amended)
+                changed += len(amended)
+        return changed
+
+    def _amended(self, rule: Rule, value: Any, rows: list[dict[str, Any]]) -> Iterator[dict]:
+        for row in rows:
+            item = Item(row["item_id"], row["seq"], row["location"] or "", {rule.field: value})
+            new = [issue.as_dict() for issue in rule.check(item, self.context)]
+            issues = [i for i in row["issues"] if i.get("rule") != rule.name] + new
+            issues.sort(key=lambda i: self.order.get(i.get("rule"), len(self.order)))
+            severities = {i.get("severity") for i in issues}
+            status = "blocked" if "blocked" in severities else "warning" if issues else "ready"
+            blocked = status == "blocked"
+            yield {
+                "seq": row["seq"],
+                "status": status,
+                "issues": json.dumps(issues),
+                "content_hash": None if blocked else row.get("content_hash"),
+                "data": None if blocked else row.get("data"),
+            }

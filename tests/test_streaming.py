@@ -1,0 +1,179 @@
+"""Streaming at flat memory (issue 13, point 1): chunked reading, validation and planning chunk by
+chunk into the ledger, a capped report with every item in the JSON, writes from the plan in
+slices."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from batchgate.config import load_job
+from batchgate.ledger import Ledger, new_run_id
+from batchgate.models import Item
+from batchgate.schema import BLOG
+from batchgate.validation import build_rules, validate_items
+from batchgate.validation.engine import make_context
+from batchgate.validation.stream import StreamValidator
+from blocks.file_source import FileSource
+from blocks.ledger import open_ledger
+from tests.conftest import blog_row
+
+ITEMS, CHUNK = 3000, 500
+
+
+def _rows() -> list[dict[str, Any]]:
+    """3,000 posts: 45 in an unknown category, slugs shared across chunks and an id shared
+    within one."""
+    rows = [blog_row(n, id=f"p-{n:05d}", slug=f"post-{n}") for n in range(ITEMS)]
+    for n in range(100, 100 + 45 * 64, 64):  # 45 blocked by category_allowed
+        rows[n]["category"] = "DevOps"
+    rows[2700]["slug"] = rows[10]["slug"]  # chunk 6 repeats a slug of chunk 1
+    rows[1999]["slug"] = rows[10]["slug"]  # and chunk 4 too
+    rows[1201]["id"] = rows[1200]["id"]  # an id twice in one chunk
+    return rows
+
+
+@pytest.fixture
+def posts(write_csv: Callable[..., Path], write_job: Callable[..., Path]) -> Path:
+    write_csv(_rows())
+    return write_job()
+
+
+def _alive_items() -> int:
+    return sum(type(o) is Item for o in gc.get_objects())
+
+
+def test_reading_and_validating_is_chunked_and_matches_one_pass(
+    posts: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A chunk size of 500 gives 6 chunks; the whole list is never built (read() is never called
+    and at most about a chunk of items is alive); unique slugs and ids are found across chunks,
+    and every item's status and issues equal one pass over the whole list."""
+    from tasks.validate import validate_into_ledger
+
+    job = load_job(posts)
+    source = FileSource(path=str(tmp_path / "posts.csv"))
+    whole = source.read(BLOG).items
+    expected = validate_items(whole, build_rules(job.validation), make_context(job))
+    del whole
+    gc.collect()
+
+    def no_read(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the whole source was read")
+
+    monkeypatch.setattr(FileSource, "read", no_read)
+    alive: list[int] = []
+    validate = StreamValidator.validate
+
+    def counting(self: StreamValidator, items: list[Item]) -> Any:
+        alive.append(_alive_items())
+        return validate(self, items)
+
+    monkeypatch.setattr(StreamValidator, "validate", counting)
+    ledger, run_id = open_ledger(job.ledger), new_run_id("dry-run")
+    ledger.start_run(run_id, job_name=job.name, job_fingerprint=job.fingerprint(),
+                     mode="dry-run", source=source.path)  # fmt: skip
+    _, _, count = validate_into_ledger.fn(ledger, run_id, source, job, chunk_size=CHUNK)
+
+    assert count == ITEMS and len(alive) == ITEMS // CHUNK
+    assert max(alive) <= 2 * CHUNK, f"items alive per chunk: {alive}"
+    rows = {r["seq"]: r for r in ledger.item_rows(run_id)}
+    assert len(rows) == ITEMS
+    for result in expected:
+        row = rows[result.seq]
+        assert (row["item_id"], row["status"]) == (result.item_id, result.status)
+        assert row["issues"] == [i.as_dict() for i in result.issues], result.item_id
+        assert (row["data"] is None) == (result.status == "blocked")
+    shared = rows[10]["issues"][0]
+    assert shared["rule"] == "slug_unique" and "p-01999, p-02700" in shared["message"]
+    assert rows[1200]["status"] == rows[1201]["status"] == "blocked"
+
+
+def test_dry_run_json_lists_every_blocked_item_and_the_text_the_first_20_per_rule(
+    prefect_api: str, posts: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import tasks.validate
+    from flows.dry_run import dry_run
+
+    monkeypatch.setattr(tasks.validate, "CHUNK_SIZE", CHUNK)
+    out = tmp_path / "out.json"
+    summary = dry_run(load_job(posts), json_path=str(out))
+
+    blocked = 45 + 3 + 2
+    assert (summary["total"], summary["blocked"]) == (ITEMS, blocked)
+    payload = json.loads(out.read_text())
+    assert len(payload["items"]) == ITEMS
+    assert sum(i["severity"] == "blocked" for i in payload["items"]) == blocked
+    in_category = [i for i in payload["items"]
+                   if any(x["rule"] == "category_allowed" for x in i["issues"])]  # fmt: skip
+    assert len(in_category) == 45
+    report = summary["report"]
+    assert "… and 25 more category_allowed problems (45 in all" in report
+    shown = [i["id"] for i in in_category]
+    assert shown[19] in report and shown[20] not in report
+    assert "p-02700" in report and "id 'p-01200' is also used" in report  # other rules: all shown
+    ledger = open_ledger(load_job(posts).ledger)
+    assert ledger.status_counts(summary["run_id"]).get("blocked") == blocked
+
+
+def test_a_full_run_from_a_plan_reads_it_in_slices_and_writes_every_item_once(
+    prefect_api: str,
+    write_csv: Callable[..., Path],
+    write_job: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The plan is read back 500 items at a time and the destination map looked up per slice
+    (the whole plan and the whole map are never read); every writable item is written once."""
+    import batchgate.planner
+    import tasks.validate
+    from batchgate.config import SqlDestinationConfig
+    from blocks.sql_destination import SqlDestination
+    from flows.dry_run import dry_run
+    from flows.full import full
+
+    rows = _rows()
+    write_csv(rows)
+    url = f"sqlite:///{tmp_path / 'cms.db'}"
+    job = load_job(write_job(extra=f"destination: {{type: sql, url: '{url}'}}\n"))
+    monkeypatch.setattr(tasks.validate, "CHUNK_SIZE", CHUNK)
+    plan_id = dry_run(job)["run_id"]
+
+    monkeypatch.setattr(batchgate.planner, "SLICE", CHUNK)
+    slices: list[int] = []
+    lookups: list[int] = []
+    plan_slice, targets_slice = Ledger.frozen_plan_slice, Ledger.targets_for_items
+
+    def whole(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the whole plan or destination map was read")
+
+    def spy_plan(self: Ledger, plan: str, after: int, limit: int) -> list[dict[str, Any]]:
+        got = plan_slice(self, plan, after, limit)
+        slices.append(len(got))
+        return got
+
+    def spy_targets(self: Ledger, key: str, ids: Any) -> dict[str, dict[str, Any]]:
+        lookups.append(len(ids))
+        return targets_slice(self, key, ids)
+
+    monkeypatch.setattr(Ledger, "frozen_plan", whole)
+    monkeypatch.setattr(Ledger, "targets_for", whole)
+    monkeypatch.setattr(Ledger, "frozen_plan_slice", spy_plan)
+    monkeypatch.setattr(Ledger, "targets_for_items", spy_targets)
+    summary = full(job, plan_id=plan_id)
+
+    blocked = 45 + 3 + 2
+    assert (summary["succeeded"], summary["skipped"]) == (ITEMS - blocked, blocked)
+    assert max(slices) == CHUNK and sum(slices) == 2 * ITEMS  # planned, then written, by slice
+    assert max(lookups) == CHUNK
+    written = SqlDestination.from_config(SqlDestinationConfig(type="sql", url=url)).rows()
+    ids = [r["source_id"] for r in written]
+    assert len(ids) == len(set(ids)) == ITEMS - blocked
+    ledger = open_ledger(job.ledger)
+    counts = ledger.status_counts(summary["run_id"])
+    assert counts == {"succeeded": ITEMS - blocked, "skipped": blocked}
