@@ -42,6 +42,7 @@ PUBLISH_GROUP = 100
 MAX_GROUP = 100  # items per multi-item write and per list page (the API's maximum)
 PACE_MARGIN = 0.99
 SNAPSHOT_FRESH_S = 10.0  # a group's write-ahead snapshots are at most this old (one shared listing)
+FEW_ITEMS = 10  # a group this small reads its items by id, not the listing
 CLOCK_MARGIN_S = 2.0  # the server's timestamps have 1 s resolution: read a little further back
 ITEM_INDEX = re.compile(r"^items\[(\d+)\]\.?")
 
@@ -209,7 +210,7 @@ class WebflowDestination(Block):
     def snapshot_many(self, dest_ids: list[str]) -> dict[str, dict[str, Any] | None]:
         """Group mode: read from one listing of the collection shared by every group (refreshed
         with the changes since, at most SNAPSHOT_FRESH_S old), not one GET per item."""
-        if self.items_per_request == 1 or not dest_ids:
+        if self._read_one_by_one(dest_ids):
             return {dest_id: self.snapshot(dest_id) for dest_id in dest_ids}
         self._refresh(complete=True, max_age=SNAPSHOT_FRESH_S)
         with self._index_lock:
@@ -441,7 +442,7 @@ class WebflowDestination(Block):
 
     def versions(self, dest_ids: list[str]) -> dict[str, str | None]:
         """Group mode: from the shared listing (refreshed with its changes), no GET per item."""
-        if self.items_per_request == 1:
+        if self._read_one_by_one(dest_ids):
             return {dest_id: self.version(dest_id) for dest_id in dest_ids}
         self._refresh(complete=True, max_age=SNAPSHOT_FRESH_S)
         with self._index_lock:
@@ -518,6 +519,16 @@ class WebflowDestination(Block):
         slugs = [f["slug"] for f in self._collection().get("fields", [])]
         fields = previous.get("fieldData") or {}
         return {**previous, "fieldData": {**{s: None for s in slugs if s not in fields}, **fields}}
+
+    def _read_one_by_one(self, dest_ids: list[str]) -> bool:
+        """A few items (at most FEW_ITEMS) are read by id, unless the run already holds the
+        whole listing: a small sync of a big collection costs a few GETs, not a listing of
+        every item; a bigger group reads the listing once, shared by every group of the run."""
+        if self.items_per_request == 1 or not dest_ids:
+            return True
+        with self._index_lock:
+            listed = self._complete
+        return not listed and len(dest_ids) <= FEW_ITEMS
 
     def _forget(self, dest_ids: list[str]) -> None:
         with self._index_lock:

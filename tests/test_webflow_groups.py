@@ -379,3 +379,25 @@ def test_a_destination_that_is_down_is_not_split_item_by_item_but_two_poisons_ar
     else:
         assert failed == {"p-003", "p-070"} and len(server.items) == 98
         assert len(posts) <= 3 + 2 * 2 * 7, len(posts)  # about 2 log2(100) per poisoned item
+
+
+def test_a_few_updates_in_a_big_collection_read_their_items_by_id_not_the_whole_listing() -> None:
+    with WebflowServer() as server:
+        first = destination(server)
+        first.prepare()
+        created = write_with_retries(works(300), RunContext("a", first, MemoryLedger(), True),  # type: ignore[arg-type]
+                                     RetryPolicy(0, 0.01, 0.0))  # fmt: skip
+        ids = {o.seq: o.dest_id for o in created}
+        later = destination(server)  # a later run (a sync of 3 edited posts)
+        later.prepare()
+        server.state.requests.clear()
+        edited = works(3)
+        for work in edited:
+            work.dest_id, work.data = ids[work.seq], {**work.data, "title": "Edited"}
+        outcomes = write_with_retries(edited, RunContext("b", later, MemoryLedger(), True),  # type: ignore[arg-type]
+                                      RetryPolicy(0, 0.01, 0.0))  # fmt: skip
+        assert [o.action for o in outcomes] == ["updated"] * 3
+        lists = [r for r in requests(server, "GET")]
+        assert not lists and len(item_gets(server)) == 3  # 3 GETs, not 3 pages of listing
+        assert len(requests(server, "PATCH")) == 1
+        once_each(server, 300)
