@@ -37,7 +37,7 @@ from flows.full import Chunk, _publishes, _Runner
 
 HEARTBEAT_S = 3.0
 HOLD_CHECK_S = 5.0
-BLOCK_S = 2.0  # a shard takes this many seconds of the shared rate per round trip (at least 1)
+BLOCK_S = 0.5  # a shard takes this many seconds of the shared rate per round trip (at least 1 slot)
 
 
 @flow(name="full-shard", task_runner=ThreadPoolTaskRunner(max_workers=32), log_prints=False)
