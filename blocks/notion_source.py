@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,21 +65,54 @@ class NotionSource(Block):
 
     def read(self, schema: Schema, since: datetime | None = None) -> SourceBatch:
         """Every page the filter keeps (edited since `since`, if given), typed by the schema."""
+        batch = SourceBatch([], 0, 0, "")
+        for chunk in self.iter_chunks(schema, since):
+            batch.items += chunk.items
+            batch.total_rows += chunk.total_rows
+            batch.description = chunk.description
+        if not batch.description:
+            batch.description = self._describe(since)
+        return batch
+
+    def iter_chunks(
+        self, schema: Schema, since: datetime | None = None, chunk_size: int = 500
+    ) -> Iterator[SourceBatch]:
+        """The pages of `read`, `chunk_size` at a time as the query's pages arrive (their bodies
+        read a chunk at a time), numbered across chunks."""
         reader = self.reader()
         try:
             source = reader.data_source(self.database_id, self.data_source_id)
             check_properties(self.properties, source)
             query = build_filter(self.filter, source, since)
-            pages = [p for p in reader.query(str(source["id"]), query)
-                     if not p.get("archived") and not p.get("in_trash")]  # fmt: skip
-            bodies = reader.bodies([str(p["id"]) for p in pages])
-            rows = [(p.get("url") or str(p["id"]), page_row(p, bodies[str(p["id"])],
-                                                            self.properties)) for p in pages]  # fmt: skip
+            pages: list[dict[str, Any]] = []
+            seq = 0
+            for page in reader.query(str(source["id"]), query):
+                if not page.get("archived") and not page.get("in_trash"):
+                    pages.append(page)
+                if len(pages) >= chunk_size:
+                    yield self._chunk(reader, pages, schema, seq, since)
+                    seq, pages = seq + len(pages), []
+            if pages:
+                yield self._chunk(reader, pages, schema, seq, since)
         finally:
             reader.close()
+
+    def _chunk(self, reader: NotionReader, pages: list[dict[str, Any]], schema: Schema,
+               seq: int, since: datetime | None) -> SourceBatch:  # fmt: skip
+        bodies = reader.bodies([str(p["id"]) for p in pages])
+        rows = [(p.get("url") or str(p["id"]), page_row(p, bodies[str(p["id"])],
+                                                        self.properties)) for p in pages]  # fmt: skip
         items = build_items(rows, schema)
+        for item in items:  # numbered across chunks, as one read numbers them
+            if seq:
+                item.seq += seq
+                if not item.data.get("id"):
+                    item.id = f"row-{item.seq + 1}"
+        return SourceBatch(items, len(items), 0, self._describe(since))
+
+    def _describe(self, since: datetime | None) -> str:
         edited = f", edited since {since:%Y-%m-%d %H:%M:%S}" if since else ""
-        return SourceBatch(items, len(items), 0, f"Notion database {self.database_id}{edited}")
+        return f"Notion database {self.database_id}{edited}"
 
     def refresh(self, item_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """The item again, read just before its write when its Notion-hosted file URLs (valid one

@@ -177,3 +177,22 @@ def test_a_full_run_from_a_plan_reads_it_in_slices_and_writes_every_item_once(
     ledger = open_ledger(job.ledger)
     counts = ledger.status_counts(summary["run_id"])
     assert counts == {"succeeded": ITEMS - blocked, "skipped": blocked}
+
+
+def test_a_notion_source_yields_a_chunk_as_its_query_pages_arrive() -> None:
+    """230 pages in chunks of 100: three chunks numbered across, and the first chunk's bodies
+    are read before the query's last page is asked for."""
+    from blocks.notion_source import NotionSource
+    from tests.fakes.notion_server import NotionServer, NotionState
+
+    with NotionServer(NotionState(rate_per_s=1000, burst=1000)) as server:
+        server.add_pages(230, seed=5)
+        source = NotionSource(base_url=server.base_url, database_id=server.state.database_id,
+                              token="notion-test-token", requests_per_second=1000)  # fmt: skip
+        chunks = list(source.iter_chunks(BLOG, chunk_size=100))
+        paths = [path.split("?")[0] for _, _, path, _ in server.state.requests]
+    assert [len(c.items) for c in chunks] == [100, 100, 30]
+    assert [i.seq for c in chunks for i in c.items] == list(range(230))
+    queries = [n for n, p in enumerate(paths) if p.endswith("/query")]
+    first_body = next(n for n, p in enumerate(paths) if "/blocks/" in p)
+    assert len(queries) == 3 and first_body < queries[-1]
