@@ -180,19 +180,19 @@ def test_a_full_run_from_a_plan_reads_it_in_slices_and_writes_every_item_once(
 
 
 def test_a_notion_source_yields_a_chunk_as_its_query_pages_arrive() -> None:
-    """230 pages in chunks of 100: three chunks numbered across, and the first chunk's bodies
-    are read before the query's last page is asked for."""
+    """120 pages in chunks of 50: three chunks numbered across, and the first chunk's bodies are
+    read before the query's second page (pages 101-120) is asked for."""
     from blocks.notion_source import NotionSource
     from tests.fakes.notion_server import NotionServer, NotionState
 
     with NotionServer(NotionState(rate_per_s=1000, burst=1000)) as server:
-        server.add_pages(230, seed=5)
+        server.add_pages(120, seed=5)
         source = NotionSource(base_url=server.base_url, database_id=server.state.database_id,
                               token="notion-test-token", requests_per_second=1000)  # fmt: skip
-        chunks = list(source.iter_chunks(BLOG, chunk_size=100))
+        chunks = list(source.iter_chunks(BLOG, chunk_size=50))
         paths = [path.split("?")[0] for _, _, path, _ in server.state.requests]
-    assert [len(c.items) for c in chunks] == [100, 100, 30]
-    assert [i.seq for c in chunks for i in c.items] == list(range(230))
+    assert [len(c.items) for c in chunks] == [50, 50, 20]
+    assert [i.seq for c in chunks for i in c.items] == list(range(120))
     queries = [n for n, p in enumerate(paths) if p.endswith("/query")]
     first_body = next(n for n, p in enumerate(paths) if "/blocks/" in p)
-    assert len(queries) == 3 and first_body < queries[-1]
+    assert len(queries) == 2 and first_body < queries[-1]
