@@ -63,11 +63,13 @@ echo "== 4. The pipeline: dry-run, sample, approval (--yes), full"
 expect 0 "$bin" pipeline --job blog/job.yaml --yes
 
 echo "== 5. The same blog into Webflow (the local sandbox), where 3 posts fail"
-# 2 get HTTP 500 for their first 4 writes (an outage outlasting the 3 retries), 1 gets 400
+# 2 get HTTP 500 while $work/outage exists (an outage outlasting the retries: the group they
+# are in is split until only they fail), 1 gets 400 (it fails alone, the rest is sent again)
+touch "$work/outage"
 # SANDBOX_PORT=0: the sandbox binds a free port and names it; the job reads $SANDBOX_PORT
 PYTHONPATH="$root" "$python" -m tests.fakes.webflow_server --port "$SANDBOX_PORT" \
   --fail serverless-cold-starts cloud-networking-basics --reject lakehouse-table-formats \
-  --fail-times 4 >"$work/sandbox.log" 2>&1 &
+  --fail-while "$work/outage" >"$work/sandbox.log" 2>&1 &
 sandbox=$!
 trap 'kill $sandbox 2>/dev/null' EXIT
 SANDBOX_PORT=$(sandbox_ready "$sandbox" "$work/sandbox.log") || exit 1
@@ -78,6 +80,7 @@ echo "== 6. The dead-letter queue"
 expect 0 "$bin" dlq list --run "$run"
 expect 0 "$bin" dlq inspect post-033
 echo "== 7. The outage is over: retry the api-errors only, then the one invalid item"
+rm -f "$work/outage"
 expect 0 "$bin" dlq retry --run "$run" --error-type api-error
 expect 4 "$bin" dlq retry --item post-033
 echo "== 8. Skip it deliberately, and export the queue"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import re
 import threading
@@ -71,6 +72,7 @@ class Faults:
     error_rate: float = 0.0  # 500 internal_error
     error_slugs: set[str] = field(default_factory=set)  # always 500 for these (see error_times)
     error_times: int = 0  # error_slugs fail only their first N writes (0: always)
+    error_while: str | None = None  # error_slugs fail only while this file exists (an outage)
     bad_request_slugs: set[str] = field(default_factory=set)  # always 400 validation_error
     slow_rate: float = 0.0  # answer after slow_seconds; the write is applied first
     slow_seconds: float = 0.0
@@ -116,6 +118,8 @@ class WebflowState:
             return rate > 0 and self.rng.random() < rate
 
     def still_failing(self, slug: str) -> bool:
+        if self.faults.error_while is not None:
+            return os.path.exists(self.faults.error_while)
         with self.lock:
             if self.faults.error_times and self.failures.get(slug, 0) >= self.faults.error_times:
                 return False
@@ -511,9 +515,15 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="each --fail slug fails only its first N writes (0: always)",
     )
+    parser.add_argument(
+        "--fail-while",
+        default=None,
+        metavar="FILE",
+        help="each --fail slug fails while FILE exists: an outage that ends when it is removed",
+    )
     args = parser.parse_args(argv)
     faults = Faults(error_slugs=set(args.fail), bad_request_slugs=set(args.reject),
-                    error_times=args.fail_times)  # fmt: skip
+                    error_times=args.fail_times, error_while=args.fail_while)  # fmt: skip
     fields = blog_fields([*CATEGORIES, "DevOps"])
     state = WebflowState(args.collection, args.token, fields, 1000, 60.0, faults)
     sandbox = ThreadedServer(_Handler, state, args.port)
