@@ -364,3 +364,34 @@ def test_a_sqlite_ledger_is_refused_for_shards_unless_every_worker_is_on_this_ho
         parse_job({**base, "batch": {"shards": 4, "shards_on_this_host": True}})
     )
     refuse_unreachable_ledger(parse_job({**base, "ledger": {"url": "postgresql://u@h/db"}}))
+
+
+def test_one_breaker_across_the_shards_aborts_them_all(
+    stack: Stack, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """Most items are refused (400): the parent judges every shard's items together, aborts the
+    run, and every shard stops at its next chunk; the rest stay pending, counted in the report."""
+    from tests.fakes.webflow_server import Faults, WebflowServer
+
+    count = 400
+    refused = {f"post-{n}" for n in range(1, count + 1) if n % 10}  # 90% of the items
+    with WebflowServer(token=TOKEN, faults=Faults(bad_request_slugs=refused)) as server:
+        job = _job(tmp_path, count, _webflow(server, 1), pg_schema_url, items_per_chunk=10,
+                   retries=0)  # fmt: skip
+        process = _full(stack, job)
+        code = process.wait(300)
+    said = (job.parent / "full.log").read_text()
+    result = json.loads((job.parent / "full.json").read_text())
+    assert code == 4, said[-3000:]
+    assert result["status"] == "aborted" and "across the shards failed" in result["reason"], result
+    assert (
+        result["pending"] > 0
+        and result["failed"] + result["succeeded"] + result["pending"] == count
+    )
+    engine = sa.create_engine(pg_schema_url)
+    with engine.connect() as conn:
+        states = conn.execute(sa.text("SELECT shard, state FROM batchgate_shard_control "
+                                      "WHERE run_id = :r ORDER BY shard"),
+                              {"r": result["run_id"]}).all()  # fmt: skip
+    engine.dispose()
+    assert states[0] == (-1, "aborted") and len(states) == SHARDS + 1, states
