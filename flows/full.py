@@ -259,6 +259,9 @@ def _frozen(
     if run is None or run["mode"] != "dry-run":
         raise BatchgateError(f"plan {plan_id} is not a dry-run in the ledger at {ledger.where}. "
                              "Fix: pass the run id of the dry-run whose plan was reviewed.")  # fmt: skip
+    if run["status"] != "completed":  # a dry-run stopped by its source part-way recorded a part
+        raise BatchgateError(f"plan {plan_id} is a dry-run that did not complete ({run['status']}"
+                             "). Fix: fix what stopped it and run the dry-run again.")  # fmt: skip
     if run["job_fingerprint"] != job.fingerprint():
         raise BatchgateError(f"plan {plan_id} was made with other job settings. Fix: run the "
                              "pipeline again with this job, so its plan is reviewed.")  # fmt: skip

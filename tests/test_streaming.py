@@ -196,3 +196,33 @@ def test_a_notion_source_yields_a_chunk_as_its_query_pages_arrive() -> None:
     queries = [n for n, p in enumerate(paths) if p.endswith("/query")]
     first_body = next(n for n, p in enumerate(paths) if "/blocks/" in p)
     assert len(queries) == 2 and first_body < queries[-1]
+
+
+def test_a_dry_run_its_source_stops_part_way_leaves_no_plan_to_write(
+    prefect_api: str,
+    write_csv: Callable[..., Path],
+    write_job: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Row 1,100 holds a cell over source.max_cell_bytes: the dry-run has recorded its first two
+    chunks when the third stops it; it ends failed, and a full run refuses its plan."""
+    import tasks.validate
+    from flows.dry_run import dry_run
+    from flows.full import full
+
+    rows = _rows()[:1500]
+    rows[1099]["body_markdown"] = "x" * 1_000_001
+    write_csv(rows)
+    url = f"sqlite:///{tmp_path / 'cms.db'}"
+    job = load_job(write_job(extra=f"destination: {{type: sql, url: '{url}'}}\n"))
+    monkeypatch.setattr(tasks.validate, "CHUNK_SIZE", CHUNK)
+    assert dry_run(job, return_state=True).is_failed()
+    ledger = open_ledger(job.ledger)
+    (dry,) = [r for r in ledger.runs() if r["mode"] == "dry-run"]
+    assert dry["status"] == "failed" and "row 1100" in dry["message"]
+    assert len(ledger.item_rows(dry["run_id"])) == 2 * CHUNK
+
+    state = full(job, plan_id=dry["run_id"], return_state=True)
+    assert state.is_failed() and "did not complete" in str(state.message)
+    assert ledger.status_counts(ledger.runs()[0]["run_id"]) == {}
