@@ -82,6 +82,7 @@ def test_processes_taking_from_one_bucket_keep_its_rate_together(
 BIN = Path(sys.executable).parent
 PG_ITEMS = int(os.environ.get("BATCHGATE_SHARD_ITEMS", "20000"))
 SHARDS = 4
+WORKERS = int(os.environ.get("BATCHGATE_SHARD_WORKERS", "2"))  # 1: the benchmark's other figure
 
 
 class Stack:
@@ -136,8 +137,8 @@ def stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             done = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=stack.env(),
                                   capture_output=True, text=True, timeout=180)  # fmt: skip
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        stack.start_worker(1)
-        stack.start_worker(2)
+        for n in range(1, WORKERS + 1):
+            stack.start_worker(n)
         yield stack
     finally:
         for worker in stack.workers if server else []:
@@ -257,7 +258,7 @@ def test_20000_items_in_4_shards_into_postgresql(
     engine.dispose()
     assert tuple(rows) == (PG_ITEMS, PG_ITEMS)
     print(
-        f"\n{PG_ITEMS} items, {SHARDS} shards, 2 workers: {took:.1f} s, {PG_ITEMS / took:.0f} items/s"
+        f"\n{PG_ITEMS} items, {SHARDS} shards, {WORKERS} workers: {took:.1f} s, {PG_ITEMS / took:.0f} items/s"
     )
 
 
