@@ -11,8 +11,10 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,7 @@ class Stack:
         query = {"deployments": {"id": {"any_": [deployment_id]}}}
         return list(httpx.post(f"{self.api}/flow_runs/filter", json=query).json())
 
-    def new_run(self, deployment_id: str, before: set[str], timeout: float = 30) -> str:
+    def new_run(self, deployment_id: str, before: set[str], timeout: float = 90) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             new = [r["id"] for r in self.runs(deployment_id) if r["id"] not in before]
@@ -83,8 +85,30 @@ class Stack:
             return conn.execute("SELECT source_id, draft FROM posts").fetchall()
 
 
+class _Hook(BaseHTTPRequestHandler):
+    """Where the stack's notifications go: it takes each POST and answers 204."""
+
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def hook() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/batchgate"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, hook: str) -> Iterator[Stack]:
     """`scripts/serve.sh` on a copy of the project: server, pool, blocks, deployments, worker."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
@@ -98,7 +122,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     for attempt in range(3):
         port = free_port()
         env = {**os.environ, "PORT": str(port), "BIN": str(Path(sys.executable).parent),
-               "SERVE_DIR": str(home / ".serve")}  # fmt: skip
+               "SERVE_DIR": str(home / ".serve"),
+               # the notification automations, as a user sets them up, posting to a receiver
+               # here (tests/test_notifications.py checks what they deliver)
+               "NOTIFY_URL": hook}  # fmt: skip
+        env.pop("NOTIFY_BLOCK", None)
         env.pop("PREFECT_API_URL", None)
         served = subprocess.run([str(home / "scripts" / "serve.sh")], env=env,
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -220,6 +248,21 @@ def open_review(page: Any, shot: str) -> Any:
     return dialog
 
 
+def test_make_serve_sets_up_the_notifications_shown_in_the_automations_page(
+    stack: Stack, browser_page: Any
+) -> None:
+    page = browser_page
+    page.goto(f"{stack.ui}/v2/automations")
+    for name in ("batchgate: sample awaiting review", "batchgate: circuit breaker tripped",
+                 "batchgate: run failed or partial"):  # fmt: skip
+        page.get_by_text(name, exact=True).first.wait_for()
+    page.screenshot(path=SHOTS / "notify-1-automations.png", full_page=True)
+    automations = httpx.post(f"{stack.api}/automations/filter", json={}).json()
+    assert {a["name"] for a in automations} >= {"batchgate: sample awaiting review",
+                                                 "batchgate: circuit breaker tripped",
+                                                 "batchgate: run failed or partial"}  # fmt: skip
+
+
 def test_pipeline_approved_in_the_browser(stack: Stack, browser_page: Any) -> None:
     page = browser_page
     flow_run_id = trigger_pipeline(stack, page, "approve")
@@ -266,7 +309,8 @@ def test_the_sync_deployment_has_its_schedule_paused(stack: Stack) -> None:
     (schedule,) = deployment["schedules"]
     assert schedule["schedule"]["cron"] == "*/30 * * * *" and schedule["active"] is False
     names = {d["name"] for d in httpx.post(f"{stack.api}/deployments/filter", json={}).json()}
-    assert names == {"dry-run", "sample", "full", "pipeline", "dlq-retry", "rollback", "sync"}
+    assert names == {"dry-run", "sample", "full", "pipeline", "dlq-retry", "rollback", "sync",
+                     "full-shard"}  # fmt: skip
     # the Run form's schema is the job model, with its descriptions
     job = stack.deployment("pipeline")["parameter_openapi_schema"]["properties"]["job"]
     assert job["$ref"].endswith("/Job") or "allOf" in job or "properties" in job
@@ -301,7 +345,9 @@ def test_a_suspended_review_that_times_out_ends_timed_out_with_the_drafts_left(
         json={"parameters": {"approval_timeout_s": 10}},
     ).json()["id"]
     assert stack.wait(flow_run_id, "PAUSED")["name"] == "Suspended"
-    deadline = time.monotonic() + 120
+    # the deadline automation fires about 10 s after the suspension, then a worker (polling
+    # every 10 s) starts the run again: on a loaded machine that takes minutes
+    deadline = time.monotonic() + 300
     while (state := stack.state(flow_run_id))["type"] not in ("FAILED", "COMPLETED", "CRASHED"):
         assert time.monotonic() < deadline, state
         time.sleep(0.5)
