@@ -249,6 +249,7 @@ def _review_deadline(timeout_s: int) -> None:
     from prefect.events.actions import ChangeFlowRunState
     from prefect.events.schemas.automations import EventTrigger, Posture
 
+    _sweep_review_deadlines()
     resource = f"prefect.flow-run.{runtime.flow_run.id}"
     left = {f"prefect.flow-run.{name}" for name in ("Resuming", "Running", "Completed", "Failed",
                                                      "Cancelling", "Cancelled", "Crashed")}  # fmt: skip
@@ -267,6 +268,24 @@ def _review_deadline(timeout_s: int) -> None:
     except Exception as exc:  # noqa: BLE001 - Prefect's own expiry still ends the run
         get_run_logger().warning("No review deadline automation (%s): Prefect fails the run "
                                  "%s s after its review time instead", exc, DEADLINE_GRACE_S)  # fmt: skip
+
+
+def _sweep_review_deadlines() -> None:
+    """Delete the deadlines of reviews that ended without their run resuming (a suspended run
+    cancelled or deleted): only a resumed run drops its own, so these would stay listed."""
+    from prefect.client.orchestration import get_client
+
+    prefix = "batchgate-review-deadline-"
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+        for automation in client.read_automations():
+            if not automation.name.startswith(prefix):
+                continue
+            try:
+                state = client.read_flow_run(UUID(automation.name[len(prefix):])).state
+            except Exception:  # noqa: BLE001 - the run is gone
+                state = None
+            if state is None or state.is_final():
+                client.delete_automation(automation.id)
 
 
 def _drop_review_deadline() -> None:
