@@ -1,1 +1,2 @@
-"""Deployment helpers and schedules (prefect.yaml holds the deployments themselves)."""
+"""What `make serve` sets up beside the deployments of prefect.yaml: the notification automations
+(`automations.py`). prefect.yaml holds the deployments and their schedules themselves."""
