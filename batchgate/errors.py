@@ -63,6 +63,12 @@ class PermanentError(WriteError):
     error_type = "validation"
 
 
+class AlreadyExists(PermanentError):
+    """The destination already holds an item with this item's unique key (a slug). When an
+    earlier attempt at this create went unanswered, that item is most likely this write's own,
+    landed late: the writer looks it up again rather than failing the item."""
+
+
 class ChangedSinceReview(WriteError):
     """The source item changed after its plan was frozen and reviewed: held, never written."""
 

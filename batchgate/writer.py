@@ -16,6 +16,7 @@ from batchgate.backoff import backoff_delays, jittered
 from batchgate.destinations import Destination, WriteResult
 from batchgate.dlq import recommendations, redact
 from batchgate.errors import (
+    AlreadyExists,
     ChangedSinceReview,
     FatalError,
     LedgerError,
@@ -133,6 +134,15 @@ def write_group(
     )  # fmt: skip
     ms = int(1000 * (time.monotonic() - started) / len(ready))
     for (work, _, _), answer in zip(ready, answers, strict=True):
+        if (isinstance(answer, AlreadyExists) and dest_ids[work.seq] is None
+                and (attempt > 1 or work.intent)):  # fmt: skip
+            # an earlier attempt went unanswered and its create landed after the look-up: the
+            # item is this write's own; the next attempt finds it and updates it
+            answer = RetryableError(
+                f"{answer.message}: an earlier attempt at this create went unanswered and has "
+                "most likely landed since; it is looked up again", status_code=answer.status_code,
+                error_type="api-error",
+            )  # fmt: skip
         results[work.seq] = (
             answer if isinstance(answer, Exception) else _succeeded(work, answer, attempt, ms)
         )

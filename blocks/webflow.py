@@ -20,7 +20,14 @@ from pydantic import Field, PrivateAttr, SecretStr
 from batchgate.backoff import parse_retry_after
 from batchgate.config import DEFAULT_FIELD_MAP, WebflowDestinationConfig
 from batchgate.destinations import DestinationCheck, WriteResult
-from batchgate.errors import ConfigError, FatalError, PermanentError, RetryableError, WriteError
+from batchgate.errors import (
+    AlreadyExists,
+    ConfigError,
+    FatalError,
+    PermanentError,
+    RetryableError,
+    WriteError,
+)
 from batchgate.pacer import Pacer, pacer_for
 from batchgate.secrets import require_token_url
 
@@ -247,6 +254,10 @@ class WebflowDestination(Block):
             self._write_group("POST", creates[start : start + size], results, entries)
         for start in range(0, len(updates), size):
             self._write_group("PATCH", updates[start : start + size], results, entries)
+        # a slug already taken may be an earlier, unanswered create of ours that landed late:
+        # the next look-up lists the changes again rather than trusting a fresh listing
+        self._note_unanswered([body for n, body in creates if isinstance(results[n], AlreadyExists)],
+                              None)  # fmt: skip
         return [r for r in results if r is not None]
 
     def _upsert_one(self, record: dict[str, Any], dest_id: str | None, draft: bool,
@@ -667,7 +678,8 @@ class WebflowDestination(Block):
                 error_type=error_type,
             )
         else:
-            error = PermanentError(message, status_code=status, error_type=error_type)
+            kind = AlreadyExists if _duplicate(message) else PermanentError
+            error = kind(message, status_code=status, error_type=error_type)
         error.details = _details(response)  # type: ignore[attr-defined]
         return error
 
@@ -725,8 +737,14 @@ def _item_error(exc: WriteError, detail: str | None) -> WriteError:
     if detail is None:
         return exc
     head = exc.message.split(" - ")[0]
-    return PermanentError(f"{head} - {detail}", status_code=exc.status_code,
-                          error_type=exc.error_type)  # fmt: skip
+    kind = AlreadyExists if _duplicate(detail) else PermanentError
+    return kind(f"{head} - {detail}", status_code=exc.status_code, error_type=exc.error_type)
+
+
+def _duplicate(text: str) -> bool:
+    """Webflow's refusal of a slug another item holds (`fieldData.slug: Unique value is already
+    in database: 'x'`)."""
+    return "slug" in text and "already in database" in text.lower()
 
 
 def _snapshot(item: dict[str, Any] | None) -> dict[str, Any] | None:

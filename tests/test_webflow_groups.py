@@ -401,3 +401,30 @@ def test_a_few_updates_in_a_big_collection_read_their_items_by_id_not_the_whole_
         assert not lists and len(item_gets(server)) == 3  # 3 GETs, not 3 pages of listing
         assert len(requests(server, "PATCH")) == 1
         once_each(server, 300)
+
+
+@pytest.mark.parametrize("per_request", [1, 100])
+def test_a_create_that_lands_after_its_lookup_is_found_again_not_failed_as_a_duplicate(
+    per_request: int,
+) -> None:
+    """The answer to a create is lost, and the server's listings show new items only a moment
+    later: the retry's look-up misses the item, its create is refused as a duplicate slug, and
+    that refusal means 'look again', not a validation failure (seen in CI under load)."""
+    import time
+
+    with WebflowServer(faults=Faults(drop_rate=1.0)) as server:
+        dest = destination(server, items_per_request=per_request)
+        ctx = RunContext("run", dest, MemoryLedger(), draft=True)  # type: ignore[arg-type]
+
+        def pause(seconds: float) -> None:
+            if server.state.faults.drop_rate:  # after the lost answer: listings lag 1 s
+                server.state.faults = Faults(listing_lag_s=1.0)
+            else:  # after the refused duplicate: the listing has caught up
+                time.sleep(1.2)
+
+        outcomes = write_with_retries(works(3), ctx, RetryPolicy(3, 0.01, 0.0), sleep=pause)
+        assert [o.status for o in outcomes] == ["succeeded"] * 3, [o.message for o in outcomes]
+        assert all(o.action == "created" for o in outcomes)
+        once_each(server, 3)
+        refused = [r for r in requests(server, "POST") if r[3] == 400]
+        assert refused  # the duplicate was met, and looked up again

@@ -73,6 +73,7 @@ class Faults:
     error_slugs: set[str] = field(default_factory=set)  # always 500 for these (see error_times)
     error_times: int = 0  # error_slugs fail only their first N writes (0: always)
     error_while: str | None = None  # error_slugs fail only while this file exists (an outage)
+    listing_lag_s: float = 0.0  # listings leave out items created less than this long ago
     bad_request_slugs: set[str] = field(default_factory=set)  # always 400 validation_error
     slow_rate: float = 0.0  # answer after slow_seconds; the write is applied first
     slow_seconds: float = 0.0
@@ -97,6 +98,7 @@ class WebflowState:
         self.rng = random.Random(faults.seed)
         self.window_start = time.monotonic()
         self.failures: dict[str, int] = {}  # writes refused so far, by slug (for error_times)
+        self.born: dict[str, float] = {}  # when each item was created (for listing_lag_s)
         self.window_count = 0
         self.requests: list[tuple[float, str, str, int]] = []  # (time, method, path, status)
         self.published: set[str] = set()
@@ -269,9 +271,11 @@ class _Handler(JsonHandler):
                         [{"param": "sortOrder" if order not in ("asc", "desc") else "sortBy",
                           "description": "Invalid value"}])  # fmt: skip
             return
+        lag = self.state.faults.listing_lag_s
         with self.state.lock:
             items = [i for i in self.state.items.values()
-                     if not live or i["id"] in self.state.published]  # fmt: skip
+                     if (not live or i["id"] in self.state.published)
+                     and not (lag and time.monotonic() - self.state.born.get(i["id"], 0) < lag)]  # fmt: skip
         for key in ("slug", "name"):
             if key in params:
                 items = [i for i in items if i["fieldData"].get(key) == params[key]]
@@ -355,6 +359,7 @@ class _Handler(JsonHandler):
                 "fieldData": dict(entry.get("fieldData") or {})}  # fmt: skip
         with self.state.lock:
             self.state.items[item["id"]] = item
+            self.state.born[item["id"]] = time.monotonic()
             if live:
                 self._publish_now(item)
         return item
