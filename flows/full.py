@@ -33,7 +33,15 @@ from batchgate.destinations import Destination
 from batchgate.errors import BatchgateError, FatalError, LedgerError, WriteError
 from batchgate.hold import DestinationHold
 from batchgate.ledger import Ledger, new_run_id
-from batchgate.planner import Candidate, FrozenSlices, Plan, from_frozen, from_source, plan_run
+from batchgate.planner import (
+    Candidate,
+    FrozenSlices,
+    Plan,
+    freeze,
+    from_frozen,
+    from_source,
+    plan_run,
+)
 from batchgate.progress import ConsoleProgress, Progress, duration
 from batchgate.report_full import FullReport
 from batchgate.schema import SCHEMAS
@@ -308,13 +316,19 @@ def plan_in_slices(
     draft: bool,
     only: set[str] | None = None,
     job_ref: str = "JOB.yaml",
+    with_data: bool = False,
 ) -> Plan:
     """`plan_under_hold` for a frozen plan read a slice at a time: every item of the run is
     recorded up front, slice by slice, each slice planned against the destination map of its
-    own items; only the counts are kept (`work_in_slices` yields the writes)."""
+    own items; only the counts are kept (`work_in_slices` yields the writes). `with_data` also
+    records each pending item's frozen data on its row (a sharded run's shards read it there)."""
     total = Plan(counted=(0, 0))
-    for part in _slice_plans(prepared, draft, only, job_ref):
-        prepared.ledger.plan_items(run_id, part.rows)
+    for part in slice_plans(prepared, draft, only, job_ref):
+        rows = part.rows
+        if with_data:
+            data = {w.seq: freeze(w.data) for w in part.work}
+            rows = [{**r, "data": data.get(r["seq"])} for r in rows]
+        prepared.ledger.plan_items(run_id, rows)
         total.add(part)
     return total
 
@@ -324,13 +338,15 @@ def work_in_slices(
 ) -> Iterator[WorkItem]:
     """The writes of `plan_in_slices`, planned again a slice at a time as the runner needs them
     (the run holds the destination, and nothing but this run touched these items since)."""
-    for part in _slice_plans(prepared, draft, only, job_ref):
+    for part in slice_plans(prepared, draft, only, job_ref):
         yield from part.work
 
 
-def _slice_plans(
-    prepared: Prepared, draft: bool, only: set[str] | None, job_ref: str
+def slice_plans(
+    prepared: Prepared, draft: bool, only: set[str] | None = None, job_ref: str = "JOB.yaml"
 ) -> Iterator[Plan]:
+    """The run's plan a slice of the frozen plan at a time, each slice planned against the
+    destination map of its own items (call it holding the destination)."""
     assert isinstance(prepared.candidates, FrozenSlices)
     ledger, key = prepared.ledger, prepared.destination.key
     held = _held_for_review(ledger, key)
