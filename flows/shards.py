@@ -32,7 +32,7 @@ from batchgate.bucket import ensure_tables, set_run_state, shard_rows, start_att
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, items
-from batchgate.planner import freeze
+from batchgate.planner import FrozenSlices, Plan, freeze
 from batchgate.report_full import FullReport
 from flows.dry_run import _write_json
 from flows.full import (
@@ -43,6 +43,7 @@ from flows.full import (
     _Stopped,
     announcer,
     layout_for,
+    plan_in_slices,
     plan_under_hold,
     prepare_run,
 )
@@ -92,7 +93,8 @@ def run_sharded(
     stopped = _Stopped(run_id, job_ref, json_path, console, logger, started)
     try:
         refuse_unreachable_ledger(job)
-        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id)
+        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id,
+                               in_slices=True)  # fmt: skip
     except (BatchgateError, WriteError) as exc:
         emit_outcome(job, run_id, None, _outcome_of(exc), message=str(exc))
         return stopped(exc)
@@ -103,13 +105,11 @@ def run_sharded(
     try:
         with holding(ledger, destination.key, run_id, say,
                      lambda: _ensure_limit(destination, capacity)) as hold:  # fmt: skip
-            plan = plan_under_hold(prepared, run_id, draft, only, record=False, job_ref=job_ref)
-            data = {w.seq: freeze(w.data) for w in plan.work}
-            ledger.plan_items(run_id, ({**r, "data": data.get(r["seq"])} for r in plan.rows))
+            plan = plan_for_shards(prepared, run_id, draft, only, job_ref)
             ensure_tables(ledger)
             set_run_state(ledger, run_id, "running")
             watcher = _Watcher(
-                job, ledger, run_id, destination.key, console, logger, len(plan.work)
+                job, ledger, run_id, destination.key, console, logger, plan.work_count
             )
             try:
                 watcher.run(hold)
@@ -122,6 +122,21 @@ def run_sharded(
         return stopped(exc, destination.key)
     return _finish(job, prepared, plan, run_id, watcher, json_path, job_ref, console, logger,
                    started)  # fmt: skip
+
+
+def plan_for_shards(prepared: Any, run_id: str, draft: bool, only: set[str] | None,
+                    job_ref: str) -> Plan:  # fmt: skip
+    """Plan once (holding the destination) and record every item's planned row, each pending
+    one with its frozen data for the shards, a slice at a time: only the counts are kept."""
+    if isinstance(prepared.candidates, FrozenSlices):
+        return plan_in_slices(prepared, run_id, draft, only, job_ref=job_ref, with_data=True)
+    # a fresh read still given whole (until prepare_run gives every run's plan in slices)
+    whole = plan_under_hold(prepared, run_id, draft, only, record=False, job_ref=job_ref)
+    data = {w.seq: freeze(w.data) for w in whole.work}
+    prepared.ledger.plan_items(run_id, ({**r, "data": data.get(r["seq"])} for r in whole.rows))
+    plan = Plan(counted=(0, 0))
+    plan.add(whole)
+    return plan
 
 
 class _Watcher:
@@ -342,7 +357,7 @@ def _finish(job: Job, prepared: Any, plan: Any, run_id: str, watcher: _Watcher,
     status = "aborted" if watcher.abort_reason else evaluate(
         succeeded, attempted, job.batch.success_threshold)  # fmt: skip
     report = FullReport(
-        run_id=run_id, status=status, total=len(plan.rows), succeeded=succeeded,
+        run_id=run_id, status=status, total=plan.row_count, succeeded=succeeded,
         failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
         pending=counts.get("pending", 0), unchanged=counts.get("unchanged", 0),
         held=ledger.held_items(run_id), duration_s=time.monotonic() - started,
@@ -354,7 +369,7 @@ def _finish(job: Job, prepared: Any, plan: Any, run_id: str, watcher: _Watcher,
         run_id, status, message=reason, total=report.total, succeeded=report.succeeded,
         failed=report.failed, skipped=report.skipped, pending=report.pending,
         unchanged=report.unchanged, success_rate=report.success_rate, outcome=status,
-        duration_s=report.duration_s, ready=len(plan.work) + plan.unchanged, blocked=plan.skipped,
+        duration_s=report.duration_s, ready=plan.work_count + plan.unchanged, blocked=plan.skipped,
         filtered_out=prepared.filtered_out,
     )  # fmt: skip
     _publish_final(report)
