@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger, runtime
@@ -30,13 +31,14 @@ from batchgate.ledger import Ledger, holds, items
 from batchgate.planner import Candidate, plan_run, thaw
 from batchgate.rollback import job_of_run
 from batchgate.secrets import has_hidden_password, secret_values
-from batchgate.writer import Outcome, RunContext
+from batchgate.writer import Outcome, RunContext, WorkItem
 from blocks.factory import destination_for
 from blocks.ledger import open_ledger
 from flows.full import Chunk, _publishes, _Runner
 
 HEARTBEAT_S = 3.0
 HOLD_CHECK_S = 5.0
+PAGE = 2000  # pending items of the slice read from the ledger at a time
 BLOCK_S = 0.5  # a shard takes this many seconds of the shared rate per round trip (at least 1 slot)
 
 
@@ -66,29 +68,31 @@ def full_shard(
         destination.check()
         destination.prepare()
         _require_parent_hold(ledger, destination.key, run_id)
+        draft = not _publishes(destination)
+        slice_ = _Slice(ledger, run_id, shard, shards, destination.key, draft)
     except (BatchgateError, WriteError) as exc:
         heartbeat(ledger, run_id, shard, attempt, state="aborted")
         _set_message(ledger, run_id, shard, str(exc))
         logger.error(str(exc))
         return Failed(message=f"shard {shard}: {exc}")
-    draft = not _publishes(destination)
-    candidates = _slice(ledger, run_id, shard, shards)
-    plan = plan_run(candidates, ledger.targets_for(destination.key), draft=draft)
-    _settle(ledger, run_id, plan.rows)  # written before this attempt: nothing left to do
     ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
                      secrets=secret_values(job))  # fmt: skip
     hold = ParentHold(ledger, destination.key, run_id, shard, attempt)
-    logger.info("Shard %d/%d of %s (attempt %d): %d items to write, %d already written",
-                shard + 1, shards, run_id, attempt, len(plan.work), len(candidates) - len(plan.work))  # fmt: skip
+    logger.info("Shard %d/%d of %s (attempt %d): %d items pending in its slice, read %d at a "
+                "time (those already written are settled as they are read)", shard + 1, shards,
+                run_id, attempt, slice_.pending, PAGE)  # fmt: skip
     with hold:
-        runner = _ShardRunner(job, ctx, plan.work, False, logger, hold, job_ref)
+        runner = _ShardRunner(job, ctx, slice_.work(), False, logger, hold, job_ref,
+                              total=slice_.pending)  # fmt: skip
         runner.run()
     final = "aborted" if runner.abort_reason else "done"
     if not hold.superseded:
         heartbeat(ledger, run_id, shard, attempt, state=final)
         _set_message(ledger, run_id, shard, runner.abort_reason, runner.publish_failures)
-    summary = {"run_id": run_id, "shard": shard, "attempt": attempt, "items": len(plan.work),
-               "state": final, "reason": runner.abort_reason}  # fmt: skip
+    logger.info("Shard %d/%d of %s (attempt %d): %d items sent to its writers, %d found already "
+                "written", shard + 1, shards, run_id, attempt, slice_.sent, slice_.settled)  # fmt: skip
+    summary = {"run_id": run_id, "shard": shard, "attempt": attempt, "items": slice_.sent,
+               "settled": slice_.settled, "state": final, "reason": runner.abort_reason}  # fmt: skip
     return summary
 
 
@@ -165,33 +169,67 @@ def share_rate(ledger: Ledger, destination: Any) -> None:
         pacers._PACERS[destination.key] = shared
 
 
-def _slice(ledger: Ledger, run_id: str, shard: int, shards: int) -> list[Candidate]:
-    query = (
-        select(items.c.seq, items.c.item_id, items.c.title, items.c.location,
-               items.c.content_hash, items.c.data)
-        .where(items.c.run_id == run_id, items.c.status == "pending",
-               func.mod(items.c.seq, shards) == shard)
-        .order_by(items.c.seq)
-    )  # fmt: skip
-    with ledger.engine.connect() as conn:
-        rows = list(conn.execute(query))
-    missing = [r.item_id for r in rows if r.data is None]
-    if missing:
-        raise BatchgateError(
-            f"run {run_id} recorded no planned data for {len(missing)} pending items (first: "
-            f"{missing[0]}). Fix: start the full run again; its plan records every item's data."
-        )
-    return [
-        Candidate(
-            seq=r.seq,
-            item_id=r.item_id,
-            title=r.title or "",
-            location=r.location,
-            data=thaw(r.data),
-            content_hash=r.content_hash,
-        )  # fmt: skip
-        for r in rows
-    ]
+class _Slice:
+    """The shard's slice of the parent's plan (its pending items with seq % shards == shard),
+    read a page at a time: each page planned against the destination map of its own items, its
+    items already written settled, its writes yielded. Never the whole slice in memory."""
+
+    def __init__(self, ledger: Ledger, run_id: str, shard: int, shards: int, key: str,
+                 draft: bool, page: int = PAGE) -> None:  # fmt: skip
+        self.ledger, self.run_id, self.shard, self.shards = ledger, run_id, shard, shards
+        self.key, self.draft, self.page = key, draft, page
+        self.sent = self.settled = 0
+        where = self._where()
+        with ledger.engine.connect() as conn:
+            pending, with_data = conn.execute(
+                select(func.count(), func.count(items.c.data)).where(*where)
+            ).one()
+        self.pending = int(pending)
+        if with_data != pending:
+            raise BatchgateError(
+                f"run {run_id} recorded no planned data for {pending - with_data} pending items "
+                "of this shard. Fix: start the full run again; its plan records every item's data."
+            )
+
+    def _where(self) -> list[Any]:
+        return [items.c.run_id == self.run_id, items.c.status == "pending",
+                func.mod(items.c.seq, self.shards) == self.shard]  # fmt: skip
+
+    def pages(self) -> Iterator[list[Candidate]]:
+        after = -1
+        while True:
+            query = (
+                select(items.c.seq, items.c.item_id, items.c.title, items.c.location,
+                       items.c.content_hash, items.c.data)
+                .where(*self._where(), items.c.seq > after)
+                .order_by(items.c.seq)
+                .limit(self.page)
+            )  # fmt: skip
+            with self.ledger.engine.connect() as conn:
+                rows = list(conn.execute(query))
+            if not rows:
+                return
+            after = rows[-1].seq
+            missing = [r.item_id for r in rows if r.data is None]
+            if missing:
+                raise BatchgateError(
+                    f"run {self.run_id} recorded no planned data for pending item {missing[0]}. "
+                    "Fix: start the full run again; its plan records every item's data."
+                )
+            yield [
+                Candidate(seq=r.seq, item_id=r.item_id, title=r.title or "",
+                          location=r.location, data=thaw(r.data), content_hash=r.content_hash)
+                for r in rows
+            ]  # fmt: skip
+
+    def work(self) -> Iterator[WorkItem]:
+        for page in self.pages():
+            targets = self.ledger.targets_for_items(self.key, [c.item_id for c in page])
+            plan = plan_run(page, targets, draft=self.draft)
+            _settle(self.ledger, self.run_id, plan.rows)  # written before this attempt
+            self.settled += len(page) - len(plan.work)
+            self.sent += len(plan.work)
+            yield from plan.work
 
 
 def _settle(ledger: Ledger, run_id: str, rows: list[dict[str, Any]]) -> None:
