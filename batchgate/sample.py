@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from batchgate.errors import ConfigError
 from batchgate.escaping import md_code, md_link, md_text, one_line
@@ -21,42 +25,104 @@ class Pick:
     words: int
 
 
-def pick_sample(
-    candidates: list[tuple[WorkItem, int]], count: int = SAMPLE_MIN, ids: list[str] | None = None
-) -> list[Pick]:
-    """`count` items spread evenly over the candidates sorted by word count (deterministic).
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A chosen item, by its seq: the sample fetches its WorkItem afterwards."""
 
-    `candidates` pairs each writable item with its word count. Explicit `ids` override the choice;
-    each must be a writable item of this job.
-    """
+    seq: int
+    size: str
+    words: int
+
+
+class SampleKeys:
+    """What the sample keeps of each writable item while it reads the plan a slice at a time:
+    its seq, word count and whether it is new (never written), in arrays (17 bytes an item, so
+    a million items take 17 MB, not the items), and the items asked for by id (at most 5)."""
+
+    __slots__ = ("seqs", "words", "new", "asked", "_ids")
+
+    def __init__(self, ids: Iterable[str] | None = None) -> None:
+        self.seqs, self.words, self.new = array("q"), array("q"), array("B")
+        self._ids = set(ids or ())
+        self.asked: dict[str, tuple[int, int, WorkItem]] = {}  # item id -> (words, seq, item)
+
+    def add(self, work: WorkItem, words: int) -> None:
+        self.seqs.append(work.seq)
+        self.words.append(words)
+        self.new.append(work.dest_id is None and not work.intent)
+        if work.item_id in self._ids:
+            known = self.asked.get(work.item_id)
+            if known is None or (words, work.seq) > known[:2]:  # an id twice: the later-ranked
+                self.asked[work.item_id] = (words, work.seq, work)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+def check_request(count: int, ids: list[str] | None) -> None:
+    """The sample's size or its ids, checked before any item is read."""
     if not ids and not SAMPLE_MIN <= count <= SAMPLE_MAX:
         raise ConfigError(
             f"sample_count is {count}. Fix: choose between {SAMPLE_MIN} and {SAMPLE_MAX}."
         )
-    ranked = sorted(candidates, key=lambda pair: (pair[1], pair[0].seq))
-    n = len(ranked)
+    if ids and len(ids) > SAMPLE_MAX:
+        raise ConfigError(f"{len(ids)} sample ids given. Fix: name at most {SAMPLE_MAX}.")
+
+
+def choose(
+    keys: SampleKeys, count: int = SAMPLE_MIN, ids: list[str] | None = None, new_first: bool = True
+) -> list[Choice]:
+    """`count` items spread evenly over the candidates ranked by (word count, seq): the middle
+    of each of `count` equal slices (deterministic). With `new_first`, only the new items are
+    candidates when there are at least `count` of them: a sample of updates would change items
+    that may already be live. Explicit `ids` override the choice (ranked among every item);
+    each must be a writable item of this job (`keys` made with those ids)."""
+    check_request(count, ids)
+    seqs = np.frombuffer(keys.seqs, dtype=np.int64)
+    words = np.frombuffer(keys.words, dtype=np.int64)
+    if new_first and not ids:
+        new = np.frombuffer(keys.new, dtype=np.uint8).astype(bool)
+        if int(new.sum()) >= count:
+            seqs, words = seqs[new], words[new]
+    n = len(seqs)
 
     def size(position: int) -> str:
         return SIZES[min(3 * position // n, 2)] if n else "short"
 
     if ids:
-        if len(ids) > SAMPLE_MAX:
-            raise ConfigError(f"{len(ids)} sample ids given. Fix: name at most {SAMPLE_MAX}.")
-        position = {pair[0].item_id: i for i, pair in enumerate(ranked)}
-        unknown = [i for i in ids if i not in position]
+        unknown = [i for i in ids if i not in keys.asked]
         if unknown:
             raise ConfigError(
                 f"sample item(s) {', '.join(unknown)} cannot be sampled: not in the source, blocked "
                 "by validation, or already written with the same content. Fix: pick ids from the "
                 "dry-run report's Ready or Warnings list, or leave sample_ids empty."
             )
-        chosen = [position[i] for i in dict.fromkeys(ids)]
-    elif n <= count:
+        out = []
+        for item_id in dict.fromkeys(ids):
+            w, s, _ = keys.asked[item_id]
+            position = int(np.count_nonzero((words < w) | ((words == w) & (seqs < s))))
+            out.append(Choice(s, size(position), w))
+        return out
+    order = np.lexsort((seqs, words))  # by words, then seq
+    if n <= count:
         chosen = list(range(n))
     else:
         # the middle of each of `count` equal slices: 3 of 49 -> positions 8, 24, 40
         chosen = [int((2 * k + 1) * n / (2 * count)) for k in range(count)]
-    return [Pick(ranked[i][0], size(i), ranked[i][1]) for i in chosen]
+    return [Choice(int(seqs[order[i]]), size(i), int(words[order[i]])) for i in chosen]
+
+
+def pick_sample(
+    candidates: list[tuple[WorkItem, int]], count: int = SAMPLE_MIN, ids: list[str] | None = None
+) -> list[Pick]:
+    """`choose` over a list that pairs each writable item with its word count, every item a
+    candidate (no preference for new ones)."""
+    keys = SampleKeys(ids)
+    by_seq = {}
+    for work, words in candidates:
+        keys.add(work, words)
+        by_seq[work.seq] = work
+    return [Pick(by_seq[c.seq], c.size, c.words) for c in choose(keys, count, ids, new_first=False)]
 
 
 @dataclass

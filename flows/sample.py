@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,28 @@ from prefect.states import Failed, State
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import new_run_id
-from batchgate.sample import Pick, SampleEntry, SampleReport, pick_sample
+from batchgate.planner import FrozenSlices, Plan, from_frozen, plan_run
+from batchgate.sample import (
+    Choice,
+    Pick,
+    SampleEntry,
+    SampleKeys,
+    SampleReport,
+    check_request,
+    choose,
+)
 from batchgate.secrets import secret_values
 from batchgate.transform import blog_record, word_count
-from batchgate.writer import RunContext, WorkItem, record_failures
+from batchgate.writer import RunContext, record_failures
 from flows.dry_run import _write_json
-from flows.full import announcer, plan_under_hold, prepare_run
+from flows.full import (
+    Prepared,
+    _held_for_review,
+    announcer,
+    plan_under_hold,
+    prepare_run,
+    slice_plans,
+)
 from tasks.events import emit_dlq_added
 from tasks.limits import holding
 from tasks.process import item_task, outcomes_of
@@ -47,15 +64,19 @@ def sample(
     run_id = run_id or new_run_id("sample")
     started = time.monotonic()
     try:
-        prepared = prepare_run(job, run_id, "sample", parent_run_id, plan_id=plan_id)
+        prepared = prepare_run(job, run_id, "sample", parent_run_id, plan_id=plan_id,
+                               in_slices=True)  # fmt: skip
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))
     ledger, destination = prepared.ledger, prepared.destination
     try:
         with holding(ledger, destination.key, run_id, announcer(logger, False)):
-            plan = plan_under_hold(prepared, run_id, draft=True, record=False)
-            picks = _choose(plan.work, sample_count, sample_ids)
+            check_request(sample_count, sample_ids)
+            # the plan is read a slice at a time, keeping compact keys; then only the picks
+            keys = _scan(prepared, run_id, sample_ids)
+            picks = _fetch(prepared, keys, choose(keys, sample_count, sample_ids))
+            del keys
             ledger.plan_items(run_id, [{"seq": p.work.seq, "item_id": p.work.item_id,
                                         "title": p.work.title, "location": None,
                                         "status": "pending",
@@ -117,11 +138,47 @@ def sample(
     return summary
 
 
-def _choose(work: list[WorkItem], count: int, ids: list[str] | None) -> list[Pick]:
-    """New items first: a sample of updates would change items that may already be live."""
-    new = [w for w in work if w.dest_id is None and not w.intent]
-    pool = new if len(new) >= count and not ids else work
-    return pick_sample([(w, word_count(w.data)) for w in pool], count, ids)
+def _plans(prepared: Prepared, run_id: str) -> Iterator[Plan]:
+    """The sample's plan (drafts, nothing recorded), a slice of the frozen plan at a time."""
+    if isinstance(prepared.candidates, FrozenSlices):
+        yield from slice_plans(prepared, draft=True)
+    else:  # candidates read fresh from the source, already whole in memory: one slice
+        yield plan_under_hold(prepared, run_id, draft=True, record=False)
+
+
+def _scan(prepared: Prepared, run_id: str, ids: list[str] | None) -> SampleKeys:
+    """Seq, word count and newness of every writable item (the items asked for by id kept)."""
+    keys = SampleKeys(ids)
+    for plan in _plans(prepared, run_id):
+        for w in plan.work:
+            keys.add(w, word_count(w.data))
+    return keys
+
+
+def _fetch(prepared: Prepared, keys: SampleKeys, chosen: list[Choice]) -> list[Pick]:
+    """The chosen items' WorkItems, planned again from the ledger as `slice_plans` plans them
+    (the run holds the destination, so they are what the scan saw)."""
+    asked = {seq: work for _, seq, work in keys.asked.values()}
+    wanted = {c.seq for c in chosen if c.seq not in asked}
+    work = dict(asked)
+    if wanted:
+        ledger, key = prepared.ledger, prepared.destination.key
+        if isinstance(prepared.candidates, FrozenSlices):
+            frozen = prepared.candidates
+            candidates = from_frozen(frozen.ledger.items_by_seq(frozen.plan_id, sorted(wanted)))
+        else:
+            candidates = [c for c in prepared.candidates if c.seq in wanted]
+        targets = ledger.targets_for_items(key, [c.item_id for c in candidates])
+        plan = plan_run(candidates, targets, draft=True, held=_held_for_review(ledger, key),
+                        frozen_at=prepared.frozen_at,
+                        review_fix="take it through a new review: batchgate pipeline --job "
+                                   "JOB.yaml")  # fmt: skip
+        work.update((w.seq, w) for w in plan.work)
+    missing = sorted(c.seq for c in chosen if c.seq not in work)
+    if missing:
+        raise BatchgateError(f"sample item(s) at position {missing} changed while the sample "
+                             "chose them. Fix: run the sample again.")  # fmt: skip
+    return [Pick(work[c.seq], c.size, c.words) for c in chosen]
 
 
 def _hints(run_id: str, job_ref: str, review_flow_run_id: str | None) -> list[str]:

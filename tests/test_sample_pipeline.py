@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from batchgate.config import LedgerConfig, load_job
 from batchgate.errors import ConfigError
-from batchgate.sample import pick_sample
+from batchgate.sample import SampleKeys, choose, pick_sample
 from batchgate.writer import WorkItem
 from blocks.ledger import open_ledger
 from tests.conftest import blog_row, copy_example
@@ -61,6 +61,56 @@ def test_sample_count_and_explicit_ids_are_checked() -> None:
     with pytest.raises(ConfigError, match="p-404 cannot be sampled.*dry-run report"):
         pick_sample(candidates, 3, ids=["p-001", "p-404"])
     assert len(pick_sample(candidates[:2], 3)) == 2  # fewer candidates than asked: all of them
+
+
+def reference_choice(
+    work: list[WorkItem], words: dict[int, int], count: int, ids: list[str] | None
+) -> list[tuple[str, str, int]]:
+    """The sample's choice as it was made over the whole plan in memory (before it was read in
+    slices): new items first, ranked by (words, seq), the middle of each of `count` slices."""
+    new = [w for w in work if w.dest_id is None and not w.intent]
+    pool = new if len(new) >= count and not ids else work
+    ranked = sorted(pool, key=lambda w: (words[w.seq], w.seq))
+    n = len(ranked)
+    if ids:
+        position = {w.item_id: i for i, w in enumerate(ranked)}
+        chosen = [position[i] for i in dict.fromkeys(ids)]
+    elif n <= count:
+        chosen = list(range(n))
+    else:
+        chosen = [int((2 * k + 1) * n / (2 * count)) for k in range(count)]
+    sizes = ("short", "medium", "long")
+    return [(ranked[i].item_id, sizes[min(3 * i // n, 2)], words[ranked[i].seq]) for i in chosen]
+
+
+def test_compact_choice_equals_the_whole_plan_choice() -> None:
+    """Seq, words and newness in arrays choose exactly what the whole list of items chose: new
+    items first when there are enough, updates (a dest id or a write in flight) otherwise."""
+    import random
+
+    rng = random.Random(7)
+    for trial in range(300):
+        n = rng.randint(0, 60)
+        work = []
+        for seq in rng.sample(range(1000), n):
+            w = WorkItem(seq=seq, item_id=f"p-{seq:04d}", title="", source_url=None, data={},
+                         content_hash="h")  # fmt: skip
+            kind = rng.random()
+            w.dest_id, w.intent = ("d", False) if kind < 0.3 else (None, kind < 0.4)
+            work.append(w)
+        words = {w.seq: rng.randint(0, 30) for w in work}  # many ties: the seq decides
+        count = rng.randint(3, 5)
+        ids = [w.item_id for w in rng.sample(work, min(n, rng.randint(1, 5)))] if (
+            work and trial % 4 == 0) else None  # fmt: skip
+        keys = SampleKeys(ids)
+        for w in work:
+            keys.add(w, words[w.seq])
+        got = choose(keys, count, ids)
+        by_seq = {w.seq: w for w in work}
+        assert [(by_seq[c.seq].item_id, c.size, c.words) for c in got] == reference_choice(
+            work, words, count, ids
+        ), (trial, count, ids)
+    assert keys.seqs.typecode == keys.words.typecode == "q"  # arrays, not lists of items
 
 
 # --- the sample flow ----------------------------------------------------------------------------
@@ -315,3 +365,86 @@ def test_pipeline_cli_stops_on_blocked_items_and_shows_them(
     assert "blocked. 3 item(s) are blocked" in out and "❌ BLOCKED (must fix" in out
     assert "post-050" in out and "--allow-blocked" in out
     assert not (tmp_path / "blog" / "cms.db").exists()
+
+
+@pytest.mark.prefect
+def test_sample_from_a_plan_reads_it_a_slice_at_a_time_and_picks_as_the_whole_plan_did(
+    prefect_api: str,
+    write_csv: Callable[..., Path],
+    write_job: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """3,000 items read 100 at a time: the whole frozen plan is never read, at most about two
+    slices of items are alive while it is read and none but the picks when they are recorded,
+    and the picks are those of the whole-plan choice on the same plan."""
+    import gc
+
+    import batchgate.planner
+    import tasks.validate
+    from batchgate.ledger import Ledger
+    from batchgate.planner import Candidate, from_frozen, plan_run
+    from batchgate.transform import word_count
+    from flows.dry_run import dry_run
+    from flows.sample import sample
+
+    items, size = 3000, 100
+    rows = [blog_row(n, id=f"p-{n:05d}", slug=f"post-{n}",
+                     body_markdown="# T\n\n" + " ".join(["word"] * ((n * 37) % 211)))
+            for n in range(items)]  # fmt: skip
+    for n in range(5, items, 250):
+        rows[n]["category"] = "DevOps"  # 12 blocked
+    write_csv(rows)
+    url = f"sqlite:///{tmp_path / 'cms.db'}"
+    job = load_job(write_job(extra=f"destination: {{type: sql, url: '{url}'}}\n"))
+    monkeypatch.setattr(tasks.validate, "CHUNK_SIZE", 500)
+    plan_id = dry_run(job)["run_id"]
+
+    ledger = open_ledger(job.ledger)  # the reference: the whole plan, as the sample read it before
+    plan = plan_run(from_frozen(ledger.frozen_plan(plan_id)), {}, draft=True)
+    words = {w.seq: word_count(w.data) for w in plan.work}
+    assert len(plan.work) == items - 12
+    expected = reference_choice(plan.work, words, 3, None)
+    del plan
+    gc.collect()
+
+    def alive() -> int:  # the plan's items alive in this process
+        gc.collect()
+        return sum(type(o) in (WorkItem, Candidate) for o in gc.get_objects())
+
+    def whole(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the whole plan or destination map was read")
+
+    per_slice: list[int] = []
+    at_record: list[int] = []
+    plan_slice, plan_items = Ledger.frozen_plan_slice, Ledger.plan_items
+
+    def spy_slice(self: Ledger, plan: str, after: int, limit: int) -> list[dict[str, Any]]:
+        per_slice.append(alive())
+        return plan_slice(self, plan, after, limit)
+
+    def spy_record(self: Ledger, run_id: str, rows: Any) -> int:
+        at_record.append(alive())
+        return plan_items(self, run_id, rows)
+
+    monkeypatch.setattr(batchgate.planner, "SLICE", size)
+    monkeypatch.setattr(Ledger, "frozen_plan", whole)
+    monkeypatch.setattr(Ledger, "targets_for", whole)
+    monkeypatch.setattr(Ledger, "frozen_plan_slice", spy_slice)
+    monkeypatch.setattr(Ledger, "plan_items", spy_record)
+    summary = sample(job, plan_id=plan_id)
+
+    assert summary["status"] == "complete"
+    assert [(i["item_id"], i["size"], i["words"]) for i in summary["items"]] == expected
+    assert len(per_slice) == items // size + 1  # every slice read once, then the empty end
+    assert max(per_slice) <= 3 * size, f"items alive per slice: {per_slice}"
+    assert at_record and max(at_record) <= size, f"items alive at the picks: {at_record}"
+    written = {r["source_id"] for r in _sql_rows(url)}
+    assert written == {item_id for item_id, _, _ in expected}
+
+
+def _sql_rows(url: str) -> list[dict[str, Any]]:
+    from batchgate.config import SqlDestinationConfig
+    from blocks.sql_destination import SqlDestination
+
+    return SqlDestination.from_config(SqlDestinationConfig(type="sql", url=url)).rows()
