@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    delete,
     event,
     func,
     insert,
@@ -512,6 +513,11 @@ class Ledger:
         planned = ({"run_id": run_id, **blank, **row} for row in rows)
         with self._guard("recording the run's items"), self.engine.begin() as conn:
             return _insert_chunked(conn, planned)
+
+    def drop_items(self, run_id: str) -> int:
+        """Delete every item row recorded under `run_id` (a run's own working plan)."""
+        with self._guard("dropping a run's working plan"), self.engine.begin() as conn:
+            return int(conn.execute(delete(items).where(items.c.run_id == run_id)).rowcount or 0)
 
     def targets_for(self, destination_key: str) -> dict[str, dict[str, Any]]:
         """What this destination holds from earlier runs, by item id."""

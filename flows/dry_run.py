@@ -18,7 +18,6 @@ from batchgate.ledger import Ledger, new_run_id
 from batchgate.report import DryRunReport
 from blocks.factory import destination_for, source_for
 from blocks.ledger import open_ledger
-from tasks import validate
 from tasks.validate import check_destination, publish_report, validate_into_ledger
 
 SLICE = 5000  # item rows read back from the ledger at a time, for the report
@@ -55,7 +54,7 @@ def dry_run(
         # the frozen plan, a chunk at a time: what a sample shows and the full run after an
         # approval writes
         description, filtered_out, _ = validate_into_ledger(
-            quote(ledger), run_id, quote(source), job, check, chunk_size=validate.CHUNK_SIZE
+            quote(ledger), run_id, quote(source), job, check
         )
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))

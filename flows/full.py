@@ -39,12 +39,10 @@ from batchgate.planner import (
     Plan,
     freeze,
     from_frozen,
-    from_source,
     plan_run,
 )
 from batchgate.progress import ConsoleProgress, Progress, duration
 from batchgate.report_full import FullReport
-from batchgate.schema import SCHEMAS
 from batchgate.secrets import secret_values
 from batchgate.sources import Source
 from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, record_failures
@@ -54,7 +52,7 @@ from flows.dry_run import _write_json
 from tasks.events import emit_breaker, emit_dlq_added, emit_outcome
 from tasks.limits import holding
 from tasks.process import item_task, outcomes_of, process_items
-from tasks.validate import check_destination, validate_batch
+from tasks.validate import check_destination, validate_into_ledger
 
 WINDOW = 3  # chunks in flight: new ones start while the oldest one's slowest item finishes
 PUBLISH_GROUP = 100
@@ -135,6 +133,8 @@ def full(
         ledger.finish_run(run_id, _outcome_of(exc), message=str(exc), outcome=_outcome_of(exc))
         emit_outcome(job, run_id, destination.key, _outcome_of(exc), message=str(exc))
         return stopped(exc, destination.key)
+    finally:
+        discard_own_plan(prepared, run_id)
     quota_low = getattr(destination, "quota_low", None)
     if quota_low is not None:
         logger.info("Lowest X-RateLimit-Remaining during the run: %d", quota_low)
@@ -226,10 +226,11 @@ def prepare_run(
     in_slices: bool = False,
 ) -> Prepared:
     """Record the run's start and get its candidates: the plan a dry-run froze (`plan_id`), or
-    a fresh read and validation of the source. Shared by the writing flows; which candidates
-    need a write is decided later, under the destination's hold (`plan_under_hold`, or for a
-    frozen plan read `in_slices`, `plan_in_slices`). A failure marks the run failed in the ledger
-    and is raised.
+    a plan of its own, made from a fresh read of the source as a dry-run makes one (validated
+    and frozen into the ledger a chunk at a time; `discard_own_plan` drops it at the run's end).
+    Either is read back in slices (`FrozenSlices`). Shared by the writing flows; which
+    candidates need a write is decided later, under the destination's hold (`plan_in_slices`,
+    `slice_plans`). A failure marks the run failed in the ledger and is raised.
     """
     ledger: Ledger | None = None
     try:
@@ -248,16 +249,37 @@ def prepare_run(
             candidates, filtered_out, frozen_at = _frozen(ledger, plan_id, job, in_slices)
             destination.check()  # the collection schema the writes map fields with
         else:
+            # the run's own plan, made as a dry-run makes one: read, validated and frozen into
+            # the ledger a chunk at a time, then read back in slices, so memory stays flat
             check = check_destination(quote(destination))
-            batch = source.read(SCHEMAS[job.validation.preset], since=since)
-            results = validate_batch(quote(batch.items), job, check)
-            candidates, filtered_out = from_source(batch.items, results), batch.filtered_out
+            own = own_plan_id(run_id)
+            _, filtered_out, _ = validate_into_ledger(quote(ledger), own, quote(source), job,
+                                                      check, since=since)  # fmt: skip
+            candidates = FrozenSlices(ledger, own)
         destination.prepare()
     except (BatchgateError, WriteError) as exc:
         if ledger is not None and ledger.run(run_id) is not None:
             ledger.finish_run(run_id, _outcome_of(exc), message=str(exc), outcome=_outcome_of(exc))
+            if plan_id is None:  # a source that failed part-way left part of the run's own plan
+                ledger.drop_items(own_plan_id(run_id))
         raise
     return Prepared(ledger, destination, source, candidates, filtered_out, frozen_at)
+
+
+def own_plan_id(run_id: str) -> str:
+    """Where a run that was given no reviewed plan keeps the plan it makes for itself: item rows
+    under this id, with no run row of their own (`discard_own_plan` drops them at its end)."""
+    if len(run_id) > 75:  # the ledger's run ids are at most 80 characters
+        run_id = hashlib.sha1(run_id.encode()).hexdigest()[:32]
+    return f"{run_id}~plan"
+
+
+def discard_own_plan(prepared: Prepared, run_id: str) -> None:
+    """Drop the plan a run made for itself, once the run has recorded its own item rows."""
+    if isinstance(prepared.candidates, FrozenSlices) and prepared.candidates.plan_id == own_plan_id(
+        run_id
+    ):
+        prepared.ledger.drop_items(own_plan_id(run_id))
 
 
 def _frozen(

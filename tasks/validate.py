@@ -40,14 +40,15 @@ def validate_into_ledger(
     job: Job,
     check: DestinationCheck | None = None,
     since: datetime | None = None,
-    chunk_size: int = CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> tuple[str, int, int]:
     """Read, validate and record a chunk at a time, each writable item with its frozen data, so
     no more than a chunk of items is ever held; then give every owner of a value a unique rule
     found shared its issue. Returns the source's description, the rows filtered out, the items."""
     validator = StreamValidator(build_rules(job.validation, check), make_context(job, check=check))
     description, filtered_out, count = source.path, 0, 0
-    for chunk in chunks_of(source, SCHEMAS[job.validation.preset], since, chunk_size):
+    size = chunk_size or CHUNK_SIZE
+    for chunk in chunks_of(source, SCHEMAS[job.validation.preset], since, size):
         results = validator.validate(chunk.items)
         ledger.record_validation(run_id, results, frozen_rows(from_source(chunk.items, results)))
         description, count = chunk.description, count + len(results)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,93 @@ def test_a_dry_run_its_source_stops_part_way_leaves_no_plan_to_write(
     state = full(job, plan_id=dry["run_id"], return_state=True)
     assert state.is_failed() and "did not complete" in str(state.message)
     assert ledger.status_counts(ledger.runs()[0]["run_id"]) == {}
+
+
+@pytest.mark.parametrize("retry", [False, True], ids=["full-from-the-source", "dlq-retry"])
+def test_a_full_run_without_a_reviewed_plan_streams_its_source_and_its_own_plan(
+    prefect_api: str,
+    write_csv: Callable[..., Path],
+    write_job: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    retry: bool,
+) -> None:
+    """`batchgate full --job`, a sync and a dead-letter retry plan for themselves: the source is
+    read and validated 500 rows at a time into a plan of the run's own, read back in slices (the
+    source is never read whole, nor the plan or the destination map), every writable item is
+    written once (only the named ones for a retry), and the run's own plan is dropped at its end."""
+    import batchgate.planner
+    import tasks.validate
+    from batchgate.config import SqlDestinationConfig
+    from blocks.sql_destination import SqlDestination
+    from flows.full import full, own_plan_id
+
+    rows = _rows()
+    write_csv(rows)
+    url = f"sqlite:///{tmp_path / 'cms.db'}"
+    job = load_job(write_job(extra=f"destination: {{type: sql, url: '{url}'}}\n"))
+    monkeypatch.setattr(tasks.validate, "CHUNK_SIZE", CHUNK)
+    monkeypatch.setattr(batchgate.planner, "SLICE", CHUNK)
+    validated: list[int] = []
+    slices: list[int] = []
+    validate, plan_slice = StreamValidator.validate, Ledger.frozen_plan_slice
+
+    def whole(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the whole source, plan or destination map was read")
+
+    def counting(self: StreamValidator, items: list[Item]) -> Any:
+        validated.append(len(items))
+        return validate(self, items)
+
+    def spy_plan(self: Ledger, plan: str, after: int, limit: int) -> list[dict[str, Any]]:
+        got = plan_slice(self, plan, after, limit)
+        slices.append(len(got))
+        return got
+
+    monkeypatch.setattr(FileSource, "read", whole)
+    monkeypatch.setattr(Ledger, "frozen_plan", whole)
+    monkeypatch.setattr(Ledger, "targets_for", whole)
+    monkeypatch.setattr(StreamValidator, "validate", counting)
+    monkeypatch.setattr(Ledger, "frozen_plan_slice", spy_plan)
+    only = [f"p-{n:05d}" for n in (5, 1500, 2999)] if retry else None
+    summary = full(job, item_ids=only)
+
+    blocked = 45 + 3 + 2
+    expected = len(only) if only else ITEMS - blocked
+    assert summary["succeeded"] == expected
+    assert max(validated) == CHUNK and sum(validated) == ITEMS
+    assert max(slices) == CHUNK and sum(slices) == 2 * ITEMS  # planned, then written, by slice
+    written = SqlDestination.from_config(SqlDestinationConfig(type="sql", url=url)).rows()
+    ids = [r["source_id"] for r in written]
+    assert len(ids) == len(set(ids)) == expected
+    ledger = open_ledger(job.ledger)
+    assert ledger.status_counts(summary["run_id"]).get("succeeded") == expected
+    assert ledger.item_rows(own_plan_id(summary["run_id"])) == []
+
+
+def test_a_full_run_whose_source_stops_part_way_writes_nothing_and_keeps_no_plan(
+    prefect_api: str,
+    write_csv: Callable[..., Path],
+    write_job: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The source stops at its third chunk: the run fails naming the row, writes nothing, and the
+    part of its own plan it had made is gone."""
+    import tasks.validate
+    from flows.full import full, own_plan_id
+
+    rows = _rows()[:1500]
+    rows[1099]["body_markdown"] = "x" * 1_000_001
+    write_csv(rows)
+    url = f"sqlite:///{tmp_path / 'cms.db'}"
+    job = load_job(write_job(extra=f"destination: {{type: sql, url: '{url}'}}\n"))
+    monkeypatch.setattr(tasks.validate, "CHUNK_SIZE", CHUNK)
+    state = full(job, return_state=True)
+    assert state.is_failed() and "row 1100" in str(state.message)
+    ledger = open_ledger(job.ledger)
+    (run,) = [r for r in ledger.runs() if r["mode"] == "full"]
+    assert run["status"] == "failed"
+    assert ledger.item_rows(own_plan_id(run["run_id"])) == []
+    with sqlite3.connect(tmp_path / "cms.db") as db:  # not even its table was made
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'posts'").fetchall() == []
