@@ -13,11 +13,14 @@
              Reports items/s and the ratio.
   overhead-pg  the same into the local PostgreSQL (a fresh schema each), against the same loop
              with the raw psycopg2 driver.
-  memory     peak RSS of a dry-run (reads, validates and freezes the plan a chunk at a time) and
-             of the full run from its plan (read back in slices), each in its own process, for
-             10,000 and 100,000 items (--items N: that size alone, e.g. 1000000) into SQLite or
-             the local PostgreSQL (--db postgres, a schema of its own, dropped after); every item
-             must be accounted for in the ledger.
+  memory     peak RSS of each phase in its own process, for 10,000 and 100,000 items (--items N:
+             that size alone, e.g. 1000000) into SQLite or the local PostgreSQL (--db postgres,
+             schemas of its own, dropped after): the dry-run (reads, validates and freezes the
+             plan a chunk at a time), the sample from its plan (3 drafts, chosen over the plan
+             read in slices), the full run from its plan (read back in slices), and a full run
+             given no plan (`batchgate full --job`: its own plan made from the source as a
+             dry-run makes one, into a second, empty destination). --phases picks some of
+             dry,sample,plan,source. Every item must be accounted for in the ledger.
 
 Usage: python benchmarks/full_run.py [rate|webflow|overhead|memory|all] [--items N] [--rate R]
                                      [--db sqlite|postgres]
@@ -352,32 +355,48 @@ def bench_overhead(items: int, db: str = "sqlite") -> float:
     return ratio
 
 
-def bench_memory(sizes: list[int], db: str = "sqlite") -> None:
-    print(f"\nMemory: peak RSS into {db}, the dry-run and the full run from its plan, each in its "
-          "own process\n")  # fmt: skip
+PHASES = ("dry", "sample", "plan", "source")
+
+
+def bench_memory(sizes: list[int], db: str = "sqlite", phases: tuple[str, ...] = PHASES) -> None:
+    print(f"\nMemory: peak RSS into {db}, each phase in its own process: {', '.join(phases)}\n")
     for items in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             started = time.perf_counter()
             make_csv(folder / "posts.csv", items, body_words=120, problems=False)
-            schema = f"bench_mem_{os.getpid()}" if db == "postgres" else None
-            url = _pg_schema(schema) if schema else f"sqlite:///{folder / 'cms.db'}"
+            schemas = [f"bench_mem_{os.getpid()}", f"bench_src_{os.getpid()}"]
+            if db == "postgres":
+                url, fresh = _pg_schema(schemas[0]), _pg_schema(schemas[1])
+            else:
+                url, fresh = f"sqlite:///{folder / 'cms.db'}", f"sqlite:///{folder / 'fresh.db'}"
+            write_job(folder, f"{{type: sql, url: '{url}'}}", "{}")
+            source_job = write_job(folder, f"{{type: sql, url: '{fresh}'}}", "{}")
+            source_job.rename(folder / "job-source.yaml")
             write_job(folder, f"{{type: sql, url: '{url}'}}", "{}")
             print(f"{items:>9,} items: source written in {time.perf_counter() - started:.0f} s",
                   flush=True)  # fmt: skip
+            results = []
             try:
-                dry = _memory_stage("dry", folder)
-                (folder / "plan_id").write_text(dry["run_id"])
-                full = _memory_stage("plan", folder)
+                for phase in phases:
+                    if phase in ("sample", "plan") and not (folder / "plan_id").exists():
+                        dry = _memory_stage("dry", folder)
+                        (folder / "plan_id").write_text(dry["run_id"])
+                    result = _memory_stage(phase, folder)
+                    if phase == "dry":
+                        (folder / "plan_id").write_text(result["run_id"])
+                    results.append(result)
+                    print(f"{items:>9,} items  {result['phase']:<26} {result['peak_mb']:>6.0f} MB  "
+                          f"{result['seconds']:>7.1f} s  {result['counts']}", flush=True)  # fmt: skip
+                    print(f"figure: {db}_{phase}_{items}_peak_mb {result['peak_mb']:.0f}")
             finally:
-                if schema:
-                    _drop_schema(schema)
-        for r in (dry, full):
-            print(f"{items:>9,} items  {r['phase']:<20} {r['peak_mb']:>6.0f} MB  "
-                  f"{r['seconds']:>7.1f} s  {r['counts']}", flush=True)  # fmt: skip
-            print(f"figure: {db}_{r['phase'].split()[0]}_{items}_peak_mb {r['peak_mb']:.0f}")
-        total = sum(full["counts"].values())
-        assert total == items, f"an item is missing from the ledger: {total:,} of {items:,}"
+                if db == "postgres":
+                    for schema in schemas:
+                        _drop_schema(schema)
+        for r in results:
+            if r["kind"] in ("plan", "source"):
+                total = sum(r["counts"].values())
+                assert total == items, f"an item is missing from the ledger: {total:,} of {items:,}"
 
 
 def _memory_stage(kind: str, folder: Path) -> dict:
@@ -393,6 +412,7 @@ def memory_stage(kind: str, folder: Path) -> dict:
     from blocks.ledger import open_ledger
     from flows.dry_run import dry_run
     from flows.full import full
+    from flows.sample import sample
 
     warm = folder / f"warm-{kind}"
     warm.mkdir()
@@ -401,20 +421,32 @@ def memory_stage(kind: str, folder: Path) -> dict:
     warm_plan = dry_run(warm_job)["run_id"]
     if kind == "plan":
         full(warm_job, plan_id=warm_plan)
-    job = load_job(folder / "job.yaml")
+    elif kind == "sample":
+        sample(warm_job, plan_id=warm_plan, sample_count=3)
+    elif kind == "source":
+        full(warm_job)
+    job = load_job(folder / ("job-source.yaml" if kind == "source" else "job.yaml"))
     started = time.perf_counter()
     if kind == "dry":
         summary = dry_run(job)
         counts = {k: summary[k] for k in ("ready", "warnings", "blocked")}
         phase = "dry-run"
-    else:
+    elif kind == "sample":
+        summary = sample(job, plan_id=(folder / "plan_id").read_text(), sample_count=3)
+        counts = {"succeeded": summary["succeeded"]}
+        phase = "sample (from the plan)"
+    elif kind == "plan":
         summary = full(job, plan_id=(folder / "plan_id").read_text())
         counts = open_ledger(job.ledger).status_counts(summary["run_id"])
         phase = "full (from the plan)"
+    else:
+        summary = full(job)
+        counts = open_ledger(job.ledger).status_counts(summary["run_id"])
+        phase = "full (no plan: the source)"
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"phase": phase, "run_id": summary["run_id"], "seconds": seconds, "peak_mb": peak,
-            "counts": counts}  # fmt: skip
+    return {"kind": kind, "phase": phase, "run_id": summary["run_id"], "seconds": seconds,
+            "peak_mb": peak, "counts": counts}  # fmt: skip
 
 
 def main() -> None:
@@ -437,6 +469,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
                         help="memory: the destination's database")  # fmt: skip
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help="memory: which of dry,sample,plan,source")  # fmt: skip
     args = parser.parse_args()
     if args.which in ("rate", "all"):
         bench_rate(args.items or 1000, args.rate)
@@ -447,7 +481,11 @@ def main() -> None:
     if args.which in ("overhead-pg", "all"):
         bench_overhead(args.items or 10_000, "postgres")
     if args.which in ("memory", "all"):
-        bench_memory([args.items] if args.items else [10_000, 100_000], args.db)
+        phases = tuple(p for p in args.phases.split(",") if p)
+        unknown = set(phases) - set(PHASES)
+        if unknown:
+            parser.error(f"unknown phases {sorted(unknown)}: choose from {', '.join(PHASES)}")
+        bench_memory([args.items] if args.items else [10_000, 100_000], args.db, phases)
 
 
 if __name__ == "__main__":
