@@ -108,13 +108,13 @@ class _ShardRunner(_Runner):
         if self.abort_reason:
             return
         while True:  # the parent's decision, read after every chunk
-            state = run_state(self.ctx.ledger, self.ctx.run_id)
+            state = run_state(self.ctx.ledger, self.ctx.run_id)  # `until`, `now`: database time
             if state["state"] == "aborted":
                 self.abort_reason = state["message"] or "aborted by the run's circuit breaker"
                 return
-            if state["state"] != "paused" or (state["until"] or 0) <= time.time():
+            if state["state"] != "paused" or (state["until"] or 0) <= state["now"]:
                 return
-            time.sleep(min(1.0, max(0.0, state["until"] - time.time())))
+            time.sleep(min(1.0, max(0.0, state["until"] - state["now"])))
 
 
 class ParentHold:

@@ -28,7 +28,14 @@ from prefect.states import Crashed, Failed, State
 from sqlalchemy import func, select
 
 from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
-from batchgate.bucket import ensure_tables, set_run_state, shard_rows, start_attempt
+from batchgate.bucket import (
+    STALE_S,
+    ensure_tables,
+    set_run_state,
+    shard_rows,
+    silent_for,
+    start_attempt,
+)
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, items
@@ -52,8 +59,8 @@ from tasks.limits import holding
 
 DEPLOYMENT = "full-shard/full-shard"
 POLL_S = 2.0
-# a running shard silent this long lost its worker: it is started again
-STALE_S = float(os.environ.get("BATCHGATE_SHARD_STALE_S", "20"))
+# STALE_S (batchgate/bucket.py): a running shard silent this long, on the ledger database's
+# clock, lost its worker: it is started again
 ATTEMPTS = 3  # per shard
 SHARE_PROGRESS_S = 10.0
 
@@ -153,9 +160,10 @@ class _Watcher:
         self.publish_failures = 0
         self.flow_runs: dict[int, Any] = {}
         self.attempts: dict[int, int] = {}
+        self.running_since: dict[int, float] = {}  # database time the attempt was seen running
         self.ended: dict[int, str] = {}
         self._judged = (0, 0)  # finished, failed at the last judgement
-        self._paused_until = 0.0
+        self._paused_until = 0.0  # time.monotonic(): this process's own wait
         self._artifact: Any = None
         self._shared = 0.0
         self._said = 0.0
@@ -183,6 +191,7 @@ class _Watcher:
     def _start(self, shard: int) -> None:
         attempt = self.attempts.get(shard, 0) + 1
         self.attempts[shard] = attempt
+        self.running_since.pop(shard, None)
         params = {"job": self.job.model_dump(mode="json", exclude_none=True), "run_id": self.run_id,
                   "shard": shard, "shards": self.n, "attempt": attempt}  # fmt: skip
         # the job as the parent got it: secrets as the ${VAR} the job file wrote, or masked
@@ -195,7 +204,6 @@ class _Watcher:
                          flow_run.id, attempt)  # fmt: skip
 
     def _check_shards(self) -> None:
-        now = time.time()
         with get_client(sync_client=True) as client:
             states = {
                 shard: client.read_flow_run(self.flow_runs[shard].id).state
@@ -216,8 +224,10 @@ class _Watcher:
                         self.publish_failures += int(row["message"].split("=")[1])
                     continue
                 final = state is not None and state.is_final()
-                silent = (state is not None and state.is_running()
-                          and now - max(row.get("seen") or 0, _ts(state.timestamp)) > STALE_S)  # fmt: skip
+                running = state is not None and state.is_running() and bool(row)
+                if running:  # a shard's silence counts from when it was first seen running
+                    self.running_since.setdefault(shard, row["now"])
+                silent = running and silent_for(row, self.running_since[shard]) > STALE_S
                 if final or silent:
                     self._lost(client, shard, state, "went silent" if silent else state.type.value)
 
@@ -257,7 +267,7 @@ class _Watcher:
         seen, seen_failed = self._judged
         if self.abort_reason or finished - seen < self.window or finished >= self.total:
             return
-        if time.time() < self._paused_until:
+        if time.monotonic() < self._paused_until:
             return
         size, bad = finished - seen, failed - seen_failed
         self._judged = (finished, failed)
@@ -272,8 +282,8 @@ class _Watcher:
             pause = self.job.batch.pause_seconds
             message = (f"⚠️  Circuit breaker triggered - {rate} of the last {size} items across the "
                        f"shards failed; pausing every shard for {pause:g} seconds")  # fmt: skip
-            self._paused_until = time.time() + pause
-            set_run_state(self.ledger, self.run_id, "paused", until=self._paused_until)
+            self._paused_until = time.monotonic() + pause
+            set_run_state(self.ledger, self.run_id, "paused", pause_s=pause)  # database time
             self.logger.warning(message)
             emit_breaker(self.job, self.run_id, self.key, "pause", message, failed=bad, size=size,
                          pause_s=pause)  # fmt: skip
@@ -324,10 +334,6 @@ class _Watcher:
 
 def layout_for_window(job: Job) -> int:
     return job.batch.items_per_request or 100
-
-
-def _ts(moment: Any) -> float:
-    return moment.timestamp() if moment is not None else 0.0
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -396,3 +396,97 @@ def test_one_breaker_across_the_shards_aborts_them_all(
                               {"r": result["run_id"]}).all()  # fmt: skip
     engine.dispose()
     assert states[0] == (-1, "aborted") and len(states) == SHARDS + 1, states
+
+
+# --- one clock: the ledger database's ----------------------------------------------------------
+
+SKEW = 3600.0  # an hour: a host whose clock is that far off
+
+
+@contextlib.contextmanager
+def _clock_off(monkeypatch: pytest.MonkeyPatch, by: float) -> Iterator[None]:
+    """This process's `time.time()` is `by` seconds off, as on a host with a wrong clock."""
+    real = time.time
+    with monkeypatch.context() as patched:
+        patched.setattr(time, "time", lambda: real() + by)
+        yield
+
+
+def test_hosts_whose_clocks_disagree_by_an_hour_share_one_bucket(
+    pg_schema_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of slots taken in turn by a host on time and hosts an hour ahead and behind: on
+    the real clock the slots are 1/rate apart, back to back, none an hour away; a pacer on the
+    host an hour behind, taking after the others, sleeps only until its slot, not an hour."""
+    from batchgate.bucket import SharedPacer, ensure_tables, take_slots
+
+    ledger = Ledger(sa.create_engine(pg_schema_url))
+    ensure_tables(ledger)
+    interval, block, real = 1.0 / RATE, 2, time.time
+    slots = []
+    for _ in range(4):
+        for off in (0.0, SKEW, -SKEW):
+            with _clock_off(monkeypatch, off):
+                first = take_slots(ledger, "webflow:skew", interval, block, 0.0)
+            slots += [first - off + n * interval for n in range(block)]  # on the real clock
+    slots.sort()
+    gaps = [later - earlier for earlier, later in zip(slots, slots[1:], strict=False)]
+    assert min(gaps) >= interval * 0.8, gaps  # the offset is measured to a few ms
+    assert max(gaps) <= interval * 1.2 + 0.05, gaps  # back to back: no host's slots an hour off
+    assert abs(slots[0] - real()) < 60, slots[0] - real()
+    slept: list[float] = []
+
+    def nap(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)
+
+    with _clock_off(monkeypatch, -SKEW):
+        pacer = SharedPacer(ledger, "webflow:skew", RATE, block=2, sleep=nap)
+        for _ in range(4):
+            pacer.acquire()
+    # its slots come after the others' (about 1.2 s of slots), never an hour away
+    assert sum(slept) < 10.0, slept
+    ledger.engine.dispose()
+
+
+def test_a_shard_on_a_host_an_hour_off_is_not_judged_silent_and_pauses_for_the_pause(
+    pg_schema_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heartbeats, the parent's staleness test and the breaker's pause use the ledger
+    database's clock: a shard an hour behind or ahead heartbeats and is not silent to a parent
+    on time; one that stopped beating is; a pause set by a parent an hour ahead lasts its
+    length for a shard an hour behind."""
+    from batchgate.bucket import (
+        STALE_S,
+        ensure_tables,
+        heartbeat,
+        run_state,
+        set_run_state,
+        shard_rows,
+        silent_for,
+        start_attempt,
+    )
+
+    ledger = Ledger(sa.create_engine(pg_schema_url))
+    ensure_tables(ledger)
+    run = "full-skew"
+    for shard, off in ((0, -SKEW), (1, SKEW), (2, 0.0)):
+        start_attempt(ledger, run, shard, 1, f"flow-{shard}")  # the parent, on time
+        with _clock_off(monkeypatch, off):  # the shard's host
+            assert heartbeat(ledger, run, shard, 1)
+    for off in (0.0, SKEW, -SKEW):  # the parent, wherever its clock is
+        with _clock_off(monkeypatch, off):
+            rows = shard_rows(ledger, run)
+        assert all(silent_for(rows[s]) < STALE_S for s in range(3)), rows
+    engine = ledger.engine
+    with engine.begin() as conn:  # shard 3 stopped beating STALE_S + 1 s ago (database time)
+        conn.execute(sa.text("UPDATE batchgate_shard_control SET seen = seen - :s "
+                             "WHERE run_id = :r AND shard = 2"), {"s": STALE_S + 1, "r": run})  # fmt: skip
+    rows = shard_rows(ledger, run)
+    assert silent_for(rows[2]) > STALE_S and silent_for(rows[0]) < STALE_S
+    with _clock_off(monkeypatch, SKEW):
+        set_run_state(ledger, run, "paused", pause_s=30.0)
+    with _clock_off(monkeypatch, -SKEW):
+        state = run_state(ledger, run)
+    assert state["state"] == "paused" and 25.0 < state["until"] - state["now"] <= 30.0, state
+    engine.dispose()
