@@ -248,35 +248,51 @@ def write_with_retries(
     delays = policy.delays()
     outcomes: dict[int, Outcome] = {}
     pending = list(works)
-    exhausted: list[WorkItem] = []  # still failing transiently after every retry
     for attempt in range(1, policy.retries + 2):
-        results = write_group(pending, ctx, attempt)
-        again, wait = [], 0.0
-        for work in pending:
-            result = results[work.seq]
-            if isinstance(result, Outcome):
-                outcomes[work.seq] = result
-                ctx.mark_retrying(work.item_id, False)
-                continue
-            record_attempt_error(work, ctx, attempt, result)
-            if isinstance(result, RetryableError) and attempt <= policy.retries:
-                again.append(work)
-                wait = max(wait, result.retry_after or 0.0)
-                ctx.mark_retrying(work.item_id, True)
-            else:
-                if isinstance(result, RetryableError):
-                    exhausted.append(work)
-                outcomes[work.seq] = failed_outcome(work, result, attempt, started)
-                ctx.mark_retrying(work.item_id, False)
-        if not again:
+        last = attempt > policy.retries
+        transient, wait = _attempt(pending, ctx, attempt, outcomes, started, may_retry=not last)
+        if last and len(transient) > 1:
+            # one item can make a whole request fail (a 5xx the server raises on its content):
+            # halve what is left until only the items that fail on their own go to the DLQ
+            _split(
+                transient, ctx, attempt + 1, outcomes, started, sleep, delays[0] if delays else 0.0
+            )
+        if last or not transient:
             break
         sleep(max(jittered(delays[attempt - 1], policy.jitter), wait))
-        pending = again
-    if len(exhausted) > 1:
-        # one item can make a whole request fail (a 5xx the server raises on its content):
-        # halve what is left until only the items that fail on their own go to the DLQ
-        _split(exhausted, ctx, policy.retries + 2, outcomes, started, sleep, delays[:1] or [0.0])
+        pending = transient
     return [outcomes[work.seq] for work in works]
+
+
+def _attempt(
+    pending: list[WorkItem],
+    ctx: RunContext,
+    attempt: int,
+    outcomes: dict[int, Outcome],
+    started: float,
+    may_retry: bool,
+) -> tuple[list[WorkItem], float]:
+    """One attempt at a group: each item's outcome goes into `outcomes`, except those a transient
+    error hit while `may_retry`. Returns the items a transient error hit and the longest
+    Retry-After among them."""
+    results = write_group(pending, ctx, attempt)
+    transient, wait = [], 0.0
+    for work in pending:
+        result = results[work.seq]
+        if isinstance(result, Outcome):
+            outcomes[work.seq] = result
+            ctx.mark_retrying(work.item_id, False)
+            continue
+        record_attempt_error(work, ctx, attempt, result)
+        if isinstance(result, RetryableError):
+            transient.append(work)
+            wait = max(wait, result.retry_after or 0.0)
+            if may_retry:
+                ctx.mark_retrying(work.item_id, True)
+                continue
+        outcomes[work.seq] = failed_outcome(work, result, attempt, started)
+        ctx.mark_retrying(work.item_id, False)
+    return transient, wait
 
 
 def _split(
@@ -286,57 +302,33 @@ def _split(
     outcomes: dict[int, Outcome],
     started: float,
     sleep: Callable[[float], None],
-    pause: list[float],
+    pause: float,
 ) -> None:
     """One more attempt at each half of a group that kept failing after its retries, and so on
     down to single items: the good ones are written and the failing ones keep their own error.
-    Each piece is tried once (the group had its retries); a lone item's last error stands.
+    Each piece is tried once (the group had its retries), `pause` seconds after the one before;
+    a lone item's last error stands.
 
     A destination that is down (or a locked database) fails every piece alike: when both halves
     fail whole, one item of each is tried alone, and if both fail too the failure is the
     destination's, not the items': splitting stops there (a handful of attempts, not one per
     item), and the items keep their transient error for the breaker and a later retry."""
+
+    def once(piece: list[WorkItem], number: int) -> list[WorkItem]:
+        sleep(pause)
+        return _attempt(piece, ctx, number, outcomes, started, may_retry=False)[0]
+
     middle = len(works) // 2
     halves = [works[:middle], works[middle:]]
-    failing: list[list[WorkItem]] = []
-    for half in halves:
-        failing.append(_attempt_piece(half, ctx, attempt, outcomes, started, sleep, pause))
+    failing = [once(half, attempt) for half in halves]
     if all(len(f) == len(h) for f, h in zip(failing, halves, strict=True)):
         probes = [f[0] for f in failing if len(f) > 1]
-        if len(probes) == 2 and all(
-            _attempt_piece([probe], ctx, attempt + 1, outcomes, started, sleep, pause)
-            for probe in probes
-        ):
+        if len(probes) == 2 and all(once([probe], attempt + 1) for probe in probes):
             return  # the destination fails whatever it is sent
         failing = [[w for w in f if outcomes[w.seq].status != "succeeded"] for f in failing]
     for piece in failing:
         if len(piece) > 1:
             _split(piece, ctx, attempt + 1, outcomes, started, sleep, pause)
-
-
-def _attempt_piece(
-    piece: list[WorkItem],
-    ctx: RunContext,
-    attempt: int,
-    outcomes: dict[int, Outcome],
-    started: float,
-    sleep: Callable[[float], None],
-    pause: list[float],
-) -> list[WorkItem]:
-    """One attempt at a piece of a split group; returns its items that failed transiently."""
-    sleep(pause[0])
-    results = write_group(piece, ctx, attempt)
-    failing = []
-    for work in piece:
-        result = results[work.seq]
-        if isinstance(result, Outcome):
-            outcomes[work.seq] = result
-            continue
-        record_attempt_error(work, ctx, attempt, result)
-        outcomes[work.seq] = failed_outcome(work, result, attempt, started)
-        if isinstance(result, RetryableError):
-            failing.append(work)
-    return failing
 
 
 def record_failures(ctx: RunContext, works: dict[int, WorkItem], failed: list[Outcome]) -> None:
