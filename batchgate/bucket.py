@@ -68,6 +68,9 @@ control = Table(
 RUN = -1
 # a running shard silent this long (database time) lost its worker: the parent starts it again
 STALE_S = float(os.environ.get("BATCHGATE_SHARD_STALE_S", "20"))
+# a shard sends no write once its last heartbeat is this old (monotonic): the rest of STALE_S
+# covers a write already in flight before the parent may replace it
+LEASE_S = STALE_S / 2
 _CREATED: set[str] = set()
 _CREATED_LOCK = threading.Lock()
 
@@ -140,7 +143,9 @@ class SharedPacer(Pacer):
     """A `Pacer` whose slots are taken, a block at a time, from the destination's shared bucket.
 
     Its `interval` is the spacing the bucket hands out; a 429 (`hold`, `slow_down`) still holds
-    or slows this process's writers, as the local pacer does.
+    or slows this process's writers, as the local pacer does. `fence`, if set, is called once a
+    slot has come, right before the caller sends its request: it raises to stop the request
+    (a shard that was replaced, flows/full_shard.py).
     """
 
     def __init__(self, ledger: Ledger, key: str, rate_per_s: float, block: int = 4,
@@ -150,6 +155,7 @@ class SharedPacer(Pacer):
         self.ledger, self.key, self.block, self.burst_s = ledger, key, max(1, block), burst_s
         self._slots: list[float] = []
         self.taken = 0  # blocks taken from the bucket, for the benchmark
+        self.fence: Callable[[], None] | None = None
 
     def acquire(self) -> float:
         asked = self._clock()
@@ -171,6 +177,9 @@ class SharedPacer(Pacer):
                     break
                 self._sleep(wait_until - now)
             self._last = self._clock()
+        fence = self.fence
+        if fence is not None:
+            fence()
         return max(self._last - asked, 0.0)
 
 

@@ -7,14 +7,22 @@ source: under the parent's hold (it checks the hold names the parent's run), on 
 shared rate (batchgate/bucket.py), stopping or pausing when the parent's one breaker says so.
 Its item rows are the parent run's, so an item already written is skipped when a shard whose
 worker died is run again, and the parent's report counts every item.
+
+A replaced attempt stops before its next write: every group's write (and every paced request
+inside it) first asks the attempt's lease (`ParentHold.check`): no write once a heartbeat said a
+newer attempt replaced this one, or once its last successful heartbeat is older than LEASE_S
+(half of the parent's STALE_S: the other half covers a write already in flight) and one more
+heartbeat does not renew it. What it did not send stays pending; the write-ahead intents of a
+group in flight make the new attempt look it up before writing it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger, runtime
@@ -24,9 +32,9 @@ from sqlalchemy import func, select, update
 
 from batchgate import pacer as pacers
 from batchgate.breaker import CircuitBreaker
-from batchgate.bucket import SharedPacer, heartbeat, run_state
+from batchgate.bucket import LEASE_S, SharedPacer, heartbeat, run_state
 from batchgate.config import Job
-from batchgate.errors import BatchgateError, WriteError
+from batchgate.errors import BatchgateError, LedgerError, WriteError
 from batchgate.ledger import Ledger, holds, items
 from batchgate.planner import Candidate, plan_run, thaw
 from batchgate.rollback import job_of_run
@@ -75,22 +83,27 @@ def full_shard(
         _set_message(ledger, run_id, shard, str(exc))
         logger.error(str(exc))
         return Failed(message=f"shard {shard}: {exc}")
-    ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
-                     secrets=secret_values(job))  # fmt: skip
     hold = ParentHold(ledger, destination.key, run_id, shard, attempt)
+    ctx = RunContext(run_id, FencedDestination(destination, hold), ledger, draft=draft,
+                     retries=job.batch.retries, secrets=secret_values(job))  # fmt: skip
     logger.info("Shard %d/%d of %s (attempt %d): %d items pending in its slice, read %d at a "
                 "time (those already written are settled as they are read)", shard + 1, shards,
                 run_id, attempt, slice_.pending, PAGE)  # fmt: skip
-    with hold:
+    with hold, _fencing(destination, hold):
         runner = _ShardRunner(job, ctx, slice_.work(), False, logger, hold, job_ref,
                               total=slice_.pending)  # fmt: skip
         runner.run()
-    final = "aborted" if runner.abort_reason else "done"
-    if not hold.superseded:
-        heartbeat(ledger, run_id, shard, attempt, state=final)
-        _set_message(ledger, run_id, shard, runner.abort_reason, runner.publish_failures)
     logger.info("Shard %d/%d of %s (attempt %d): %d items sent to its writers, %d found already "
                 "written", shard + 1, shards, run_id, attempt, slice_.sent, slice_.settled)  # fmt: skip
+    if hold.fenced is not None:  # what it did not send stays pending, for its next attempt
+        logger.warning("Shard %d/%d of %s (attempt %d) stopped before its next write: %s",
+                       shard + 1, shards, run_id, attempt, hold.fenced)  # fmt: skip
+        if hold.superseded:
+            return _superseded(logger, run_id, shard, attempt)
+        return Failed(message=f"shard {shard}: {hold.fenced}")  # the parent starts it again
+    final = "aborted" if runner.abort_reason else "done"
+    heartbeat(ledger, run_id, shard, attempt, state=final)
+    _set_message(ledger, run_id, shard, runner.abort_reason, runner.publish_failures)
     summary = {"run_id": run_id, "shard": shard, "attempt": attempt, "items": slice_.sent,
                "settled": slice_.settled, "state": final, "reason": runner.abort_reason}  # fmt: skip
     return summary
@@ -114,24 +127,47 @@ class _ShardRunner(_Runner):
                 return
             if state["state"] != "paused" or (state["until"] or 0) <= state["now"]:
                 return
+            if self.hold.lost:
+                return
             time.sleep(min(1.0, max(0.0, state["until"] - state["now"])))
 
 
-class ParentHold:
-    """The parent run's hold on the destination, as a shard sees it: `lost` turns true when the
-    hold no longer names the parent's run, or a newer attempt of this shard replaced this one.
-    Beats the shard's heartbeat in the background meanwhile."""
+class Replaced(LedgerError):
+    """This shard attempt may send no more writes: a newer attempt replaced it, or its lease
+    lapsed. Never the items' fault: like any ledger error it stops the run and leaves the items
+    of the group pending (never the dead-letter queue), for the attempt that replaces it."""
 
-    def __init__(self, ledger: Ledger, key: str, run_id: str, shard: int, attempt: int) -> None:
+
+class ParentHold:
+    """The parent run's hold on the destination, as a shard sees it, and this attempt's lease.
+
+    `lost` turns true when the hold no longer names the parent's run, or a newer attempt of this
+    shard replaced this one, or the lease lapsed. Beats the shard's heartbeat in the background
+    meanwhile; each successful beat renews the lease (`clock`, monotonic). `check` is asked before
+    every write (`FencedDestination`, and the shared pacer right before a paced request): it
+    raises `Replaced` once a beat said a newer attempt replaced this one, or when the last
+    successful beat is older than `lease_s` and a beat tried then does not renew it. A fence
+    is for good: the attempt sends nothing more.
+    """
+
+    def __init__(self, ledger: Ledger, key: str, run_id: str, shard: int, attempt: int,
+                 lease_s: float = LEASE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
         self.ledger, self.key, self.run_id = ledger, key, run_id
         self.shard, self.attempt = shard, attempt
+        self.lease_s, self._clock = lease_s, clock
         self.superseded = False
+        self.fenced: str | None = None  # why this attempt sends no more writes
+        self._renewed = clock()  # when the last successful heartbeat was sent
         self._lost = False
         self._checked = 0.0
+        self._renewing = threading.Lock()
+        self._writing = threading.local()
         self._stop = threading.Event()
         self._beater = threading.Thread(target=self._beat, daemon=True, name="batchgate-shard")
 
     def __enter__(self) -> ParentHold:
+        self._renew()  # the lease starts with a heartbeat
         self._beater.start()
         return self
 
@@ -144,16 +180,109 @@ class ParentHold:
         if not self._lost and time.monotonic() - self._checked > HOLD_CHECK_S:
             self._checked = time.monotonic()
             self._lost = _holder_of(self.ledger, self.key) != self.run_id
-        return self._lost or self.superseded
+        return self._lost or self.superseded or self.fenced is not None
+
+    def check(self) -> None:
+        """Raise `Replaced` unless this attempt may send a write now."""
+        if self.fenced is None and self.superseded:
+            self._fence("a newer attempt of this shard replaced it")
+        if self.fenced is None and self._clock() - self._renewed > self.lease_s:
+            with self._renewing:  # a lapsed lease: one beat now, for every writer waiting
+                if self._clock() - self._renewed > self.lease_s and not self._renew():
+                    self._fence(
+                        "a newer attempt of this shard replaced it"
+                        if self.superseded
+                        else f"its lease lapsed (no heartbeat for over {self.lease_s:g} s)"
+                    )
+        if self.fenced is not None:
+            raise Replaced(
+                f"shard {self.shard + 1} of {self.run_id}, attempt {self.attempt}, sends no "
+                f"more writes: {self.fenced}. Its unsent items stay pending for the attempt that "
+                "replaces it."
+            )
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A write of this attempt: checked first, and again before each paced request in it."""
+        self.check()
+        self._writing.active = True
+        try:
+            yield
+        finally:
+            self._writing.active = False
+
+    def check_if_writing(self) -> None:
+        """The shared pacer's fence: only a write is stopped (a read's error would be taken for
+        the item's)."""
+        if getattr(self._writing, "active", False):
+            self.check()
+
+    def _fence(self, why: str) -> None:
+        if self.fenced is None:
+            self.fenced = why
+
+    def _renew(self) -> bool:
+        started = self._clock()
+        try:
+            alive = heartbeat(self.ledger, self.run_id, self.shard, self.attempt)
+        except Exception:  # noqa: BLE001 - a missed beat: the lease is not renewed
+            return False
+        if not alive:
+            self.superseded = True
+            return False
+        self._renewed = max(self._renewed, started)
+        return True
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
-            try:
-                if not heartbeat(self.ledger, self.run_id, self.shard, self.attempt):
-                    self.superseded = True
-                    return
-            except Exception:  # noqa: BLE001,S112 - a missed beat is tried again next period
-                continue
+            if not self._renew() and self.superseded:
+                return
+
+
+class FencedDestination:
+    """The destination as a shard attempt writes to it: each write method asks the attempt's
+    lease first (`ParentHold.writing`), so a replaced attempt sends no further group; every
+    other attribute is the destination's own."""
+
+    def __init__(self, destination: Any, hold: ParentHold) -> None:
+        self._destination, self._hold = destination, hold
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._destination, name)
+
+    def upsert_many(self, entries: list[Any], draft: bool) -> list[Any]:
+        with self._hold.writing():
+            return list(self._destination.upsert_many(entries, draft))
+
+    def upsert(self, *args: Any, **kwargs: Any) -> Any:
+        with self._hold.writing():
+            return self._destination.upsert(*args, **kwargs)
+
+    def publish(self, dest_ids: list[str]) -> dict[str, str]:
+        """Not published by a replaced attempt: they stay 'written, not published' in the
+        ledger, and the attempt that replaces it publishes them."""
+        try:
+            with self._hold.writing():
+                return dict(self._destination.publish(dest_ids))
+        except Replaced as exc:
+            return dict.fromkeys(dest_ids, str(exc))
+
+
+@contextlib.contextmanager
+def _fencing(destination: Any, hold: ParentHold) -> Iterator[None]:
+    """The shared pacer asks the lease right before each paced request of a write (a slot may
+    come long after the write was checked)."""
+    pacer = (
+        getattr(destination, "pacer", None) if getattr(destination, "rate_per_s", None) else None
+    )
+    if not isinstance(pacer, SharedPacer):
+        yield
+        return
+    pacer.fence = hold.check_if_writing
+    try:
+        yield
+    finally:
+        pacer.fence = None
 
 
 def share_rate(ledger: Ledger, destination: Any) -> None:

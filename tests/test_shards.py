@@ -490,3 +490,213 @@ def test_a_shard_on_a_host_an_hour_off_is_not_judged_silent_and_pauses_for_the_p
         state = run_state(ledger, run)
     assert state["state"] == "paused" and 25.0 < state["until"] - state["now"] <= 30.0, state
     engine.dispose()
+
+
+# --- a replaced shard stops before its next write --------------------------------------------
+
+
+def test_a_shard_whose_lease_lapsed_or_was_replaced_sends_no_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease, on a clock the test moves: a lapsed lease that one beat renews lets the write
+    through; a lapse no beat renews (the ledger unreachable), or a beat that finds a newer
+    attempt, fences the attempt for good: no further write reaches the destination, and the
+    error is the run's (a LedgerError: its items stay pending), never the items'."""
+    import flows.full_shard as fs
+    from batchgate.bucket import ensure_tables, start_attempt
+    from batchgate.errors import LedgerError
+
+    monkeypatch.setattr(fs, "HEARTBEAT_S", 3600.0)  # no background beat: the test decides
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ensure_tables(ledger)
+    start_attempt(ledger, "full-lease", 0, 1, "flow-1")
+    sent: list[int] = []
+
+    class Destination:
+        key = "sql:test#posts"
+
+        def upsert_many(self, entries: list[Any], draft: bool) -> list[Any]:
+            sent.append(len(entries))
+            return list(entries)
+
+    now = [100.0]
+    for replaced in (False, True):
+        now[0] = 100.0
+        sent.clear()
+        hold = fs.ParentHold(ledger, Destination.key, "full-lease", 0, 1, lease_s=10.0,
+                             clock=lambda: now[0])  # fmt: skip
+        fenced = fs.FencedDestination(Destination(), hold)
+        with hold:
+            fenced.upsert_many([1, 2], False)
+            now[0] += 11.0  # lapsed, but a beat now renews it
+            fenced.upsert_many([3], False)
+            assert hold.fenced is None and sent == [2, 1]
+            now[0] += 11.0
+            if replaced:
+                start_attempt(ledger, "full-lease", 0, 2, "flow-2")
+            else:
+                monkeypatch.setattr(fs, "heartbeat", _unreachable)
+            with pytest.raises(fs.Replaced) as stopped:
+                fenced.upsert_many([4], False)
+            monkeypatch.undo()
+            monkeypatch.setattr(fs, "HEARTBEAT_S", 3600.0)
+            now[0] += 1.0
+            with pytest.raises(fs.Replaced):  # for good
+                fenced.upsert_many([5], False)
+        assert sent == [2, 1], sent
+        assert isinstance(stopped.value, LedgerError)
+        assert ("replaced it" if replaced else "lease lapsed") in str(stopped.value)
+        assert "sends no more writes" in fenced.publish(["a"])["a"] and sent == [2, 1]
+    ledger.engine.dispose()
+
+
+def test_a_write_waiting_for_its_rate_slot_is_stopped_when_the_shard_is_replaced_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paced write may wait long for its slot of the shared rate: the lease is asked again
+    once the slot has come, right before the request. Replaced during the wait, the request is
+    never sent; a read (not a write) still gets its slot."""
+    import flows.full_shard as fs
+    from batchgate.bucket import ensure_tables, start_attempt
+
+    monkeypatch.setattr(fs, "HEARTBEAT_S", 3600.0)
+    ledger = Ledger(sa.create_engine(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    ensure_tables(ledger)
+    start_attempt(ledger, "full-paced", 0, 1, "flow-1")
+    hold = fs.ParentHold(ledger, "webflow:paced", "full-paced", 0, 1)
+    sent: list[Any] = []
+
+    def nap(seconds: float) -> None:  # while the write waits for its slot, it is replaced
+        if len(sent) == 1 and not hold.superseded:
+            start_attempt(ledger, "full-paced", 0, 2, "flow-2")
+            hold._renew()  # the next heartbeat finds attempt 2
+        time.sleep(seconds)
+
+    class Paced:
+        key, rate_per_s = "webflow:paced", 5.0
+        pacer = SharedPacer(ledger, "webflow:paced", 5.0, block=1, sleep=nap)
+
+        def upsert_many(self, entries: list[Any], draft: bool) -> list[Any]:
+            self.pacer.acquire()  # as the Webflow destination does before each request
+            sent.append(entries)
+            return list(entries)
+
+    destination = Paced()
+    fenced = fs.FencedDestination(destination, hold)
+    with hold, fs._fencing(destination, hold):
+        fenced.upsert_many([1], False)
+        with pytest.raises(fs.Replaced):
+            fenced.upsert_many([2], False)
+        destination.pacer.acquire()  # a read is not stopped: its error would be the items'
+    assert sent == [[1]] and destination.pacer.fence is None
+    ledger.engine.dispose()
+
+
+def _unreachable(*args: Any, **kwargs: Any) -> bool:
+    raise ConnectionError("the ledger is unreachable")
+
+
+def test_a_replaced_shard_sends_no_further_group_of_its_chunk(
+    prefect_api: str, pg_schema_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard attempt is replaced (the parent registers attempt 2) while its chunk's groups are
+    under way: once a heartbeat has told it, none of the groups it has not sent reaches the
+    destination (today's runner only stopped after the chunk). They stay pending, never in the
+    dead-letter queue; attempt 2 writes each of them exactly once."""
+    import threading
+
+    from prefect import flow
+
+    import flows.full_shard as fs
+    from batchgate.bucket import ensure_tables, set_run_state, start_attempt
+    from batchgate.config import load_job
+    from batchgate.hold import DestinationHold
+    from blocks.sql_destination import SqlDestination
+    from flows.full import _publishes, prepare_run
+    from flows.shards import plan_for_shards
+
+    count, group = 60, 5
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fs, "HEARTBEAT_S", 0.1)
+    path = _job(tmp_path, count, {"type": "sql", "url": pg_schema_url}, pg_schema_url,
+                items_per_request=group, items_per_chunk=30)  # fmt: skip
+    job = load_job(path)
+    run_id = f"full-replaced-{uuid.uuid4().hex[:6]}"
+
+    @flow(name="test-shards-parent")
+    def parent() -> tuple[str, int]:
+        """The parent's plan, recorded for the shard (the test holds the destination)."""
+        prepared = prepare_run(job, run_id, "full", None, in_slices=True)
+        draft = not _publishes(prepared.destination)
+        plan = plan_for_shards(prepared, run_id, draft, None, "job.yaml")
+        ensure_tables(prepared.ledger)
+        set_run_state(prepared.ledger, run_id, "running")
+        start_attempt(prepared.ledger, run_id, 0, 1, "flow-1")
+        return prepared.destination.key, plan.work_count
+
+    key, planned = parent()
+    assert planned == count
+    ledger = Ledger(sa.create_engine(pg_schema_url))
+
+    lock, phase = threading.Lock(), {"attempt": 1, "intents": 0}
+    holds: list[Any] = []  # attempt 1's ParentHold
+    writes: list[tuple[int, bool, list[str]]] = []  # (attempt, after it was told, source ids)
+    real_init, real_intents = fs.ParentHold.__init__, Ledger.mark_intents
+    real_upsert = SqlDestination.upsert_many
+
+    def told() -> bool:  # a heartbeat of attempt 1 found attempt 2
+        return bool(holds) and bool(holds[0].superseded)
+
+    def until(condition: Any) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, "the test's order of events never came"
+            time.sleep(0.01)
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        holds.append(self)
+
+    def intents(self: Ledger, key_: str, run: str, entries: Any) -> Any:
+        if run == run_id and phase["attempt"] == 1:
+            with lock:
+                phase["intents"] += 1
+                nth = phase["intents"]
+            if nth == 3:  # the chunk's third group: once the first two were sent, replaced
+                until(lambda: len(writes) == 2)
+                start_attempt(ledger, run_id, 0, 2, "flow-2")
+            if nth >= 3:  # this group and the chunk's others go on once attempt 1 is told
+                until(told)
+        return real_intents(self, key_, run, entries)
+
+    def upsert_many(self: Any, entries: Any, draft: bool) -> Any:
+        ids = [record["source_id"] for record, _, _ in entries]
+        writes.append((phase["attempt"], told(), ids))
+        return real_upsert(self, entries, draft)
+
+    monkeypatch.setattr(fs.ParentHold, "__init__", init)
+    monkeypatch.setattr(Ledger, "mark_intents", intents)
+    monkeypatch.setattr(SqlDestination, "upsert_many", upsert_many)
+    raw = job.model_dump(mode="json", exclude_none=True)
+    with DestinationHold(ledger, key, run_id):
+        first = fs.full_shard(job=raw, run_id=run_id, shard=0, shards=1, attempt=1)
+        counts = ledger.status_counts(run_id)
+        dead = ledger.dead_letters(run_id)
+        phase["attempt"] = 2
+        second = fs.full_shard(job=raw, run_id=run_id, shard=0, shards=1, attempt=2)
+    late = [ids for attempt, after, ids in writes if attempt == 1 and after]
+    assert not late, f"attempt 1 sent {len(late)} groups after it was told it was replaced"
+    sent_first = sum(len(ids) for attempt, _, ids in writes if attempt == 1)
+    assert first["state"] == "superseded", first
+    assert counts == {"succeeded": sent_first, "pending": count - sent_first}, counts
+    assert sent_first == 2 * group and not dead, (sent_first, dead)  # the rest: pending
+    assert second["state"] == "done", second
+    per_item = Counter(i for _, _, ids in writes for i in ids)
+    assert len(per_item) == count and set(per_item.values()) == {1}, per_item.most_common(3)
+    _exactly_once(pg_schema_url, run_id, count)
+    engine = sa.create_engine(pg_schema_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*), count(DISTINCT source_id) FROM posts")).one()
+    engine.dispose()
+    assert tuple(rows) == (count, count)
+    ledger.engine.dispose()
