@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from prefect.states import Failed, State
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import new_run_id
-from batchgate.planner import FrozenSlices, Plan, from_frozen, plan_run
+from batchgate.planner import FrozenSlices, from_frozen, plan_run
 from batchgate.sample import (
     Choice,
     Pick,
@@ -32,7 +31,7 @@ from flows.full import (
     Prepared,
     _held_for_review,
     announcer,
-    plan_under_hold,
+    discard_own_plan,
     prepare_run,
     slice_plans,
 )
@@ -74,7 +73,7 @@ def sample(
         with holding(ledger, destination.key, run_id, announcer(logger, False)):
             check_request(sample_count, sample_ids)
             # the plan is read a slice at a time, keeping compact keys; then only the picks
-            keys = _scan(prepared, run_id, sample_ids)
+            keys = _scan(prepared, sample_ids)
             picks = _fetch(prepared, keys, choose(keys, sample_count, sample_ids))
             del keys
             ledger.plan_items(run_id, [{"seq": p.work.seq, "item_id": p.work.item_id,
@@ -104,6 +103,8 @@ def sample(
         logger.error(str(exc))
         ledger.finish_run(run_id, "failed", message=str(exc), outcome="failed")
         return Failed(message=str(exc))
+    finally:
+        discard_own_plan(prepared, run_id)  # a sample given no reviewed plan made one of its own
 
     report = SampleReport(run_id, destination.key,
                           approve_hint=_hints(run_id, job_ref, review_flow_run_id))  # fmt: skip
@@ -138,18 +139,12 @@ def sample(
     return summary
 
 
-def _plans(prepared: Prepared, run_id: str) -> Iterator[Plan]:
-    """The sample's plan (drafts, nothing recorded), a slice of the frozen plan at a time."""
-    if isinstance(prepared.candidates, FrozenSlices):
-        yield from slice_plans(prepared, draft=True)
-    else:  # candidates read fresh from the source, already whole in memory: one slice
-        yield plan_under_hold(prepared, run_id, draft=True, record=False)
-
-
-def _scan(prepared: Prepared, run_id: str, ids: list[str] | None) -> SampleKeys:
-    """Seq, word count and newness of every writable item (the items asked for by id kept)."""
+def _scan(prepared: Prepared, ids: list[str] | None) -> SampleKeys:
+    """Seq, word count and newness of every writable item of the sample's plan (drafts,
+    nothing recorded), read a slice of the frozen plan at a time; the items asked for by id
+    are kept."""
     keys = SampleKeys(ids)
-    for plan in _plans(prepared, run_id):
+    for plan in slice_plans(prepared, draft=True):
         for w in plan.work:
             keys.add(w, word_count(w.data))
     return keys
@@ -162,12 +157,9 @@ def _fetch(prepared: Prepared, keys: SampleKeys, chosen: list[Choice]) -> list[P
     wanted = {c.seq for c in chosen if c.seq not in asked}
     work = dict(asked)
     if wanted:
-        ledger, key = prepared.ledger, prepared.destination.key
-        if isinstance(prepared.candidates, FrozenSlices):
-            frozen = prepared.candidates
-            candidates = from_frozen(frozen.ledger.items_by_seq(frozen.plan_id, sorted(wanted)))
-        else:
-            candidates = [c for c in prepared.candidates if c.seq in wanted]
+        ledger, key, frozen = prepared.ledger, prepared.destination.key, prepared.candidates
+        assert isinstance(frozen, FrozenSlices)
+        candidates = from_frozen(frozen.ledger.items_by_seq(frozen.plan_id, sorted(wanted)))
         targets = ledger.targets_for_items(key, [c.item_id for c in candidates])
         plan = plan_run(candidates, targets, draft=True, held=_held_for_review(ledger, key),
                         frozen_at=prepared.frozen_at,

@@ -134,6 +134,7 @@ def cms_rows(tmp_path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.prefect
 def test_sample_writes_three_drafts_and_reports_them(prefect_api: str, tmp_path: Path) -> None:
+    from flows.full import own_plan_id
     from flows.sample import sample
 
     job = example_job(tmp_path)
@@ -157,6 +158,8 @@ def test_sample_writes_three_drafts_and_reports_them(prefect_api: str, tmp_path:
         assert f"{item['words']:,} words, {item['reading_time']} min read" in text
     run = open_ledger(job.ledger).run(summary["run_id"])
     assert run["mode"] == "sample" and run["report"] == text and run["succeeded"] == 3
+    # given no reviewed plan, the sample made one of its own, read it in slices and dropped it
+    assert open_ledger(job.ledger).item_rows(own_plan_id(summary["run_id"])) == []
     again = sample(job)  # the same choice among the items not yet written
     assert {i["item_id"] for i in again["items"]}.isdisjoint(rows)
 
