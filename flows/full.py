@@ -370,13 +370,34 @@ def slice_plans(
     """The run's plan a slice of the frozen plan at a time, each slice planned against the
     destination map of its own items (call it holding the destination)."""
     assert isinstance(prepared.candidates, FrozenSlices)
-    ledger, key = prepared.ledger, prepared.destination.key
-    held = _held_for_review(ledger, key)
+    held = _held_for_review(prepared.ledger, prepared.destination.key)
     for part in prepared.candidates.slices():
-        targets = ledger.targets_for_items(key, [c.item_id for c in part])
-        yield plan_run(part, targets, only=only, draft=draft, held=held,
-                       frozen_at=prepared.frozen_at,
-                       review_fix=f"take it through a new review: batchgate pipeline --job {job_ref}")  # fmt: skip
+        yield _plan_part(prepared, part, held, draft, only, job_ref)
+
+
+def plan_at(
+    prepared: Prepared, seqs: Iterable[int], draft: bool, job_ref: str = "JOB.yaml"
+) -> Plan:
+    """The items of the frozen plan at these positions, planned as `slice_plans` plans them (the
+    sample's picks, read back once chosen)."""
+    frozen = prepared.candidates
+    assert isinstance(frozen, FrozenSlices)
+    part = from_frozen(frozen.ledger.items_by_seq(frozen.plan_id, sorted(seqs)))
+    held = _held_for_review(prepared.ledger, prepared.destination.key)
+    return _plan_part(prepared, part, held, draft, None, job_ref)
+
+
+def _plan_part(
+    prepared: Prepared,
+    part: list[Candidate],
+    held: dict[str, tuple[str, str]],
+    draft: bool,
+    only: set[str] | None,
+    job_ref: str,
+) -> Plan:
+    targets = prepared.ledger.targets_for_items(prepared.destination.key, [c.item_id for c in part])
+    return plan_run(part, targets, only=only, draft=draft, held=held, frozen_at=prepared.frozen_at,
+                    review_fix=f"take it through a new review: batchgate pipeline --job {job_ref}")  # fmt: skip
 
 
 def announcer(logger: Any, console: bool) -> Any:

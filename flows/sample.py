@@ -13,7 +13,6 @@ from prefect.states import Failed, State
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import new_run_id
-from batchgate.planner import FrozenSlices, from_frozen, plan_run
 from batchgate.sample import (
     Choice,
     Pick,
@@ -29,9 +28,9 @@ from batchgate.writer import RunContext, record_failures
 from flows.dry_run import _write_json
 from flows.full import (
     Prepared,
-    _held_for_review,
     announcer,
     discard_own_plan,
+    plan_at,
     prepare_run,
     slice_plans,
 )
@@ -74,7 +73,7 @@ def sample(
             check_request(sample_count, sample_ids)
             # the plan is read a slice at a time, keeping compact keys; then only the picks
             keys = _scan(prepared, sample_ids)
-            picks = _fetch(prepared, keys, choose(keys, sample_count, sample_ids))
+            picks = _fetch(prepared, keys, choose(keys, sample_count, sample_ids), job_ref)
             del keys
             ledger.plan_items(run_id, [{"seq": p.work.seq, "item_id": p.work.item_id,
                                         "title": p.work.title, "location": None,
@@ -150,22 +149,14 @@ def _scan(prepared: Prepared, ids: list[str] | None) -> SampleKeys:
     return keys
 
 
-def _fetch(prepared: Prepared, keys: SampleKeys, chosen: list[Choice]) -> list[Pick]:
+def _fetch(prepared: Prepared, keys: SampleKeys, chosen: list[Choice], job_ref: str) -> list[Pick]:
     """The chosen items' WorkItems, planned again from the ledger as `slice_plans` plans them
     (the run holds the destination, so they are what the scan saw)."""
     asked = {seq: work for _, seq, work in keys.asked.values()}
     wanted = {c.seq for c in chosen if c.seq not in asked}
     work = dict(asked)
     if wanted:
-        ledger, key, frozen = prepared.ledger, prepared.destination.key, prepared.candidates
-        assert isinstance(frozen, FrozenSlices)
-        candidates = from_frozen(frozen.ledger.items_by_seq(frozen.plan_id, sorted(wanted)))
-        targets = ledger.targets_for_items(key, [c.item_id for c in candidates])
-        plan = plan_run(candidates, targets, draft=True, held=_held_for_review(ledger, key),
-                        frozen_at=prepared.frozen_at,
-                        review_fix="take it through a new review: batchgate pipeline --job "
-                                   "JOB.yaml")  # fmt: skip
-        work.update((w.seq, w) for w in plan.work)
+        work.update((w.seq, w) for w in plan_at(prepared, wanted, draft=True, job_ref=job_ref).work)
     missing = sorted(c.seq for c in chosen if c.seq not in work)
     if missing:
         raise BatchgateError(f"sample item(s) at position {missing} changed while the sample "
