@@ -923,6 +923,27 @@ class Ledger:
             row["previous"] = json.loads(row["previous"]) if row["previous"] else None
         return rows
 
+    def written_items_page(
+        self, run_id: str, before_seq: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` of `written_items`, newest first, before `before_seq` (None: from the
+        newest): only what a rollback needs (no `data`), so it never holds the whole run."""
+        query = (
+            select(items.c.seq, items.c.item_id, items.c.dest_id, items.c.action,
+                   items.c.previous, items.c.version, items.c.prev_run_id)
+            .where(items.c.run_id == run_id, items.c.status == "succeeded",
+                   items.c.action.in_(["created", "updated"]))
+            .order_by(items.c.seq.desc())
+            .limit(limit)
+        )  # fmt: skip
+        if before_seq is not None:
+            query = query.where(items.c.seq < before_seq)
+        with self._guard("reading written items"), self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+        for row in rows:
+            row["previous"] = json.loads(row["previous"]) if row["previous"] else None
+        return rows
+
     def mark_rolled_back(self, run_id: str, row: dict[str, Any], destination_key: str,
                          version: str | None = None) -> None:  # fmt: skip
         """The item is back as it was before the run: a created one is forgotten by the map; an
