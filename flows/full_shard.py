@@ -304,9 +304,9 @@ class _Slice:
     items already written settled, its writes yielded. Never the whole slice in memory."""
 
     def __init__(self, ledger: Ledger, run_id: str, shard: int, shards: int, key: str,
-                 draft: bool, page: int = PAGE) -> None:  # fmt: skip
+                 draft: bool, page: int | None = None) -> None:  # fmt: skip
         self.ledger, self.run_id, self.shard, self.shards = ledger, run_id, shard, shards
-        self.key, self.draft, self.page = key, draft, page
+        self.key, self.draft, self.page = key, draft, page or PAGE
         self.sent = self.settled = 0
         where = self._where()
         with ledger.engine.connect() as conn:

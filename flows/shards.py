@@ -39,7 +39,7 @@ from batchgate.bucket import (
 from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, items
-from batchgate.planner import FrozenSlices, Plan, freeze
+from batchgate.planner import Plan
 from batchgate.report_full import FullReport
 from flows.dry_run import _write_json
 from flows.full import (
@@ -49,9 +49,9 @@ from flows.full import (
     _publishes,
     _Stopped,
     announcer,
+    discard_own_plan,
     layout_for,
     plan_in_slices,
-    plan_under_hold,
     prepare_run,
 )
 from tasks.events import emit_breaker, emit_outcome
@@ -127,6 +127,8 @@ def run_sharded(
         ledger.finish_run(run_id, _outcome_of(exc), message=str(exc), outcome=_outcome_of(exc))
         emit_outcome(job, run_id, destination.key, _outcome_of(exc), message=str(exc))
         return stopped(exc, destination.key)
+    finally:
+        discard_own_plan(prepared, run_id)  # also when the run stopped before it planned
     return _finish(job, prepared, plan, run_id, watcher, json_path, job_ref, console, logger,
                    started)  # fmt: skip
 
@@ -134,16 +136,12 @@ def run_sharded(
 def plan_for_shards(prepared: Any, run_id: str, draft: bool, only: set[str] | None,
                     job_ref: str) -> Plan:  # fmt: skip
     """Plan once (holding the destination) and record every item's planned row, each pending
-    one with its frozen data for the shards, a slice at a time: only the counts are kept."""
-    if isinstance(prepared.candidates, FrozenSlices):
+    one with its frozen data for the shards, a slice at a time: only the counts are kept. A plan
+    the run made for itself is dropped then: the shards read the run's own rows."""
+    try:
         return plan_in_slices(prepared, run_id, draft, only, job_ref=job_ref, with_data=True)
-    # a fresh read still given whole (until prepare_run gives every run's plan in slices)
-    whole = plan_under_hold(prepared, run_id, draft, only, record=False, job_ref=job_ref)
-    data = {w.seq: freeze(w.data) for w in whole.work}
-    prepared.ledger.plan_items(run_id, ({**r, "data": data.get(r["seq"])} for r in whole.rows))
-    plan = Plan(counted=(0, 0))
-    plan.add(whole)
-    return plan
+    finally:
+        discard_own_plan(prepared, run_id)
 
 
 class _Watcher:

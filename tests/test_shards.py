@@ -612,12 +612,13 @@ def test_a_replaced_shard_sends_no_further_group_of_its_chunk(
     from batchgate.config import load_job
     from batchgate.hold import DestinationHold
     from blocks.sql_destination import SqlDestination
-    from flows.full import _publishes, prepare_run
+    from flows.full import _publishes, own_plan_id, prepare_run
     from flows.shards import plan_for_shards
 
     count, group = 60, 5
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(fs, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(fs, "PAGE", 20)  # the slice read 20 pending items at a time
     path = _job(tmp_path, count, {"type": "sql", "url": pg_schema_url}, pg_schema_url,
                 items_per_request=group, items_per_chunk=30)  # fmt: skip
     job = load_job(path)
@@ -637,6 +638,7 @@ def test_a_replaced_shard_sends_no_further_group_of_its_chunk(
     key, planned = parent()
     assert planned == count
     ledger = Ledger(sa.create_engine(pg_schema_url))
+    assert ledger.status_counts(own_plan_id(run_id)) == {}  # the parent's own plan: dropped
 
     lock, phase = threading.Lock(), {"attempt": 1, "intents": 0}
     holds: list[Any] = []  # attempt 1's ParentHold
@@ -674,6 +676,18 @@ def test_a_replaced_shard_sends_no_further_group_of_its_chunk(
         writes.append((phase["attempt"], told(), ids))
         return real_upsert(self, entries, draft)
 
+    looked_up: list[int] = []  # the destination map, read a page's items at a time
+    real_targets = Ledger.targets_for_items
+
+    def targets_for_items(self: Ledger, key_: str, ids: Any) -> Any:
+        looked_up.append(len(ids))
+        return real_targets(self, key_, ids)
+
+    def whole_map(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a shard read the whole destination map")
+
+    monkeypatch.setattr(Ledger, "targets_for_items", targets_for_items)
+    monkeypatch.setattr(Ledger, "targets_for", whole_map)
     monkeypatch.setattr(fs.ParentHold, "__init__", init)
     monkeypatch.setattr(Ledger, "mark_intents", intents)
     monkeypatch.setattr(SqlDestination, "upsert_many", upsert_many)
@@ -691,6 +705,7 @@ def test_a_replaced_shard_sends_no_further_group_of_its_chunk(
     assert counts == {"succeeded": sent_first, "pending": count - sent_first}, counts
     assert sent_first == 2 * group and not dead, (sent_first, dead)  # the rest: pending
     assert second["state"] == "done", second
+    assert looked_up and max(looked_up) <= 20, looked_up
     per_item = Counter(i for _, _, ids in writes for i in ids)
     assert len(per_item) == count and set(per_item.values()) == {1}, per_item.most_common(3)
     _exactly_once(pg_schema_url, run_id, count)
