@@ -1,8 +1,10 @@
-"""Rolling a run back: delete what it created, restore what it updated, report each item."""
+"""Rolling a run back: delete what it created, restore what it updated, a page at a time;
+count each outcome and list the first items of each."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,41 +52,78 @@ def job_of_run(run: dict[str, Any]) -> Job:
     return keep_templates(parse_job(raw, origin=origin), templates)
 
 
+PAGE = 1_000  # written items read at a time (with their entries of the destination map)
+PER_KIND = 20  # lines the text shows per outcome (deleted, restored, conflict, failed)
+KEEP = 1_000  # entries kept in `outcomes` (the flow's return value); the rest are only counted
+KINDS = ("deleted", "restored", "conflict", "failed")
+
+
 @dataclass
 class RollbackReport:
+    """Counts per outcome, and a bounded record of the items: `outcomes` holds the first KEEP
+    entries (every one of a smaller run), the text the first PER_KIND lines of each outcome.
+    Every item's outcome is in the ledger (see `as_text`)."""
+
     run_id: str
     destination: str
     outcomes: list[dict[str, Any]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    shown: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, entry)
     already: bool = False
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.counts[entry["outcome"]] += 1
+        position = self.total
+        if position <= KEEP:
+            self.outcomes.append(entry)
+        if self.counts[entry["outcome"]] <= PER_KIND:
+            self.shown.append((position, entry))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def rolled_back(self) -> int:
+        return self.counts["deleted"] + self.counts["restored"]
 
     @property
     def failed(self) -> int:
-        return sum(1 for o in self.outcomes if o["outcome"] == "failed")
+        return self.counts["failed"]
 
     @property
     def conflicts(self) -> int:
-        return sum(1 for o in self.outcomes if o["outcome"] == "conflict")
+        return self.counts["conflict"]
 
     def as_text(self) -> str:
         if self.already:
             return (f"↩️  Run {self.run_id}: nothing to roll back (already rolled back, or it wrote "
                     "nothing).\n")  # fmt: skip
-        done = len(self.outcomes) - self.failed - self.conflicts
         lines = [
             "↩️  Rollback " + ("Complete" if not self.failed + self.conflicts else "Incomplete"),
             "",
             f"Run: {self.run_id}",
             f"Destination: {self.destination}",
-            f"Items: {done} rolled back, {self.conflicts} left alone (changed since), "
-            f"{self.failed} failed",
+            f"Items: {self.rolled_back:,} rolled back, {self.conflicts:,} left alone (changed "
+            f"since), {self.failed:,} failed",
             "",
             RULE,
             "",
         ]
         icons = {"failed": "❌", "conflict": "⚠️ "}
-        for n, o in enumerate(self.outcomes, 1):
+        for n, o in self.shown:
             lines.append(f"{n}. {icons.get(o['outcome'], '✅')} {o['item_id']} ({o['dest_id']}): "
                          f"{o['outcome']}" + (f" - {o['error']}" if o.get("error") else ""))  # fmt: skip
+        more = [
+            f"… and {n - PER_KIND:,} more {kind} ({n:,} in all)"
+            for kind in KINDS
+            if (n := self.counts[kind]) > PER_KIND
+        ]
+        if more:
+            lines += ["", *more, "", f"Only the first {PER_KIND} items of each outcome are listed; "
+                      "the ledger has every one: this run's item rows that were undone are marked "
+                      "rolled-back (and the destination map forgot or restored them), those left "
+                      "alone or failed are still marked succeeded."]  # fmt: skip
         if self.conflicts:
             lines += ["", "Items marked conflict were changed after this run wrote them; they were "
                       "left as they are so newer work is not destroyed. Roll back the newer run "
@@ -97,18 +136,19 @@ class RollbackReport:
 def roll_back(run_id: str, destination: Destination, ledger: Ledger) -> RollbackReport:
     """Undo one run, newest item first, only where the destination still holds what this run
     wrote; anything else is a conflict, left alone and reported with the run that changed it.
-    Works in the destination's groups: one version read, one delete and one restore request
-    (or transaction) per group. Idempotent: rolled-back items are not touched again. Call it
-    holding the destination."""
+    Reads the run a page (PAGE items) at a time, with the destination map's entries of that
+    page only, so memory does not grow with the run. Works in the destination's groups: one
+    version read, one delete and one restore request (or transaction) per group. Idempotent:
+    rolled-back items are not touched again. Call it holding the destination."""
     report = RollbackReport(run_id, destination.key)
-    rows = ledger.written_items(run_id)
-    if not rows:
-        report.already = True
-        return report
-    targets = ledger.targets_for(destination.key)
     size = max(1, destination.group_size)
-    for start in range(0, len(rows), size):
-        _undo_group(run_id, rows[start : start + size], targets, destination, ledger, report)
+    before: int | None = None
+    while rows := ledger.written_items_page(run_id, before, PAGE):
+        before = rows[-1]["seq"]
+        targets = ledger.targets_for_items(destination.key, [row["item_id"] for row in rows])
+        for start in range(0, len(rows), size):
+            _undo_group(run_id, rows[start : start + size], targets, destination, ledger, report)
+    report.already = not report.total
     return report
 
 
@@ -163,7 +203,7 @@ def _undo_group(
             entry["error"] = why
         if outcome in ("deleted", "restored"):
             ledger.mark_rolled_back(run_id, row, destination.key, version=version)
-        report.outcomes.append(entry)
+        report.add(entry)
 
 
 def _done(row: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from batchgate.config import Job, LedgerConfig
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.hold import DestinationHold
 from batchgate.ledger import new_run_id
-from batchgate.rollback import job_of_run, roll_back
+from batchgate.rollback import KINDS, job_of_run, roll_back
 from blocks.factory import destination_for
 from blocks.ledger import open_ledger
 
@@ -38,7 +38,7 @@ def rollback(
         logger.error(str(exc))
         return Failed(message=str(exc))
     if not report.already:
-        undone = len(report.outcomes) - report.failed - report.conflicts
+        undone = report.rolled_back
         clean = not report.failed and not report.conflicts
         book.finish_run(run_id, "rolled-back" if clean else run["status"],
                         message=f"rolled back: {undone} items, {report.conflicts} conflicts, "
@@ -46,7 +46,11 @@ def rollback(
     text = report.as_text()
     create_markdown_artifact(key="rollback-report", markdown=f"```\n{text}```",
                              description=f"Rollback of {run_id}")  # fmt: skip
-    logger.info("Rollback of %s: %d items, %d failed", run_id, len(report.outcomes), report.failed)
-    summary = {"run_id": run_id, "already": report.already, "failed": report.failed,
-               "conflicts": report.conflicts, "outcomes": report.outcomes, "report": text}  # fmt: skip
+    logger.info("Rollback of %s: %d items, %d failed", run_id, report.total, report.failed)
+    # counts, and the first KEEP items' outcomes (all of a smaller run), never one per item of
+    # a big run: the ledger has every one
+    summary = {"run_id": run_id, "already": report.already, "items": report.total,
+               "rolled_back": report.rolled_back, "failed": report.failed,
+               "conflicts": report.conflicts, "counts": {k: report.counts[k] for k in KINDS},
+               "outcomes": report.outcomes, "report": text}  # fmt: skip
     return Failed(message=text) if report.failed else summary

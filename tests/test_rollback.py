@@ -94,3 +94,100 @@ def test_unknown_run_is_a_clear_error(prefect_api: str, tmp_path: Path) -> None:
         "no-such-run", ledger=LedgerConfig(path=str(tmp_path / "l.db")), return_state=True
     )
     assert state.is_failed() and "not in the ledger" in state.message
+
+
+def test_a_big_rollback_reads_the_run_a_page_at_a_time_and_lists_20_items_per_outcome(
+    prefect_api: str, tmp_path: Path, write_csv, write_job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,200 written items rolled back in pages of 100: the whole run and the whole destination
+    map are never read, no page is bigger than 100, each item is undone once, and the report
+    counts every outcome but lists the first 20 of each."""
+    import re
+    import sqlite3
+    from collections import Counter
+
+    import batchgate.rollback
+    from batchgate.ledger import Ledger
+    from flows.full import full
+    from flows.rollback import rollback
+
+    write_csv([blog_row(n) for n in range(1, 1501)])
+    cms_db = tmp_path / "cms.db"
+    job = load_job(write_job(extra=f"destination: {{type: sql, url: 'sqlite:///{cms_db}'}}\n"))
+    assert full(job)["succeeded"] == 1500
+    cms = SqlDestination.from_config(job.destination)  # type: ignore[arg-type]
+    before = content(cms.rows())
+    write_csv([blog_row(n, summary="Changed.") if n <= 1200 else blog_row(n)
+               for n in range(1, 2501)])  # fmt: skip
+    second = full(job)  # p-001..p-1200 updated, p-1501..p-2500 created
+    assert second["succeeded"] == 2500 and second["unchanged"] == 300
+    edited = [f"p-{n:03d}" for n in range(1, 31)]  # changed outside batchgate: conflicts
+    gone = [f"p-{n}" for n in range(2001, 2026)]  # deleted outside: the goal is met already
+    with sqlite3.connect(cms_db) as conn:
+        conn.executemany("UPDATE posts SET title = 'Edited' WHERE source_id = ?",
+                         [(i,) for i in edited])  # fmt: skip
+        conn.executemany("DELETE FROM posts WHERE source_id = ?", [(i,) for i in gone])
+
+    def whole(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the whole run or the whole destination map was read")
+
+    pages: list[tuple[int, list[int]]] = []
+    lookups: list[int] = []
+    marked: Counter[str] = Counter()
+    page_of, targets_of, mark = (
+        Ledger.written_items_page, Ledger.targets_for_items, Ledger.mark_rolled_back
+    )  # fmt: skip
+
+    def spy_page(self: Ledger, run_id: str, before_seq: int | None, limit: int) -> list[dict]:
+        rows = page_of(self, run_id, before_seq, limit)
+        pages.append((limit, [row["seq"] for row in rows]))
+        assert all("data" not in row for row in rows)
+        return rows
+
+    def spy_targets(self: Ledger, key: str, ids: list[str]) -> dict:
+        lookups.append(len(ids))
+        return targets_of(self, key, ids)
+
+    def spy_mark(
+        self: Ledger, run_id: str, row: dict, key: str, version: str | None = None
+    ) -> None:
+        marked[row["item_id"]] += 1
+        mark(self, run_id, row, key, version=version)
+
+    monkeypatch.setattr(batchgate.rollback, "PAGE", 100, raising=False)
+    monkeypatch.setattr(Ledger, "written_items", whole)
+    monkeypatch.setattr(Ledger, "targets_for", whole)
+    monkeypatch.setattr(Ledger, "written_items_page", spy_page)
+    monkeypatch.setattr(Ledger, "targets_for_items", spy_targets)
+    monkeypatch.setattr(Ledger, "mark_rolled_back", spy_mark)
+    undone = rollback(second["run_id"], ledger=job.ledger)
+
+    assert all(limit == 100 and len(seqs) <= 100 for limit, seqs in pages)
+    assert max(lookups) <= 100
+    seqs = [seq for _, page in pages for seq in page]
+    assert len(seqs) == 2200 and seqs == sorted(set(seqs), reverse=True)  # newest first, once
+    updated = {f"p-{n:03d}" for n in range(1, 1201)}
+    created = {f"p-{n}" for n in range(1501, 2501)}
+    assert set(marked) == (updated | created) - set(edited) and set(marked.values()) == {1}
+    rows = content(cms.rows())
+    assert len(rows) == 1500  # the created ones are gone
+    left = [r for r in rows if r["source_id"] in edited]  # left alone, as the editor left them
+    assert len(left) == 30 and all(
+        (r["title"], r["summary"]) == ("Edited", "Changed.") for r in left
+    )
+    restored = [r for r in rows if r["source_id"] not in edited]
+    assert restored == [r for r in before if r["source_id"] not in edited]  # exactly as before
+    counts = open_ledger(job.ledger).status_counts(second["run_id"])
+    assert (counts["rolled-back"], counts["succeeded"]) == (2170, 30)
+
+    assert undone["counts"] == {"deleted": 1000, "restored": 1170, "conflict": 30, "failed": 0}
+    assert (undone["conflicts"], undone["failed"]) == (30, 0)
+    assert len(undone["outcomes"]) <= batchgate.rollback.KEEP
+    text = undone["report"]
+    listed = Counter(re.findall(r"^\d+\. .+: (\w+)(?: - .*)?$", text, flags=re.MULTILINE))
+    assert listed == {"deleted": 20, "restored": 20, "conflict": 20}, listed
+    assert "Items: 2,170 rolled back, 30 left alone (changed since), 0 failed" in text
+    assert "… and 980 more deleted (1,000 in all)" in text
+    assert "… and 1,150 more restored (1,170 in all)" in text
+    assert "… and 10 more conflict (30 in all)" in text
+    assert "the ledger has every one" in text and "Rollback Incomplete" in text
