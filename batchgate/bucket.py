@@ -35,15 +35,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    extract,
-    func,
     insert,
     select,
     update,
 )
 from sqlalchemy.engine import Connection
 
-from batchgate.ledger import Ledger
+from batchgate.ledger import DB_NOW as _NOW
+from batchgate.ledger import Ledger, db_now
 from batchgate.pacer import Pacer
 
 metadata = MetaData()
@@ -84,18 +83,6 @@ def ensure_tables(ledger: Ledger) -> None:
         with ledger.exclusive("bucket-schema") as conn:
             metadata.create_all(conn, checkfirst=True)
         _CREATED.add(where)
-
-
-def db_now(conn: Connection) -> float:
-    """The ledger database's clock, in seconds since the epoch: the one clock of a sharded run
-    (PostgreSQL's `clock_timestamp()`, the moment of the call; SQLite is a file on this host:
-    `time.time()` is its clock)."""
-    if conn.dialect.name == "sqlite":
-        return time.time()
-    return float(conn.execute(select(_NOW)).scalar_one())
-
-
-_NOW = extract("epoch", func.clock_timestamp())
 
 
 def _with_now(conn: Connection, query: Any) -> tuple[Any, bool]:

@@ -81,7 +81,7 @@ class DestinationHold:
             if other is None:
                 break
             if told != other["run_id"]:
-                left = max(0, int(other["expires_at"] - time.time()))
+                left = max(0, int(other["expires_at"] - other["now"]))  # the ledger's clock
                 self.on_wait(
                     f"waiting for the destination {self.key}: run {other['run_id']} holds it "
                     f"(process {other['holder']}; its lease runs {left} s more unless renewed)"

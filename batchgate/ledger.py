@@ -29,6 +29,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
+    extract,
     func,
     insert,
     inspect,
@@ -252,6 +253,18 @@ def _v6(conn: Connection) -> None:
 # Append-only: a migration, once released, never changes; a new schema is a new entry.
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 INSERT_CHUNK = 5000
+
+
+DB_NOW = extract("epoch", func.clock_timestamp())
+
+
+def db_now(conn: Connection) -> float:
+    """The ledger database's clock, in seconds since the epoch: the one clock every process of
+    a run shares, whatever its host's clock says (PostgreSQL's `clock_timestamp()`, the moment
+    of the call; SQLite is a file on this host: `time.time()` is its clock)."""
+    if conn.dialect.name == "sqlite":
+        return time.time()
+    return float(conn.execute(select(DB_NOW)).scalar_one())
 
 
 def new_run_id(mode: str, now: datetime | None = None) -> str:
@@ -828,15 +841,15 @@ class Ledger:
         """Claim open dead letters for one retry run, atomically: two retries of the same run
         never both get an entry. An entry claimed by a run that is no longer running (it died,
         or ended without closing it) can be claimed again. Returns the items this call got."""
-        now = time.time()
         ended = select(runs.c.run_id).where(runs.c.status != "running")
-        claimable = (dlq.c.state == "open") | (
-            (dlq.c.state == "retrying")
-            & (dlq.c.claimed_by.in_(ended) | (dlq.c.claimed_at < now - CLAIM_START_S)
-               & dlq.c.claimed_by.not_in(select(runs.c.run_id)))
-        )  # fmt: skip
         got = []
         with self._guard("claiming dead letters"), self.exclusive(f"dlq:{run_id}") as conn:
+            now = db_now(conn)
+            claimable = (dlq.c.state == "open") | (
+                (dlq.c.state == "retrying")
+                & (dlq.c.claimed_by.in_(ended) | (dlq.c.claimed_at < now - CLAIM_START_S)
+                   & dlq.c.claimed_by.not_in(select(runs.c.run_id)))
+            )  # fmt: skip
             for item_id in item_ids:
                 changed = conn.execute(
                     update(dlq)
@@ -869,15 +882,15 @@ class Ledger:
         processes asking at once never both get it.
         """
         key = holds.c.destination_key == destination_key
-        now = time.time()
         with (
             self._guard("taking the destination's hold"),
             self.exclusive(f"hold:{destination_key}") as conn,
         ):
+            now = db_now(conn)  # leases on the database's clock: hosts' clocks may disagree
             row = conn.execute(select(holds).where(key)).first()
             if row is not None and row.run_id != run_id:
                 if row.expires_at > now and not is_dead(row.holder):
-                    return dict(row._mapping)
+                    return {**row._mapping, "now": now}
                 conn.execute(
                     update(runs)
                     .where(runs.c.run_id == row.run_id, runs.c.status == "running")
@@ -894,12 +907,12 @@ class Ledger:
 
     def renew_hold(self, destination_key: str, run_id: str, lease_s: float) -> bool:
         """Extend our hold; False if it is no longer ours (it lapsed and was taken over)."""
-        query = (
-            update(holds)
-            .where(holds.c.destination_key == destination_key, holds.c.run_id == run_id)
-            .values(expires_at=time.time() + lease_s)
-        )
         with self._guard("renewing the destination's hold"), self.engine.begin() as conn:
+            query = (
+                update(holds)
+                .where(holds.c.destination_key == destination_key, holds.c.run_id == run_id)
+                .values(expires_at=db_now(conn) + lease_s)
+            )
             return bool(conn.execute(query).rowcount)
 
     def release_hold(self, destination_key: str, run_id: str) -> None:

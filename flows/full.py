@@ -54,6 +54,8 @@ from tasks.limits import holding
 from tasks.process import item_task, outcomes_of, process_items
 from tasks.validate import check_destination, validate_into_ledger
 
+PENDING_AFTER_LEDGER_ERROR = ("The items it could not record stay pending, not in the dead-letter "
+                              "queue: run again once the ledger is back.")  # fmt: skip
 WINDOW = 3  # chunks in flight: new ones start while the oldest one's slowest item finishes
 PUBLISH_GROUP = 100
 
@@ -494,9 +496,7 @@ class _Runner:
                 # stay pending (never the DLQ: the fault is not theirs); a rerun resumes them
                 self.progress.in_progress -= len(group)
                 if not self.abort_reason:
-                    self.abort_reason = (f"{exc} The items it could not record stay pending, "
-                                         "not in the dead-letter queue: run again once the "
-                                         "ledger is back.")  # fmt: skip
+                    self.abort_reason = f"{exc} {getattr(exc, 'then', PENDING_AFTER_LEDGER_ERROR)}"
                     self.logger.error(self.abort_reason)
         self._record(chunk, outcomes)
 

@@ -137,6 +137,8 @@ class Replaced(LedgerError):
     lapsed. Never the items' fault: like any ledger error it stops the run and leaves the items
     of the group pending (never the dead-letter queue), for the attempt that replaces it."""
 
+    then = "The items it did not send stay pending, for the attempt that replaces this one."
+
 
 class ParentHold:
     """The parent run's hold on the destination, as a shard sees it, and this attempt's lease.

@@ -182,6 +182,30 @@ def test_a_hold_whose_holder_is_gone_lapses_after_one_lease_on_any_host(tmp_path
     assert ledger.acquire_hold("dest", "run-d", "x:1", 60, holder_is_dead) is None
 
 
+def test_a_host_whose_clock_is_an_hour_ahead_never_takes_a_live_hold(
+    pg_schema_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leases are on the ledger database's clock: a process on a host an hour ahead (or behind)
+    sees a live hold as live, and renews its own for the lease, not for an hour more or less."""
+    import batchgate.ledger
+    from batchgate.config import LedgerConfig as Config
+    from batchgate.hold import holder_is_dead
+
+    ledger = open_ledger(Config(url=pg_schema_url))
+    assert ledger.acquire_hold("dest", "run-a", "elsewhere:1", 60, holder_is_dead) is None
+    real = time.time
+    for skew in (3600.0, -3600.0):
+        monkeypatch.setattr(batchgate.ledger.time, "time", lambda skew=skew: real() + skew)
+        other = ledger.acquire_hold("dest", "run-b", "elsewhere:2", 60, holder_is_dead)
+        assert other is not None and other["run_id"] == "run-a"
+        assert 0 < other["expires_at"] - other["now"] <= 60
+        assert ledger.renew_hold("dest", "run-a", 60)  # still run-a's, for 60 s of database time
+        monkeypatch.setattr(batchgate.ledger.time, "time", real)
+        with ledger.engine.connect() as conn:
+            expires = conn.execute(sa.select(batchgate.ledger.holds.c.expires_at)).scalar_one()
+        assert 50 < expires - real() <= 61  # renewed on the database's clock, never an hour off
+
+
 # --- the approved plan is what gets written -----------------------------------------------------
 
 
