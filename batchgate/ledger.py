@@ -424,25 +424,15 @@ class Ledger:
     # --- full runs ------------------------------------------------------------------------
 
     def frozen_plan(self, plan_id: str) -> list[dict[str, Any]]:
-        """The items a dry-run froze, in source order: status, issues, content hash and data."""
-        query = (
-            select(items.c.seq, items.c.item_id, items.c.title, items.c.location, items.c.status,
-                   items.c.issues, items.c.content_hash, items.c.data)
-            .where(items.c.run_id == plan_id)
-            .order_by(items.c.seq)
-        )  # fmt: skip
-        with self._guard("reading the frozen plan"), self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(query)]
-        if any(r["status"] != "blocked" and r["data"] is None for r in rows):
-            raise LedgerError(
-                f"run {plan_id} has no frozen plan (it is not a dry-run of this version). Fix: "
-                "run the dry-run again and review its sample."
-            )
-        return rows
+        """The items a dry-run froze, in source order, whole (runs read `frozen_plan_slice`)."""
+        return self.frozen_plan_slice(plan_id, -1, None)
 
-    def frozen_plan_slice(self, plan_id: str, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        """Up to `limit` items of a frozen plan after `after_seq`, in source order (a slice of
-        `frozen_plan`, so a run never holds the whole plan)."""
+    def frozen_plan_slice(
+        self, plan_id: str, after_seq: int, limit: int | None
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` items of a frozen plan after `after_seq` (all of them for None), in
+        source order: status, issues, content hash and data. A run reads its plan a slice at a
+        time, so it never holds the whole plan."""
         query = (
             select(items.c.seq, items.c.item_id, items.c.title, items.c.location, items.c.status,
                    items.c.issues, items.c.content_hash, items.c.data)

@@ -104,8 +104,7 @@ def full(
     started = time.monotonic()
     stopped = _Stopped(run_id, job_ref, json_path, console_progress, logger, started)
     try:
-        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id,
-                               in_slices=True)  # fmt: skip
+        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id)
     except (BatchgateError, WriteError) as exc:
         emit_outcome(job, run_id, None, _outcome_of(exc), message=str(exc))
         return stopped(exc)
@@ -117,13 +116,8 @@ def full(
     try:
         with holding(ledger, destination.key, run_id, say,
                      lambda: _ensure_limit(destination, capacity)) as hold:  # fmt: skip
-            work: Iterable[WorkItem]
-            if isinstance(prepared.candidates, FrozenSlices):  # a frozen plan, read in slices
-                plan = plan_in_slices(prepared, run_id, draft, only, job_ref=job_ref)
-                work = work_in_slices(prepared, draft, only, job_ref=job_ref)
-            else:
-                plan = plan_under_hold(prepared, run_id, draft, only, job_ref=job_ref)
-                work = plan.work
+            plan = plan_in_slices(prepared, run_id, draft, only, job_ref=job_ref)
+            work = work_in_slices(prepared, draft, only, job_ref=job_ref)
             ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
                              refresh=getattr(source, "refresh", None),
                              secrets=secret_values(job))  # fmt: skip
@@ -213,7 +207,7 @@ class Prepared(NamedTuple):
     ledger: Ledger
     destination: Destination
     source: Source
-    candidates: list[Candidate] | FrozenSlices  # FrozenSlices: read from the ledger in slices
+    candidates: FrozenSlices  # the run's plan, read from the ledger a slice at a time
     filtered_out: int
     frozen_at: datetime | None = None  # when the plan was frozen (a dry-run's plan)
 
@@ -225,7 +219,6 @@ def prepare_run(
     parent_run_id: str | None,
     since: datetime | None = None,
     plan_id: str | None = None,
-    in_slices: bool = False,
 ) -> Prepared:
     """Record the run's start and get its candidates: the plan a dry-run froze (`plan_id`), or
     a plan of its own, made from a fresh read of the source as a dry-run makes one (validated
@@ -248,7 +241,7 @@ def prepare_run(
         ledger.finish_run(run_id, "running", destination_key=destination.key)
         frozen_at = None
         if plan_id is not None:
-            candidates, filtered_out, frozen_at = _frozen(ledger, plan_id, job, in_slices)
+            candidates, filtered_out, frozen_at = _frozen(ledger, plan_id, job)
             destination.check()  # the collection schema the writes map fields with
         else:
             # the run's own plan, made as a dry-run makes one: read, validated and frozen into
@@ -278,15 +271,11 @@ def own_plan_id(run_id: str) -> str:
 
 def discard_own_plan(prepared: Prepared, run_id: str) -> None:
     """Drop the plan a run made for itself, once the run has recorded its own item rows."""
-    if isinstance(prepared.candidates, FrozenSlices) and prepared.candidates.plan_id == own_plan_id(
-        run_id
-    ):
+    if prepared.candidates.plan_id == own_plan_id(run_id):
         prepared.ledger.drop_items(own_plan_id(run_id))
 
 
-def _frozen(
-    ledger: Ledger, plan_id: str, job: Job, in_slices: bool = False
-) -> tuple[list[Candidate] | FrozenSlices, int, datetime]:
+def _frozen(ledger: Ledger, plan_id: str, job: Job) -> tuple[FrozenSlices, int, datetime]:
     run = ledger.run(plan_id)
     if run is None or run["mode"] != "dry-run":
         raise BatchgateError(f"plan {plan_id} is not a dry-run in the ledger at {ledger.where}. "
@@ -297,31 +286,7 @@ def _frozen(
     if run["job_fingerprint"] != job.fingerprint():
         raise BatchgateError(f"plan {plan_id} was made with other job settings. Fix: run the "
                              "pipeline again with this job, so its plan is reviewed.")  # fmt: skip
-    frozen = (
-        FrozenSlices(ledger, plan_id) if in_slices else from_frozen(ledger.frozen_plan(plan_id))
-    )
-    return frozen, int(run.get("filtered_out") or 0), run["started_at"]
-
-
-def plan_under_hold(
-    prepared: Prepared,
-    run_id: str,
-    draft: bool,
-    only: set[str] | None = None,
-    record: bool = True,
-    job_ref: str = "JOB.yaml",
-) -> Plan:
-    """Decide what to write from what the ledger says now (call it holding the destination),
-    and record every item of the run up front (unless `record` is false: the sample records
-    only its picks)."""
-    ledger, key = prepared.ledger, prepared.destination.key
-    held = _held_for_review(ledger, key)
-    plan = plan_run(prepared.candidates, ledger.targets_for(key), only=only, draft=draft, held=held,
-                    frozen_at=prepared.frozen_at,
-                    review_fix=f"take it through a new review: batchgate pipeline --job {job_ref}")  # fmt: skip
-    if record:
-        ledger.plan_items(run_id, plan.rows)
-    return plan
+    return FrozenSlices(ledger, plan_id), int(run.get("filtered_out") or 0), run["started_at"]
 
 
 def _held_for_review(ledger: Ledger, key: str) -> dict[str, tuple[str, str]]:
@@ -342,8 +307,8 @@ def plan_in_slices(
     job_ref: str = "JOB.yaml",
     with_data: bool = False,
 ) -> Plan:
-    """`plan_under_hold` for a frozen plan read a slice at a time: every item of the run is
-    recorded up front, slice by slice, each slice planned against the destination map of its
+    """Decide what to write from what the ledger says now (call it holding the destination), a
+    slice of the frozen plan at a time: every item of the run is recorded up front, slice by slice, each slice planned against the destination map of its
     own items; only the counts are kept (`work_in_slices` yields the writes). `with_data` also
     records each pending item's frozen data on its row (a sharded run's shards read it there)."""
     total = Plan(counted=(0, 0))
@@ -371,7 +336,6 @@ def slice_plans(
 ) -> Iterator[Plan]:
     """The run's plan a slice of the frozen plan at a time, each slice planned against the
     destination map of its own items (call it holding the destination)."""
-    assert isinstance(prepared.candidates, FrozenSlices)
     held = _held_for_review(prepared.ledger, prepared.destination.key)
     for part in prepared.candidates.slices():
         yield _plan_part(prepared, part, held, draft, only, job_ref)
@@ -383,7 +347,6 @@ def plan_at(
     """The items of the frozen plan at these positions, planned as `slice_plans` plans them (the
     sample's picks, read back once chosen)."""
     frozen = prepared.candidates
-    assert isinstance(frozen, FrozenSlices)
     part = from_frozen(frozen.ledger.items_by_seq(frozen.plan_id, sorted(seqs)))
     held = _held_for_review(prepared.ledger, prepared.destination.key)
     return _plan_part(prepared, part, held, draft, None, job_ref)

@@ -62,8 +62,7 @@ def sample(
     run_id = run_id or new_run_id("sample")
     started = time.monotonic()
     try:
-        prepared = prepare_run(job, run_id, "sample", parent_run_id, plan_id=plan_id,
-                               in_slices=True)  # fmt: skip
+        prepared = prepare_run(job, run_id, "sample", parent_run_id, plan_id=plan_id)  # fmt: skip
     except (BatchgateError, WriteError) as exc:
         logger.error(str(exc))
         return Failed(message=str(exc))

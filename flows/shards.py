@@ -100,8 +100,7 @@ def run_sharded(
     stopped = _Stopped(run_id, job_ref, json_path, console, logger, started)
     try:
         refuse_unreachable_ledger(job)
-        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id,
-                               in_slices=True)  # fmt: skip
+        prepared = prepare_run(job, run_id, mode, parent_run_id, since=since, plan_id=plan_id)  # fmt: skip
     except (BatchgateError, WriteError) as exc:
         emit_outcome(job, run_id, None, _outcome_of(exc), message=str(exc))
         return stopped(exc)

@@ -627,7 +627,7 @@ def test_a_replaced_shard_sends_no_further_group_of_its_chunk(
     @flow(name="test-shards-parent")
     def parent() -> tuple[str, int]:
         """The parent's plan, recorded for the shard (the test holds the destination)."""
-        prepared = prepare_run(job, run_id, "full", None, in_slices=True)
+        prepared = prepare_run(job, run_id, "full", None)
         draft = not _publishes(prepared.destination)
         plan = plan_for_shards(prepared, run_id, draft, None, "job.yaml")
         ensure_tables(prepared.ledger)
