@@ -19,8 +19,9 @@
              plan a chunk at a time), the sample from its plan (3 drafts, chosen over the plan
              read in slices), the full run from its plan (read back in slices), and a full run
              given no plan (`batchgate full --job`: its own plan made from the source as a
-             dry-run makes one, into a second, empty destination). --phases picks some of
-             dry,sample,plan,source. Every item must be accounted for in the ledger.
+             dry-run makes one, into a second, empty destination), and the rollback of that
+             full run from the plan (read back a page at a time). --phases picks some of
+             dry,sample,plan,source,rollback. Every item must be accounted for in the ledger.
 
 Usage: python benchmarks/full_run.py [rate|webflow|overhead|memory|all] [--items N] [--rate R]
                                      [--db sqlite|postgres]
@@ -355,7 +356,7 @@ def bench_overhead(items: int, db: str = "sqlite") -> float:
     return ratio
 
 
-PHASES = ("dry", "sample", "plan", "source")
+PHASES = ("dry", "sample", "plan", "source", "rollback")
 
 
 def bench_memory(sizes: list[int], db: str = "sqlite", phases: tuple[str, ...] = PHASES) -> None:
@@ -379,12 +380,19 @@ def bench_memory(sizes: list[int], db: str = "sqlite", phases: tuple[str, ...] =
             results = []
             try:
                 for phase in phases:
-                    if phase in ("sample", "plan") and not (folder / "plan_id").exists():
+                    if (
+                        phase in ("sample", "plan", "rollback")
+                        and not (folder / "plan_id").exists()
+                    ):
                         dry = _memory_stage("dry", folder)
                         (folder / "plan_id").write_text(dry["run_id"])
+                    if phase == "rollback" and not (folder / "full_id").exists():
+                        (folder / "full_id").write_text(_memory_stage("plan", folder)["run_id"])
                     result = _memory_stage(phase, folder)
-                    if phase == "dry":
-                        (folder / "plan_id").write_text(result["run_id"])
+                    if phase in ("dry", "plan"):
+                        (folder / ("plan_id" if phase == "dry" else "full_id")).write_text(
+                            result["run_id"]
+                        )
                     results.append(result)
                     print(f"{items:>9,} items  {result['phase']:<26} {result['peak_mb']:>6.0f} MB  "
                           f"{result['seconds']:>7.1f} s  {result['counts']}", flush=True)  # fmt: skip
@@ -397,6 +405,10 @@ def bench_memory(sizes: list[int], db: str = "sqlite", phases: tuple[str, ...] =
             if r["kind"] in ("plan", "source"):
                 total = sum(r["counts"].values())
                 assert total == items, f"an item is missing from the ledger: {total:,} of {items:,}"
+            if r["kind"] == "rollback":
+                c = r["counts"]  # every item undone, or left as it was (the sample's, published)
+                total = c["rolled back"] + sum(c["left"].values())
+                assert total == items and not c["conflict"] + c["failed"], f"not undone: {c}"
 
 
 def _memory_stage(kind: str, folder: Path) -> dict:
@@ -412,6 +424,7 @@ def memory_stage(kind: str, folder: Path) -> dict:
     from blocks.ledger import open_ledger
     from flows.dry_run import dry_run
     from flows.full import full
+    from flows.rollback import rollback
     from flows.sample import sample
 
     warm = folder / f"warm-{kind}"
@@ -425,6 +438,8 @@ def memory_stage(kind: str, folder: Path) -> dict:
         sample(warm_job, plan_id=warm_plan, sample_count=3)
     elif kind == "source":
         full(warm_job)
+    elif kind == "rollback":
+        rollback(full(warm_job, plan_id=warm_plan)["run_id"], ledger=warm_job.ledger)
     job = load_job(folder / ("job-source.yaml" if kind == "source" else "job.yaml"))
     started = time.perf_counter()
     if kind == "dry":
@@ -439,10 +454,16 @@ def memory_stage(kind: str, folder: Path) -> dict:
         summary = full(job, plan_id=(folder / "plan_id").read_text())
         counts = open_ledger(job.ledger).status_counts(summary["run_id"])
         phase = "full (from the plan)"
-    else:
+    elif kind == "source":
         summary = full(job)
         counts = open_ledger(job.ledger).status_counts(summary["run_id"])
         phase = "full (no plan: the source)"
+    else:
+        summary = rollback((folder / "full_id").read_text(), ledger=job.ledger)
+        left = open_ledger(job.ledger).status_counts(summary["run_id"])
+        left.pop("rolled-back", None)
+        counts = {"rolled back": summary["rolled_back"], **summary["counts"], "left": left}
+        phase = "rollback (of the full run)"
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"kind": kind, "phase": phase, "run_id": summary["run_id"], "seconds": seconds,
@@ -470,7 +491,7 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite",
                         help="memory: the destination's database")  # fmt: skip
     parser.add_argument("--phases", default=",".join(PHASES),
-                        help="memory: which of dry,sample,plan,source")  # fmt: skip
+                        help="memory: which of dry,sample,plan,source,rollback")  # fmt: skip
     args = parser.parse_args()
     if args.which in ("rate", "all"):
         bench_rate(args.items or 1000, args.rate)
