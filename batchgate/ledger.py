@@ -947,21 +947,31 @@ class Ledger:
             row["previous"] = json.loads(row["previous"]) if row["previous"] else None
         return rows
 
-    def mark_rolled_back(self, run_id: str, row: dict[str, Any], destination_key: str,
-                         version: str | None = None) -> None:  # fmt: skip
-        """The item is back as it was before the run: a created one is forgotten by the map; an
-        updated one holds the version of the run it replaced again (so that run can still be
-        rolled back) and is marked stale, so the next full run writes it again."""
-        key = (targets.c.destination_key == destination_key) & (targets.c.item_id == row["item_id"])
+    def mark_rolled_back(
+        self, run_id: str, undone: Sequence[tuple[dict[str, Any], str | None]], destination_key: str
+    ) -> None:
+        """These items are back as they were before the run, in one transaction: (row, version
+        the restore left) each. A created one is forgotten by the map; an updated one holds the
+        version of the run it replaced again (so that run can still be rolled back) and is
+        marked stale, so the next full run writes it again."""
+        if not undone:
+            return
+        now = datetime.now(UTC)
+        mine = (targets.c.destination_key == destination_key) & (targets.c.run_id == run_id)
         with self._guard("recording a rollback"), self.engine.begin() as conn:
-            conn.execute(update(items).where(items.c.run_id == run_id, items.c.seq == row["seq"])
-                         .values(status="rolled-back"))  # fmt: skip
-            if row["action"] == "created":
-                conn.execute(targets.delete().where(key, targets.c.run_id == run_id))
-            else:
-                conn.execute(update(targets).where(key, targets.c.run_id == run_id).values(
-                    content_hash=None, run_id=row.get("prev_run_id") or run_id, version=version,
-                    updated_at=datetime.now(UTC)))  # fmt: skip
+            for start in range(0, len(undone), 500):
+                part = undone[start : start + 500]
+                conn.execute(update(items).where(
+                    items.c.run_id == run_id, items.c.seq.in_([r["seq"] for r, _ in part]))
+                    .values(status="rolled-back"))  # fmt: skip
+                created = [r["item_id"] for r, _ in part if r["action"] == "created"]
+                if created:
+                    conn.execute(targets.delete().where(mine, targets.c.item_id.in_(created)))
+            for row, version in undone:
+                if row["action"] != "created":
+                    conn.execute(update(targets).where(mine, targets.c.item_id == row["item_id"])
+                                 .values(content_hash=None, run_id=row.get("prev_run_id") or run_id,
+                                         version=version, updated_at=now))  # fmt: skip
 
     # --- reads ------------------------------------------------------------------------------
 

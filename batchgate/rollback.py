@@ -195,6 +195,7 @@ def _undo_group(
                 else ("conflict", None, "the restore changed nothing (the item is gone)")
                 if answer is None else ("restored", answer, None)
             )  # fmt: skip
+    undone = []
     for row in rows:
         outcome, version, why = results[row["item_id"]]
         entry = {"item_id": row["item_id"], "dest_id": row["dest_id"], "action": row["action"],
@@ -202,8 +203,9 @@ def _undo_group(
         if why:
             entry["error"] = why
         if outcome in ("deleted", "restored"):
-            ledger.mark_rolled_back(run_id, row, destination.key, version=version)
+            undone.append((row, version))
         report.add(entry)
+    ledger.mark_rolled_back(run_id, undone, destination.key)  # the group's marks, one transaction
 
 
 def _done(row: dict[str, Any]) -> str:

@@ -148,11 +148,10 @@ def test_a_big_rollback_reads_the_run_a_page_at_a_time_and_lists_20_items_per_ou
         lookups.append(len(ids))
         return targets_of(self, key, ids)
 
-    def spy_mark(
-        self: Ledger, run_id: str, row: dict, key: str, version: str | None = None
-    ) -> None:
-        marked[row["item_id"]] += 1
-        mark(self, run_id, row, key, version=version)
+    def spy_mark(self: Ledger, run_id: str, undone: list, key: str) -> None:
+        assert len(undone) <= 100  # one transaction per group of marks
+        marked.update(row["item_id"] for row, _ in undone)
+        mark(self, run_id, undone, key)
 
     monkeypatch.setattr(batchgate.rollback, "PAGE", 100, raising=False)
     monkeypatch.setattr(Ledger, "written_items", whole)
