@@ -135,43 +135,61 @@ def full(
     if quota_low is not None:
         logger.info("Lowest X-RateLimit-Remaining during the run: %d", quota_low)
 
-    counts = ledger.status_counts(run_id)
-    succeeded = counts.get("succeeded", 0) + counts.get("unchanged", 0)
-    attempted = succeeded + counts.get("failed", 0) + counts.get("pending", 0)
-    status = (
-        "aborted"
-        if runner.abort_reason
-        else evaluate(succeeded, attempted, job.batch.success_threshold)
-    )
-    report = FullReport(
-        run_id=run_id, status=status, total=plan.row_count, succeeded=succeeded,
-        failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
-        pending=counts.get("pending", 0), unchanged=counts.get("unchanged", 0),
-        held=ledger.held_items(run_id), duration_s=time.monotonic() - started,
-        threshold=threshold_value(job.batch.success_threshold), destination=destination.key,
-        dlq=ledger.dead_letters(run_id), reason=runner.abort_reason, job_ref=job_ref,
-        published_failures=runner.publish_failures,
-    )  # fmt: skip
-    ledger.finish_run(
-        run_id, status, message=runner.abort_reason, total=report.total, succeeded=report.succeeded,
-        failed=report.failed, skipped=report.skipped, pending=report.pending,
-        unchanged=report.unchanged, success_rate=report.success_rate, outcome=status,
-        duration_s=report.duration_s, ready=plan.work_count + plan.unchanged, blocked=plan.skipped,
-        filtered_out=prepared.filtered_out,
-    )  # fmt: skip
-    _publish_final(report)
-    emit_outcome(job, run_id, destination.key, status, report.as_json())
-    if console_progress:
-        print(report.as_text(), end="", flush=True)
-    if json_path:
-        _write_json(Path(json_path), report.as_json())
-    logger.info("Full run %s: %s, %s", run_id, status, json.dumps(report.as_json()["dlq"][:3]))
-    summary = {**report.as_json(), "report": report.as_text()}
-    if status in ("failed", "aborted"):
-        return Failed(
-            message=f"{status}: {runner.abort_reason or f'success rate {report.success_rate}%'}"
+    ending = Ending(job_ref, json_path, console_progress, logger, started)
+    return ending.report(job, prepared, run_id, plan, runner.abort_reason,
+                         aborted=bool(runner.abort_reason),
+                         publish_failures=runner.publish_failures)  # fmt: skip
+
+
+@dataclass
+class Ending:
+    """How a run that wrote ends: its one report, from the ledger's counts (every item of the
+    run, whichever process wrote it), in the ledger, as artifacts and an event, on the console,
+    in the JSON file and as the flow's result."""
+
+    job_ref: str
+    json_path: str | None
+    console: bool
+    logger: Any
+    started: float
+
+    def report(self, job: Job, prepared: Prepared, run_id: str, plan: Plan, reason: str | None,
+               aborted: bool, publish_failures: int,
+               extra: dict[str, Any] | None = None) -> dict[str, Any] | State:  # fmt: skip
+        ledger, destination = prepared.ledger, prepared.destination
+        counts = ledger.status_counts(run_id)
+        succeeded = counts.get("succeeded", 0) + counts.get("unchanged", 0)
+        attempted = succeeded + counts.get("failed", 0) + counts.get("pending", 0)
+        status = (
+            "aborted" if aborted else evaluate(succeeded, attempted, job.batch.success_threshold)
         )
-    return summary
+        report = FullReport(
+            run_id=run_id, status=status, total=plan.row_count, succeeded=succeeded,
+            failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
+            pending=counts.get("pending", 0), unchanged=counts.get("unchanged", 0),
+            held=ledger.held_items(run_id), duration_s=time.monotonic() - self.started,
+            threshold=threshold_value(job.batch.success_threshold), destination=destination.key,
+            dlq=ledger.dead_letters(run_id), reason=reason, job_ref=self.job_ref,
+            published_failures=publish_failures,
+        )  # fmt: skip
+        ledger.finish_run(
+            run_id, status, message=reason, total=report.total, succeeded=report.succeeded,
+            failed=report.failed, skipped=report.skipped, pending=report.pending,
+            unchanged=report.unchanged, success_rate=report.success_rate, outcome=status,
+            duration_s=report.duration_s, ready=plan.work_count + plan.unchanged,
+            blocked=plan.skipped, filtered_out=prepared.filtered_out,
+        )  # fmt: skip
+        _publish_final(report)
+        emit_outcome(job, run_id, destination.key, status, report.as_json())
+        if self.console:
+            print(report.as_text(), end="", flush=True)
+        if self.json_path:
+            _write_json(Path(self.json_path), {**report.as_json(), **(extra or {})})
+        self.logger.info("Full run %s: %s, %s", run_id, status,
+                         json.dumps(report.as_json()["dlq"][:3]))  # fmt: skip
+        if status in ("failed", "aborted"):
+            return Failed(message=f"{status}: {reason or f'success rate {report.success_rate}%'}")
+        return {**report.as_json(), "report": report.as_text(), **(extra or {})}
 
 
 def _outcome_of(exc: Exception) -> str:

@@ -11,10 +11,8 @@ started again; it resumes from the ledger. The report, the threshold and the DLQ
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import (
@@ -24,10 +22,10 @@ from prefect.artifacts import (
 )
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
-from prefect.states import Crashed, Failed, State
+from prefect.states import Crashed, State
 from sqlalchemy import func, select
 
-from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
+from batchgate.breaker import CircuitBreaker
 from batchgate.bucket import (
     STALE_S,
     ensure_tables,
@@ -40,12 +38,10 @@ from batchgate.config import Job
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, items
 from batchgate.planner import Plan
-from batchgate.report_full import FullReport
-from flows.dry_run import _write_json
 from flows.full import (
+    Ending,
     _ensure_limit,
     _outcome_of,
-    _publish_final,
     _publishes,
     _Stopped,
     announcer,
@@ -348,42 +344,12 @@ def _finish(job: Job, prepared: Any, plan: Any, run_id: str, watcher: _Watcher,
             json_path: str | None, job_ref: str, console: bool, logger: Any,
             started: float) -> dict[str, Any] | State:  # fmt: skip
     """The run's one report, from the ledger's counts over every shard."""
-    ledger, destination = prepared.ledger, prepared.destination
-    counts = ledger.status_counts(run_id)
-    succeeded = counts.get("succeeded", 0) + counts.get("unchanged", 0)
-    attempted = succeeded + counts.get("failed", 0) + counts.get("pending", 0)
     lost = [s + 1 for s, how in sorted(watcher.ended.items()) if how == "lost"]
     reason = watcher.abort_reason or (
         f"shards {lost} could not finish after {ATTEMPTS} attempts; their items stay pending"
         if lost else None
     )  # fmt: skip
-    status = "aborted" if watcher.abort_reason else evaluate(
-        succeeded, attempted, job.batch.success_threshold)  # fmt: skip
-    report = FullReport(
-        run_id=run_id, status=status, total=plan.row_count, succeeded=succeeded,
-        failed=counts.get("failed", 0), skipped=counts.get("skipped", 0),
-        pending=counts.get("pending", 0), unchanged=counts.get("unchanged", 0),
-        held=ledger.held_items(run_id), duration_s=time.monotonic() - started,
-        threshold=threshold_value(job.batch.success_threshold), destination=destination.key,
-        dlq=ledger.dead_letters(run_id), reason=reason, job_ref=job_ref,
-        published_failures=watcher.publish_failures,
-    )  # fmt: skip
-    ledger.finish_run(
-        run_id, status, message=reason, total=report.total, succeeded=report.succeeded,
-        failed=report.failed, skipped=report.skipped, pending=report.pending,
-        unchanged=report.unchanged, success_rate=report.success_rate, outcome=status,
-        duration_s=report.duration_s, ready=plan.work_count + plan.unchanged, blocked=plan.skipped,
-        filtered_out=prepared.filtered_out,
-    )  # fmt: skip
-    _publish_final(report)
-    emit_outcome(job, run_id, destination.key, status, report.as_json())
-    if console:
-        print(report.as_text(), end="", flush=True)
-    if json_path:
-        _write_json(Path(json_path), {**report.as_json(), "shards": watcher.n})
-    logger.info("Full run %s (%d shards): %s, %s", run_id, watcher.n, status,
-                json.dumps(report.as_json()["dlq"][:3]))  # fmt: skip
-    summary = {**report.as_json(), "report": report.as_text(), "shards": watcher.n}
-    if status in ("failed", "aborted"):
-        return Failed(message=f"{status}: {reason or f'success rate {report.success_rate}%'}")
-    return summary
+    ending = Ending(job_ref, json_path, console, logger, started)
+    return ending.report(job, prepared, run_id, plan, reason, aborted=bool(watcher.abort_reason),
+                         publish_failures=watcher.publish_failures,
+                         extra={"shards": watcher.n})  # fmt: skip
