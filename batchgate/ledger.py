@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Engine,
@@ -198,6 +199,22 @@ holds = Table(
     Column("expires_at", Float, nullable=False),
 )
 
+# Version 7: what a dry-run's unique rules have seen (tasks/validate.py), one row per item and
+# rule while the run validates: the value's 64-bit hash as a signed integer, the item's position
+# and the value as JSON. The process keeps a chunk, not every key; the rows go when it has amended.
+# The primary key's index leads with (run_id, rule, key); SQLite keeps the rows in it (no rowid).
+seen = Table(
+    "batchgate_seen",
+    metadata,
+    Column("run_id", String(80), nullable=False),
+    Column("rule", String(200), nullable=False),
+    Column("key", BigInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("value", Text, nullable=False),
+    PrimaryKeyConstraint("run_id", "rule", "key", "seq"),
+    sqlite_with_rowid=False,
+)
+
 
 def _v1(conn: Connection) -> None:
     v1 = MetaData()
@@ -250,9 +267,14 @@ def _v6(conn: Connection) -> None:
     metadata.create_all(conn, tables=[holds], checkfirst=True)
 
 
+def _v7(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[seen], checkfirst=True)
+
+
 # Append-only: a migration, once released, never changes; a new schema is a new entry.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 INSERT_CHUNK = 5000
+SEEN_PAGE = 500  # shared keys read back at a time
 
 
 DB_NOW = extract("epoch", func.clock_timestamp())
@@ -490,6 +512,50 @@ class Ledger:
                 )  # fmt: skip
                 count += 1
         return count
+
+    def add_seen(self, run_id: str, rule: str, rows: Sequence[tuple[int, int, str]]) -> None:
+        """Record what a unique rule saw in one chunk: (key, seq, value as JSON) rows, the key a
+        signed 64-bit hash of the value (one executemany)."""
+        if not rows:
+            return
+        batch = [{"run_id": run_id, "rule": rule, "key": k, "seq": s, "value": v}
+                 for k, s, v in rows]  # fmt: skip
+        with self._guard("recording the values unique rules have seen"), self.engine.begin() as c:
+            c.execute(insert(seen), batch)
+
+    def shared_seen(self, run_id: str, rule: str) -> Iterator[tuple[str, list[int]]]:
+        """Every value (JSON) a rule saw more than once, with its owners' seqs in order: the keys
+        seen more than once (GROUP BY key HAVING COUNT(*) > 1, a page at a time), then their
+        rows, grouped by value within a key, so values whose hashes collide stay apart."""
+        where = (seen.c.run_id == run_id, seen.c.rule == rule)
+        after: int | None = None
+        while True:
+            keys_query = select(seen.c.key).where(*where)
+            if after is not None:
+                keys_query = keys_query.where(seen.c.key > after)
+            keys_query = (keys_query.group_by(seen.c.key).having(func.count() > 1)
+                          .order_by(seen.c.key).limit(SEEN_PAGE))  # fmt: skip
+            with self._guard("reading what unique rules saw"), self.engine.connect() as c:
+                keys = list(c.execute(keys_query).scalars())
+                owners = c.execute(
+                    select(seen.c.key, seen.c.value, seen.c.seq)
+                    .where(*where, seen.c.key.in_(keys))
+                    .order_by(seen.c.key, seen.c.seq)
+                ).all() if keys else []  # fmt: skip
+            by_value: dict[tuple[int, str], list[int]] = {}
+            for key, value, seq in owners:
+                by_value.setdefault((key, value), []).append(seq)
+            for (_, value), seqs in by_value.items():
+                if len(seqs) > 1:
+                    yield value, seqs
+            if len(keys) < SEEN_PAGE:
+                return
+            after = keys[-1]
+
+    def drop_seen(self, run_id: str) -> int:
+        """Delete what the unique rules of `run_id` have seen."""
+        with self._guard("dropping the values unique rules have seen"), self.engine.begin() as c:
+            return int(c.execute(delete(seen).where(seen.c.run_id == run_id)).rowcount or 0)
 
     def targets_for_items(
         self, destination_key: str, item_ids: Sequence[str]

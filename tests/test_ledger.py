@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import batchgate.ledger
 from batchgate.config import LedgerConfig
 from batchgate.errors import ConfigError, LedgerError
 from batchgate.ledger import MIGRATIONS, Ledger, new_run_id
@@ -102,3 +103,38 @@ def test_unreachable_database_is_a_clear_error_without_the_password() -> None:
 def test_bad_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not a SQLAlchemy URL"):
         ledger_connector(LedgerConfig(url="not a url"))
+
+
+def test_a_v6_ledger_gains_the_seen_table_and_it_groups_shared_values_by_key_then_value(
+    ledger_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 7 adds batchgate_seen to a version-6 ledger (its runs survive); a key seen more
+    than once names each value owned twice or more with its owners in order, a value whose hash
+    collides with another's but is owned once is not shared, and the run's rows can be dropped."""
+    engine = ledger_connector(LedgerConfig(url=ledger_url)).get_engine()
+    v6 = Ledger(engine, migrations=MIGRATIONS[:6])
+    assert v6.ensure_schema() == 6
+    assert not sa.inspect(engine).has_table("batchgate_seen")
+    run_id = new_run_id("dry-run")
+    v6.start_run(run_id, job_name="j", job_fingerprint="f", mode="dry-run", source="s")
+
+    ledger = Ledger(engine)
+    assert ledger.ensure_schema() == len(MIGRATIONS) == 7
+    assert ledger.run(run_id)["status"] == "running"
+    top = -(2**63)  # the hash is a signed 64-bit integer: both ends fit
+    ledger.add_seen(run_id, "slug_unique", [(top, 0, '"a"'), (5, 1, '"b"'), (top, 2, '"z"')])
+    ledger.add_seen(
+        run_id,
+        "slug_unique",
+        [(top, 3, '"a"'), (5, 4, '"c"'), (2**63 - 1, 5, '"a"'), (5, 6, '"b"')],
+    )
+    ledger.add_seen(run_id, "id_unique", [(5, 0, '"p-1"'), (5, 1, '"p-1"'), (5, 2, '"p-1"')])
+    ledger.add_seen("other-run", "slug_unique", [(top, 9, '"a"')])
+    shared = [('"a"', [0, 3]), ('"b"', [1, 6])]
+    assert list(ledger.shared_seen(run_id, "slug_unique")) == shared
+    monkeypatch.setattr(batchgate.ledger, "SEEN_PAGE", 1)  # a key a page: the same
+    assert list(ledger.shared_seen(run_id, "slug_unique")) == shared
+    assert list(ledger.shared_seen(run_id, "id_unique")) == [('"p-1"', [0, 1, 2])]
+    assert ledger.drop_seen(run_id) == 10
+    assert list(ledger.shared_seen(run_id, "id_unique")) == []
+    assert ledger.drop_seen("other-run") == 1
