@@ -402,23 +402,33 @@ def _flow_run_times(api: str, ids: list[str]) -> dict[str, dict]:
     return out
 
 
+def _end(process: subprocess.Popen | None, grace: float = 20.0) -> None:
+    """SIGTERM to a process and every process under it; SIGKILL to what is left after `grace`
+    seconds (a `prefect worker start` told to stop may hang in its shutdown)."""
+    from tests.test_shards import _descendants
+
+    if process is None or process.returncode is not None:
+        return
+    tree = [process.pid, *_descendants(process.pid)]
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        print(f"pid {process.pid} still running {grace:g} s after SIGTERM: SIGKILL", flush=True)
+    for pid in dict.fromkeys([process.pid, *_descendants(process.pid), *tree]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(10)
+
+
 def _stop_all(parent, server, stack) -> None:  # noqa: ANN001
-    from tests.conftest import _stop
-    from tests.test_shards import _kill_tree
-
-    if parent is not None and parent.returncode is None:
-        _kill_tree(parent.pid, signal.SIGTERM)
-        parent.returncode = -15
+    _end(parent)
     for worker in stack.workers if stack else []:
-        _kill_tree(worker.pid, signal.SIGTERM)
-    if server is not None:
-        from tests.test_shards import _descendants
-
-        children = _descendants(server.pid)
-        _stop(server)
-        for pid in children:  # uvicorn, should `prefect server start` not have stopped it
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        _end(worker)
+    _end(server)
 
 
 def _sigterm(signum: int, frame: object) -> None:
