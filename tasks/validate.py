@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from batchgate.config import Job
 from batchgate.destinations import Destination, DestinationCheck
+from batchgate.errors import LedgerError
 from batchgate.ledger import Ledger
 from batchgate.models import Item, ItemResult
 from batchgate.planner import from_source, frozen_rows
@@ -18,7 +19,7 @@ from batchgate.schema import SCHEMAS
 from batchgate.sources import Source, chunks_of
 from batchgate.validation import build_rules, validate_items
 from batchgate.validation.engine import make_context
-from batchgate.validation.stream import StreamValidator
+from batchgate.validation.stream import StoredKeys, StreamValidator
 
 CHUNK_SIZE = 5000  # items read, validated and recorded at a time
 
@@ -44,19 +45,35 @@ def validate_into_ledger(
 ) -> tuple[str, int, int]:
     """Read, validate and record a chunk at a time, each writable item with its frozen data, so
     no more than a chunk of items is ever held; then give every owner of a value a unique rule
-    found shared its issue. Returns the source's description, the rows filtered out, the items."""
-    validator = StreamValidator(build_rules(job.validation, check), make_context(job, check=check))
+    found shared its issue. What the unique rules have seen is kept in the ledger
+    (batchgate_seen), not in memory, and dropped at the end, whether the source ended or failed.
+    Returns the source's description, the rows filtered out, the items."""
+    validator = StreamValidator(
+        build_rules(job.validation, check),
+        make_context(job, check=check),
+        keys=lambda rule: StoredKeys(ledger, run_id, rule.name),
+    )
     description, filtered_out, count = source.path, 0, 0
     size = chunk_size or CHUNK_SIZE
-    for chunk in chunks_of(source, SCHEMAS[job.validation.preset], since, size):
-        results = validator.validate(chunk.items)
-        ledger.record_validation(run_id, results, frozen_rows(from_source(chunk.items, results)))
-        description, count = chunk.description, count + len(results)
-        filtered_out += chunk.filtered_out
-    validator.amend(
-        lambda seqs: ledger.items_by_seq(run_id, seqs),
-        lambda rows: ledger.amend_items(run_id, rows),
-    )
+    done = False
+    try:
+        for chunk in chunks_of(source, SCHEMAS[job.validation.preset], since, size):
+            results = validator.validate(chunk.items)
+            frozen = frozen_rows(from_source(chunk.items, results))
+            ledger.record_validation(run_id, results, frozen)
+            description, count = chunk.description, count + len(results)
+            filtered_out += chunk.filtered_out
+        validator.amend(
+            lambda seqs: ledger.items_by_seq(run_id, seqs),
+            lambda rows: ledger.amend_items(run_id, rows),
+        )
+        done = True
+    finally:
+        try:
+            ledger.drop_seen(run_id)
+        except LedgerError:
+            if done:  # else the error that stopped the run is the one to tell
+                raise
     return description, filtered_out, count
 
 

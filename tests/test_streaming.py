@@ -317,3 +317,115 @@ def test_a_full_run_whose_source_stops_part_way_writes_nothing_and_keeps_no_plan
     assert ledger.item_rows(own_plan_id(run["run_id"])) == []
     with sqlite3.connect(tmp_path / "cms.db") as db:  # not even its table was made
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'posts'").fetchall() == []
+
+
+def _seen_rows(ledger: Ledger, run_id: str) -> int:
+    import sqlalchemy as sa
+
+    from batchgate.ledger import seen
+
+    query = sa.select(sa.func.count()).select_from(seen).where(seen.c.run_id == run_id)
+    with ledger.engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def _keys_in_the_ledger(
+    ledger: Ledger, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, int]]:
+    """SeenKeys (the in-memory keys, growing with the items) must not be used; every chunk's
+    keys go to the ledger: (rows added, rows of the run in the table after) per call."""
+    from batchgate.validation.stream import SeenKeys
+
+    def in_memory(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the unique keys were kept in memory")
+
+    monkeypatch.setattr(SeenKeys, "add", in_memory)
+    calls: list[tuple[int, int]] = []
+    add_seen = Ledger.add_seen
+
+    def spy(self: Ledger, run: str, rule: str, rows: Any) -> None:
+        add_seen(self, run, rule, rows)
+        calls.append((len(rows), _seen_rows(self, run_id)))
+
+    monkeypatch.setattr(Ledger, "add_seen", spy)
+    return calls
+
+
+@pytest.mark.parametrize("collide", [False, True], ids=["hashes", "every-hash-equal"])
+def test_a_dry_runs_unique_keys_live_in_the_ledger_and_are_gone_when_it_has_amended(
+    ledger_url: str,
+    posts: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    collide: bool,
+) -> None:
+    """3,000 items in chunks of 500 on SQLite and PostgreSQL: no key is kept in memory (SeenKeys
+    is never used), each chunk adds its 500 ids and 500 slugs to batchgate_seen, the duplicates
+    (an id twice in one chunk, a slug in three chunks) give every item the status and issues of
+    one pass over the whole list, and the run's rows are gone afterwards. With every hash equal
+    (a collision of all 3,000 values) the values themselves still tell the shared ones apart."""
+    import batchgate.validation.stream
+    from batchgate.config import LedgerConfig
+    from tasks.validate import validate_into_ledger
+
+    job = load_job(posts)
+    source = FileSource(path=str(tmp_path / "posts.csv"))
+    expected = validate_items(source.read(BLOG).items, build_rules(job.validation),
+                              make_context(job))  # fmt: skip
+    ledger, run_id = open_ledger(LedgerConfig(url=ledger_url)), new_run_id("dry-run")
+    ledger.start_run(run_id, job_name=job.name, job_fingerprint=job.fingerprint(),
+                     mode="dry-run", source=source.path)  # fmt: skip
+    calls = _keys_in_the_ledger(ledger, run_id, monkeypatch)
+    if collide:
+        monkeypatch.setattr(batchgate.validation.stream, "_key", lambda value: 2**64 - 1)
+    _, _, count = validate_into_ledger.fn(ledger, run_id, source, job, chunk_size=CHUNK)
+
+    assert count == ITEMS
+    assert [n for n, _ in calls] == [CHUNK] * (2 * ITEMS // CHUNK)  # id and slug, per chunk
+    assert [after for _, after in calls] == list(range(CHUNK, 2 * ITEMS + 1, CHUNK))
+    assert _seen_rows(ledger, run_id) == 0
+    rows = {r["seq"]: r for r in ledger.item_rows(run_id)}
+    assert len(rows) == ITEMS
+    for result in expected:
+        row = rows[result.seq]
+        assert (row["item_id"], row["status"]) == (result.item_id, result.status)
+        assert row["issues"] == [i.as_dict() for i in result.issues], result.item_id
+        assert (row["data"] is None) == (result.status == "blocked")
+    for seq, others in ((10, "p-01999, p-02700"), (1999, "p-00010, p-02700"),
+                        (2700, "p-00010, p-01999")):  # fmt: skip
+        (issue,) = rows[seq]["issues"]
+        assert issue["rule"] == "slug_unique" and issue["severity"] == "blocked"
+        assert issue["message"] == f"slug 'post-10' is also used by item(s) {others}"
+    assert rows[1200]["status"] == rows[1201]["status"] == "blocked"
+    assert "id 'p-01200' is also used by item(s) p-01200" in rows[1201]["issues"][0]["message"]
+    blocked = sum(r["status"] == "blocked" for r in rows.values())
+    assert blocked == 45 + 3 + 2
+
+
+def test_a_dry_run_its_source_stops_part_way_leaves_no_unique_keys_in_the_ledger(
+    ledger_url: str,
+    write_csv: Callable[..., Path],
+    write_job: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Row 1,100 holds a cell over source.max_cell_bytes: the first two chunks' keys were in the
+    ledger when the third stopped the run, and none of them is left after it."""
+    from batchgate.config import LedgerConfig
+    from batchgate.errors import SourceError
+    from tasks.validate import validate_into_ledger
+
+    rows = _rows()[:1500]
+    rows[1099]["body_markdown"] = "x" * 1_000_001
+    write_csv(rows)
+    job = load_job(write_job())
+    source = FileSource(path=str(tmp_path / "posts.csv"))
+    ledger, run_id = open_ledger(LedgerConfig(url=ledger_url)), new_run_id("dry-run")
+    ledger.start_run(run_id, job_name=job.name, job_fingerprint=job.fingerprint(),
+                     mode="dry-run", source=source.path)  # fmt: skip
+    calls = _keys_in_the_ledger(ledger, run_id, monkeypatch)
+    with pytest.raises(SourceError, match="row 1100"):
+        validate_into_ledger.fn(ledger, run_id, source, job, chunk_size=CHUNK)
+    assert calls[-1] == (CHUNK, 4 * CHUNK)  # two chunks' ids and slugs
+    assert _seen_rows(ledger, run_id) == 0
+    assert len(ledger.item_rows(run_id)) == 2 * CHUNK

@@ -1,13 +1,15 @@
-"""Validation a chunk at a time: a rule that needs the whole set (unique) keeps compact keys of
-what it has seen (64-bit hashes in sorted arrays and the position of each value's first owner),
-never the items, and names every owner of a shared value once the stream has ended."""
+"""Validation a chunk at a time: a rule that needs the whole set (unique) keeps keys of what it has
+seen in a store of its own, never the items, and names every owner of a shared value once the
+stream has ended. The store is given: in memory by default (`SeenKeys`: 64-bit hashes in sorted
+arrays and the position of each value's first owner, growing with the items), or `StoredKeys`,
+rows in a database (the ledger's batchgate_seen), so the process holds no more than a chunk."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,6 +20,17 @@ from batchgate.validation.rules import Context, Rule, Unique
 def _key(value: Any) -> int:
     blob = f"{type(value).__name__}:{value}".encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little")
+
+
+class KeyStore(Protocol):
+    """What a unique rule keeps of the values it has seen."""
+
+    def add(self, pairs: Sequence[tuple[Any, int]]) -> None:
+        """See (value, seq) pairs of one chunk; chunks arrive in source order."""
+
+    def shared_values(self) -> Iterable[tuple[Any, list[int]]]:
+        """Once the stream has ended: every value seen more than once, with its owners' seqs in
+        order."""
 
 
 class SeenKeys:
@@ -58,15 +71,54 @@ class SeenKeys:
             order = np.argsort(hashes, kind="stable")
             self.hashes, self.first = hashes[order], first[order]
 
+    def shared_values(self) -> Iterator[tuple[Any, list[int]]]:
+        for key, seqs in self.shared.items():
+            yield self.values[key], sorted(set(seqs))
+
+
+class SeenRows(Protocol):
+    """Where `StoredKeys` keeps its rows (the ledger: `Ledger.add_seen`, `Ledger.shared_seen`)."""
+
+    def add_seen(self, run_id: str, rule: str, rows: Sequence[tuple[int, int, str]]) -> None: ...
+
+    def shared_seen(self, run_id: str, rule: str) -> Iterable[tuple[str, list[int]]]: ...
+
+
+class StoredKeys:
+    """The values one unique rule has seen as rows of a database, (key, seq, value as JSON) for
+    every item, the key the value's 64-bit hash as a signed integer: the process keeps nothing
+    between chunks. Values are compared, not only their hashes, when the shared ones are read."""
+
+    def __init__(self, rows: SeenRows, run_id: str, rule: str) -> None:
+        self.rows, self.run_id, self.rule = rows, run_id, rule
+
+    def add(self, pairs: Sequence[tuple[Any, int]]) -> None:
+        self.rows.add_seen(self.run_id, self.rule, [
+            (_signed(_key(value)), seq, json.dumps(value, default=str)) for value, seq in pairs
+        ])  # fmt: skip
+
+    def shared_values(self) -> Iterator[tuple[Any, list[int]]]:
+        for value, seqs in self.rows.shared_seen(self.run_id, self.rule):
+            yield json.loads(value), seqs
+
+
+def _signed(key: int) -> int:
+    return key - (1 << 64) if key >= 1 << 63 else key
+
 
 class StreamValidator:
     """Runs a rule set over one chunk at a time; `amend` then applies the unique rules' findings
     to the items already recorded."""
 
-    def __init__(self, rules: list[Rule], context: Context) -> None:
+    def __init__(
+        self, rules: list[Rule], context: Context, keys: Callable[[Rule], KeyStore] | None = None
+    ) -> None:
+        """`keys(rule)` gives each unique rule its store of what it has seen (in memory unless
+        given, e.g. `lambda rule: StoredKeys(ledger, run_id, rule.name)`)."""
         self.context = context
         self.order = {rule.name: n for n, rule in enumerate(rules)}
-        self.unique = [(rule, SeenKeys()) for rule in rules if isinstance(rule, Unique)]
+        store = keys or (lambda rule: SeenKeys())
+        self.unique = [(rule, store(rule)) for rule in rules if isinstance(rule, Unique)]
         self.others = [rule for rule in rules if not isinstance(rule, Unique)]
 
     def validate(self, items: list[Item]) -> list[ItemResult]:
@@ -84,7 +136,8 @@ class StreamValidator:
         return results
 
     def shared_count(self) -> int:
-        return sum(len(seen.shared) for _, seen in self.unique)
+        """How many values the unique rules have seen more than once (read from their stores)."""
+        return sum(1 for _, seen in self.unique for _ in seen.shared_values())
 
     def amend(
         self,
@@ -96,9 +149,8 @@ class StreamValidator:
         `write(rows)` stores the changed ones. Returns how many items were changed."""
         changed = 0
         for rule, seen in self.unique:
-            for key, seqs in seen.shared.items():
-                rows = read(sorted(set(seqs)))
-                value = seen.values[key]
+            for value, seqs in seen.shared_values():
+                rows = read(seqs)
                 rule._shared = {value: [r["item_id"] for r in rows]}  # type: ignore[attr-defined]
                 amended = list(self._amended(rule, value, rows))
                 write(amended)
