@@ -588,6 +588,30 @@ class Ledger:
         with self._guard("dropping a run's working plan"), self.engine.begin() as conn:
             return int(conn.execute(delete(items).where(items.c.run_id == run_id)).rowcount or 0)
 
+    def drop_abandoned_plans(self, prefix: str) -> int:
+        """Drop the working plans (item rows under `prefix` + a run id) whose run has ended
+        (a run killed after the ledger marked it interrupted, say); a plan whose run is still
+        running, or unknown, is left. One range read of the items' run-id index."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        query = (
+            select(items.c.run_id).where(items.c.run_id >= prefix, items.c.run_id < end).distinct()
+        )
+        with self._guard("dropping abandoned plans"), self.engine.begin() as conn:
+            plans = [row.run_id for row in conn.execute(query)]
+            ended = {
+                row.run_id
+                for row in conn.execute(
+                    select(runs.c.run_id).where(
+                        runs.c.run_id.in_([p[len(prefix) :] for p in plans]),
+                        runs.c.status != "running",
+                    )
+                )
+            }
+            gone = [p for p in plans if p[len(prefix) :] in ended]
+            if gone:
+                conn.execute(delete(items).where(items.c.run_id.in_(gone)))
+        return len(gone)
+
     def targets_for(self, destination_key: str) -> dict[str, dict[str, Any]]:
         """What this destination holds from earlier runs, by item id."""
         query = select(targets).where(targets.c.destination_key == destination_key)

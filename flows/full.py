@@ -265,6 +265,7 @@ def prepare_run(
             # the run's own plan, made as a dry-run makes one: read, validated and frozen into
             # the ledger a chunk at a time, then read back in slices, so memory stays flat
             check = check_destination(quote(destination))
+            ledger.drop_abandoned_plans(OWN_PLAN)  # of runs killed before they could drop them
             own = own_plan_id(run_id)
             _, filtered_out, _ = validate_into_ledger(quote(ledger), own, quote(source), job,
                                                       check, since=since)  # fmt: skip
@@ -279,12 +280,16 @@ def prepare_run(
     return Prepared(ledger, destination, source, candidates, filtered_out, frozen_at)
 
 
+OWN_PLAN = "plan~"
+
+
 def own_plan_id(run_id: str) -> str:
     """Where a run that was given no reviewed plan keeps the plan it makes for itself: item rows
-    under this id, with no run row of their own (`discard_own_plan` drops them at its end)."""
-    if len(run_id) > 75:  # the ledger's run ids are at most 80 characters
+    under this id, with no run row of their own (`discard_own_plan` drops them at its end, and
+    a later run those of a run that ended without doing so)."""
+    if len(run_id) > 80 - len(OWN_PLAN):  # the ledger's run ids are at most 80 characters
         run_id = hashlib.sha1(run_id.encode()).hexdigest()[:32]
-    return f"{run_id}~plan"
+    return f"{OWN_PLAN}{run_id}"
 
 
 def discard_own_plan(prepared: Prepared, run_id: str) -> None:

@@ -204,3 +204,27 @@ def test_task_retry_delays_are_jittered(prefect_api: str) -> None:
     assert len(delays) == 3
     assert all(0.4 <= d <= 1.6 for d in delays)
     assert len({round(d, 3) for d in delays}) == 3 and any(abs(d - 1.0) > 0.01 for d in delays)
+
+
+def test_a_killed_runs_own_plan_is_dropped_by_the_next_run_and_a_running_ones_kept(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    """A full run given no plan makes one of its own and drops it at its end; a run killed
+    before that leaves it, and once the ledger has marked that run ended (interrupted), the next
+    run given no plan drops it. The plan of a run still running is never touched."""
+    from flows.full import full, own_plan_id
+
+    job = load_job(copy_example(tmp_path / "blog"))
+    ledger = open_ledger(job.ledger)
+    rows = [{"seq": n, "item_id": f"p-{n}", "title": "t", "location": "", "status": "ready"}
+            for n in range(3)]  # fmt: skip
+    for run_id, status in (("killed", "interrupted"), ("busy", "running")):
+        ledger.start_run(run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="full",
+                         source="posts.csv")  # fmt: skip
+        ledger.finish_run(run_id, status)
+        ledger.plan_items(own_plan_id(run_id), rows)
+    summary = full(job, console_progress=False)
+    assert summary["succeeded"] > 0
+    assert ledger.item_rows(own_plan_id("killed")) == []
+    assert len(ledger.item_rows(own_plan_id("busy"))) == 3
+    assert ledger.item_rows(own_plan_id(summary["run_id"])) == []
