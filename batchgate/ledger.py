@@ -278,6 +278,7 @@ SEEN_PAGE = 500  # shared keys read back at a time
 
 
 DB_NOW = extract("epoch", func.clock_timestamp())
+OWN_PLAN = "plan~"  # item rows under OWN_PLAN + a run id: the plan a run made for itself
 
 
 def db_now(conn: Connection) -> float:
@@ -588,29 +589,33 @@ class Ledger:
         with self._guard("dropping a run's working plan"), self.engine.begin() as conn:
             return int(conn.execute(delete(items).where(items.c.run_id == run_id)).rowcount or 0)
 
-    def drop_abandoned_plans(self, prefix: str) -> int:
-        """Drop the working plans (item rows under `prefix` + a run id) whose run has ended
-        (a run killed after the ledger marked it interrupted, say); a plan whose run is still
-        running, or unknown, is left. One range read of the items' run-id index."""
+    def drop_abandoned_plans(self, prefix: str = OWN_PLAN) -> int:
+        """Drop what runs that have ended left behind (a run killed after the ledger marked it
+        interrupted, say): their working plans (item rows under `prefix` + a run id) and the
+        values their unique rules saw (batchgate_seen, under the run's or its plan's id). What a
+        run still running, or unknown, left is kept. Two small reads: one range of the items'
+        run-id index, and the seen table's run ids (only validations in flight or abandoned)."""
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        query = (
-            select(items.c.run_id).where(items.c.run_id >= prefix, items.c.run_id < end).distinct()
-        )
+        plans = select(items.c.run_id).where(items.c.run_id >= prefix, items.c.run_id < end)
         with self._guard("dropping abandoned plans"), self.engine.begin() as conn:
-            plans = [row.run_id for row in conn.execute(query)]
+            found = {row.run_id for row in conn.execute(plans.distinct())}
+            validating = {row.run_id for row in conn.execute(select(seen.c.run_id).distinct())}
+            base = {r: r[len(prefix) :] if r.startswith(prefix) else r for r in found | validating}
             ended = {
                 row.run_id
                 for row in conn.execute(
                     select(runs.c.run_id).where(
-                        runs.c.run_id.in_([p[len(prefix) :] for p in plans]),
-                        runs.c.status != "running",
+                        runs.c.run_id.in_(set(base.values())), runs.c.status != "running"
                     )
                 )
             }
-            gone = [p for p in plans if p[len(prefix) :] in ended]
+            gone = [r for r in sorted(found) if base[r] in ended]
             if gone:
                 conn.execute(delete(items).where(items.c.run_id.in_(gone)))
-        return len(gone)
+            stale = [r for r in sorted(validating) if base[r] in ended]
+            if stale:
+                conn.execute(delete(seen).where(seen.c.run_id.in_(stale)))
+        return len(gone) + len(stale)
 
     def targets_for(self, destination_key: str) -> dict[str, dict[str, Any]]:
         """What this destination holds from earlier runs, by item id."""

@@ -50,6 +50,7 @@ def dry_run(
             flow_run_id=str(runtime.flow_run.id or "") or None,
             parent_run_id=parent_run_id,
         )
+        ledger.drop_abandoned_plans()  # what runs killed before their end left
         check = check_destination(quote(destination_for(job))) if job.destination else None
         # the frozen plan, a chunk at a time: what a sample shows and the full run after an
         # approval writes

@@ -32,7 +32,7 @@ from batchgate.config import Job, Layout
 from batchgate.destinations import Destination
 from batchgate.errors import BatchgateError, FatalError, LedgerError, WriteError
 from batchgate.hold import DestinationHold
-from batchgate.ledger import Ledger, new_run_id
+from batchgate.ledger import OWN_PLAN, Ledger, new_run_id
 from batchgate.planner import (
     Candidate,
     FrozenSlices,
@@ -265,7 +265,7 @@ def prepare_run(
             # the run's own plan, made as a dry-run makes one: read, validated and frozen into
             # the ledger a chunk at a time, then read back in slices, so memory stays flat
             check = check_destination(quote(destination))
-            ledger.drop_abandoned_plans(OWN_PLAN)  # of runs killed before they could drop them
+            ledger.drop_abandoned_plans()  # what runs killed before their end left
             own = own_plan_id(run_id)
             _, filtered_out, _ = validate_into_ledger(quote(ledger), own, quote(source), job,
                                                       check, since=since)  # fmt: skip
@@ -278,9 +278,6 @@ def prepare_run(
                 ledger.drop_items(own_plan_id(run_id))
         raise
     return Prepared(ledger, destination, source, candidates, filtered_out, frozen_at)
-
-
-OWN_PLAN = "plan~"
 
 
 def own_plan_id(run_id: str) -> str:

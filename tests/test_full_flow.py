@@ -207,24 +207,36 @@ def test_task_retry_delays_are_jittered(prefect_api: str) -> None:
 
 
 def test_a_killed_runs_own_plan_is_dropped_by_the_next_run_and_a_running_ones_kept(
-    prefect_api: str, tmp_path: Path
+    prefect_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A full run given no plan makes one of its own and drops it at its end; a run killed
     before that leaves it, and once the ledger has marked that run ended (interrupted), the next
     run given no plan drops it. The plan of a run still running is never touched."""
+    import sqlalchemy as sa
+
+    from batchgate.ledger import seen
     from flows.full import full, own_plan_id
 
+    monkeypatch.chdir(tmp_path)  # the example's ledger is .batchgate/ledger.db, here
     job = load_job(copy_example(tmp_path / "blog"))
     ledger = open_ledger(job.ledger)
+    assert str(tmp_path) in ledger.where
     rows = [{"seq": n, "item_id": f"p-{n}", "title": "t", "location": "", "status": "ready"}
             for n in range(3)]  # fmt: skip
-    for run_id, status in (("killed", "interrupted"), ("busy", "running")):
+    for run_id, status in (("killed", "interrupted"), ("busy", "running"),
+                           ("killed-dry", "interrupted")):  # fmt: skip
         ledger.start_run(run_id, job_name=job.name, job_fingerprint=job.fingerprint(), mode="full",
                          source="posts.csv")  # fmt: skip
         ledger.finish_run(run_id, status)
         ledger.plan_items(own_plan_id(run_id), rows)
+        # what its unique rules saw while it validated (a dry-run's under its own id)
+        seen_by = run_id if run_id.endswith("dry") else own_plan_id(run_id)
+        ledger.add_seen(seen_by, "unique_slug", [(7, 0, '"a"'), (7, 1, '"a"')])
     summary = full(job, console_progress=False)
     assert summary["succeeded"] > 0
     assert ledger.item_rows(own_plan_id("killed")) == []
     assert len(ledger.item_rows(own_plan_id("busy"))) == 3
     assert ledger.item_rows(own_plan_id(summary["run_id"])) == []
+    with ledger.engine.connect() as conn:
+        left = sorted({r.run_id for r in conn.execute(sa.select(seen.c.run_id))})
+    assert left == [own_plan_id("busy")]
