@@ -170,13 +170,34 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _kill_tree(pid: int, sig: int) -> None:
-    """A worker and every process it started (a flow run's process is in its own session)."""
-    for target in [pid, *_descendants(pid)]:
+def _kill_tree(pid: int, sig: int, grace_s: float = 20.0) -> None:
+    """A worker and every process it started (a flow run's process is in its own session); what
+    is still alive after `grace_s` is killed (a Prefect worker told SIGTERM can hang, measured
+    by benchmarks/shards.py: its teardown then never ended)."""
+    tree = [pid, *_descendants(pid)]
+    for target in tree:
         with contextlib.suppress(ProcessLookupError):
             os.kill(target, sig)
+    deadline = time.monotonic() + grace_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for target in [*tree, *_descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie: a child that exited is reaped here."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _write_posts(path: Path, count: int) -> None:
