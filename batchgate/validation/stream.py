@@ -1,8 +1,7 @@
 """Validation a chunk at a time: a rule that needs the whole set (unique) keeps keys of what it has
-seen in a store of its own, never the items, and names every owner of a shared value once the
-stream has ended. The store is given: in memory by default (`SeenKeys`: 64-bit hashes in sorted
-arrays and the position of each value's first owner, growing with the items), or `StoredKeys`,
-rows in a database (the ledger's batchgate_seen), so the process holds no more than a chunk."""
+seen in a store it is given, never the items, and names every owner of a shared value once the
+stream has ended. `StoredKeys` keeps them as rows in a database (the ledger's batchgate_seen), so
+the process holds no more than a chunk."""
 
 from __future__ import annotations
 
@@ -10,8 +9,6 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
-
-import numpy as np
 
 from batchgate.models import Item, ItemResult
 from batchgate.validation.rules import Context, Rule, Unique
@@ -31,49 +28,6 @@ class KeyStore(Protocol):
     def shared_values(self) -> Iterable[tuple[Any, list[int]]]:
         """Once the stream has ended: every value seen more than once, with its owners' seqs in
         order."""
-
-
-class SeenKeys:
-    """The values one unique rule has seen: their hashes, each with its first owner's position,
-    and, for a value seen more than once, every owner's position."""
-
-    def __init__(self) -> None:
-        self.hashes = np.empty(0, dtype=np.uint64)  # sorted
-        self.first = np.empty(0, dtype=np.int64)  # the first owner's seq, aligned with hashes
-        self.shared: dict[int, list[int]] = {}  # hash -> seqs of every owner, first included
-        self.values: dict[int, Any] = {}  # hash -> the shared value (for the message)
-
-    def add(self, pairs: Sequence[tuple[Any, int]]) -> None:
-        """See (value, seq) pairs of one chunk, in source order."""
-        if not pairs:
-            return
-        keys = np.fromiter((_key(v) for v, _ in pairs), dtype=np.uint64, count=len(pairs))
-        found = np.zeros(len(pairs), dtype=bool)
-        where = np.zeros(len(pairs), dtype=np.int64)
-        if len(self.hashes):
-            where = np.minimum(np.searchsorted(self.hashes, keys), len(self.hashes) - 1)
-            found = self.hashes[where] == keys
-        fresh: dict[int, int] = {}
-        for i, (value, seq) in enumerate(pairs):
-            key = int(keys[i])
-            if found[i]:
-                first = int(self.first[where[i]])
-            elif key in fresh:
-                first = fresh[key]
-            else:
-                fresh[key] = seq
-                continue
-            self.shared.setdefault(key, [first]).append(seq)
-            self.values[key] = value
-        if fresh:
-            hashes = np.concatenate([self.hashes, np.fromiter(fresh, dtype=np.uint64)])
-            first = np.concatenate([self.first, np.fromiter(fresh.values(), dtype=np.int64)])
-            order = np.argsort(hashes, kind="stable")
-            self.hashes, self.first = hashes[order], first[order]
-
-    def shared_values(self) -> Iterator[tuple[Any, list[int]]]:
-        for key, seqs in self.shared.items():
-            yield self.values[key], sorted(set(seqs))
 
 
 class SeenRows(Protocol):
@@ -111,14 +65,13 @@ class StreamValidator:
     to the items already recorded."""
 
     def __init__(
-        self, rules: list[Rule], context: Context, keys: Callable[[Rule], KeyStore] | None = None
+        self, rules: list[Rule], context: Context, keys: Callable[[Rule], KeyStore]
     ) -> None:
-        """`keys(rule)` gives each unique rule its store of what it has seen (in memory unless
-        given, e.g. `lambda rule: StoredKeys(ledger, run_id, rule.name)`)."""
+        """`keys(rule)` gives each unique rule its store of what it has seen (e.g.
+        `lambda rule: StoredKeys(ledger, run_id, rule.name)`)."""
         self.context = context
         self.order = {rule.name: n for n, rule in enumerate(rules)}
-        store = keys or (lambda rule: SeenKeys())
-        self.unique = [(rule, store(rule)) for rule in rules if isinstance(rule, Unique)]
+        self.unique = [(rule, keys(rule)) for rule in rules if isinstance(rule, Unique)]
         self.others = [rule for rule in rules if not isinstance(rule, Unique)]
 
     def validate(self, items: list[Item]) -> list[ItemResult]:
@@ -134,10 +87,6 @@ class StreamValidator:
         ]  # fmt: skip
         self.context.image_sizes.clear()  # a chunk's probes: memory stays flat
         return results
-
-    def shared_count(self) -> int:
-        """How many values the unique rules have seen more than once (read from their stores)."""
-        return sum(1 for _, seen in self.unique for _ in seen.shared_values())
 
     def amend(
         self,
