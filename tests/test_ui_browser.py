@@ -45,26 +45,19 @@ class Stack:
         query = {"deployments": {"id": {"any_": [deployment_id]}}}
         return list(httpx.post(f"{self.api}/flow_runs/filter", json=query).json())
 
-    def new_run(self, deployment_id: str, before: set[str], timeout: float = 90) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            new = [r["id"] for r in self.runs(deployment_id) if r["id"] not in before]
-            if new:
-                return str(new[0])
-            time.sleep(0.3)
-        raise AssertionError("submitting the Run form created no flow run")
-
     def state(self, flow_run_id: str) -> dict[str, Any]:
         return dict(httpx.get(f"{self.api}/flow_runs/{flow_run_id}").json()["state"])
 
-    def wait(self, flow_run_id: str, kind: str, timeout: float = 180) -> dict[str, Any]:
+    def wait(
+        self, flow_run_id: str, kind: str, page: Any = None, timeout: float = 180
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             state = self.state(flow_run_id)
             if state["type"] == kind:
                 return state
             assert state["type"] not in ("FAILED", "CRASHED", "CANCELLED"), state
-            time.sleep(0.5)
+            idle(page, 0.5)
         raise AssertionError(
             f"flow run {flow_run_id} never reached {kind}: {self.state(flow_run_id)}"
         )
@@ -168,6 +161,16 @@ def browser_page(stack: Stack) -> Iterator[Any]:
         browser.close()
 
 
+def idle(page: Any, seconds: float) -> None:
+    """Wait while the browser goes on: Playwright's sync API handles the page's events only inside
+    its own calls, so a test that waits with time.sleep while the page works (a Submit, a Resume)
+    can hold the page up; seen as a click whose request went out only at the test's end."""
+    if page is None:
+        time.sleep(seconds)
+    else:
+        page.wait_for_timeout(seconds * 1000)
+
+
 def processes_running(flow_run_id: str) -> list[int]:
     """PIDs of the processes on this machine that run the flow run (a process worker gives its
     child PREFECT__FLOW_RUN_ID)."""
@@ -182,14 +185,14 @@ def processes_running(flow_run_id: str) -> list[int]:
     return found
 
 
-def assert_nothing_runs(stack: Stack, flow_run_id: str, timeout: float = 60) -> None:
+def assert_nothing_runs(stack: Stack, flow_run_id: str, page: Any, timeout: float = 60) -> None:
     """Suspended: the worker's child process that ran the flow has exited, and none other runs it."""
     run = httpx.get(f"{stack.api}/flow_runs/{flow_run_id}").json()
     pid = int(str(run["infrastructure_pid"]).rpartition(":")[2])  # host:pid, set by the worker
     deadline = time.monotonic() + timeout
     while Path(f"/proc/{pid}").exists() or processes_running(flow_run_id):
         assert time.monotonic() < deadline, (pid, processes_running(flow_run_id))
-        time.sleep(0.5)
+        idle(page, 0.5)
     assert stack.state(flow_run_id)["name"] == "Suspended"  # and still waiting for the review
 
 
@@ -205,6 +208,31 @@ def check_run_form(page: Any) -> None:
         assert class_name not in text
 
 
+def submit_run_form(stack: Stack, page: Any, deployment_id: str, timeout: float = 90) -> str:
+    """Click the Run form's Submit and return the flow run it created (the toast's link is not
+    always there). If none is created, fail with what the page showed: its toasts, the API calls
+    the server refused, the console's errors."""
+    before = {r["id"] for r in stack.runs(deployment_id)}
+    refused: list[str] = []
+    console: list[str] = []
+    page.on("response", lambda r: refused.append(f"{r.request.method} {r.url}: {r.status}")
+            if r.status >= 400 else None)  # fmt: skip
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.get_by_role("button", name="Submit").click()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [r["id"] for r in stack.runs(deployment_id) if r["id"] not in before]
+        if new:
+            return str(new[0])
+        idle(page, 0.3)
+    page.screenshot(path=SHOTS / "submit-failed.png", full_page=True)
+    toasts = page.locator("[data-sonner-toast]").all_inner_texts()
+    raise AssertionError(
+        f"submitting the Run form created no flow run; toasts: {toasts}; refused: {refused}; "
+        f"console errors: {console}; url: {page.url}"
+    )
+
+
 def trigger_pipeline(stack: Stack, page: Any, shot: str) -> str:
     """Steps 1-3: open the UI, run the pipeline deployment from its Run form, wait until it is
     suspended for review with no process running it."""
@@ -217,12 +245,10 @@ def trigger_pipeline(stack: Stack, page: Any, shot: str) -> str:
     page.get_by_text("Job name, used in run ids and reports.").wait_for()  # the job model's form
     check_run_form(page)
     page.screenshot(path=SHOTS / f"{shot}-2-run-form.png", full_page=True)
-    before = {r["id"] for r in stack.runs(deployment["id"])}
-    page.get_by_role("button", name="Submit").click()
-    flow_run_id = stack.new_run(deployment["id"], before)  # the toast's link is not always there
+    flow_run_id = submit_run_form(stack, page, deployment["id"])
     page.goto(f"{stack.ui}/v2/runs/flow-run/{flow_run_id}")
-    assert stack.wait(flow_run_id, "PAUSED")["name"] == "Suspended"  # from a deployment: suspended
-    assert_nothing_runs(stack, flow_run_id)
+    assert stack.wait(flow_run_id, "PAUSED", page)["name"] == "Suspended"  # suspended
+    assert_nothing_runs(stack, flow_run_id, page)
     page.reload()
     page.locator('[data-slot="badge"]', has_text="Suspended").first.wait_for()
     page.screenshot(path=SHOTS / f"{shot}-3-suspended.png")
@@ -272,7 +298,7 @@ def test_pipeline_approved_in_the_browser(stack: Stack, browser_page: Any) -> No
     dialog.get_by_role("textbox").last.fill("Looks right in the browser")
     page.screenshot(path=SHOTS / "approve-4-review-form.png")
     dialog.get_by_role("button", name="Resume").click()
-    state = stack.wait(flow_run_id, "COMPLETED")
+    state = stack.wait(flow_run_id, "COMPLETED", page)
     assert (
         state["name"] == "Completed" and "approved: Looks right in the browser" in state["message"]
     )
@@ -295,7 +321,7 @@ def test_pipeline_rejected_in_the_browser(stack: Stack, browser_page: Any) -> No
     dialog.get_by_role("textbox").last.fill("Headings are wrong")
     page.screenshot(path=SHOTS / "reject-4-review-form.png")
     dialog.get_by_role("button", name="Resume").click()
-    state = stack.wait(flow_run_id, "COMPLETED")
+    state = stack.wait(flow_run_id, "COMPLETED", page)
     assert state["name"] == "Rejected" and "rolled back" in state["message"]
     page.reload()
     page.locator('[data-slot="badge"]', has_text="Rejected").first.wait_for()
