@@ -20,6 +20,8 @@ export PREFECT_HOME="$state/prefect-home"
 export PREFECT_API_URL="http://127.0.0.1:$port/api"
 export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$port
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_WORKER_QUERY_SECONDS=${PREFECT_WORKER_QUERY_SECONDS:-2}
+# a request the server answers 503 (its database busy) is logged in server.log with its cause
+export PREFECT_SERVER_LOG_RETRYABLE_ERRORS=${PREFECT_SERVER_LOG_RETRYABLE_ERRORS:-true}
 export BATCHGATE_HOME="$root"
 echo "$PREFECT_API_URL" > "$state/api_url"
 workers=${WORKERS:-1}

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import ROOT, free_port
 
@@ -101,12 +102,20 @@ def hook() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, hook: str) -> Iterator[Stack]:
-    """`scripts/serve.sh` on a copy of the project: server, pool, blocks, deployments, worker."""
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, hook: str, postgres_url: str
+) -> Iterator[Stack]:
+    """`DB=postgres scripts/serve.sh` on a copy of the project: server, pool, blocks, deployments,
+    worker. The server is on PostgreSQL, as the README advises beyond light use: on SQLite, Prefect's
+    server answers 503 to a request that finds its database locked (SQLITE_BUSY), and the UI's Run
+    form, unlike Prefect's client, does not retry (CI saw it: "Unknown error while creating flow
+    run"). Its own database is created by serve.sh and dropped afterwards."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing; scripts/ensure-browser.sh installs it")
         pytest.skip(f"{CHROMIUM} is not installed")
+    pg = sa.engine.make_url(postgres_url)
+    database = f"prefect_ui_{os.getpid()}"
     home = tmp_path_factory.mktemp("stack") / "batchgate"
     shutil.copytree(ROOT, home, ignore=SKIP)
     # serve.sh starts `prefect server start`, which cannot bind port 0 and report the port it got:
@@ -115,7 +124,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, hook: str) -> Iterator[Stack
     for attempt in range(3):
         port = free_port()
         env = {**os.environ, "PORT": str(port), "BIN": str(Path(sys.executable).parent),
-               "SERVE_DIR": str(home / ".serve"),
+               "SERVE_DIR": str(home / ".serve"), "DB": "postgres", "PREFECT_DB": database,
+               "PG_URL": f"{pg.username}@{pg.host}:{pg.port or 5432}",
                # the notification automations, as a user sets them up, posting to a receiver
                # here (tests/test_notifications.py checks what they deliver)
                "NOTIFY_URL": hook}  # fmt: skip
@@ -131,6 +141,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, hook: str) -> Iterator[Stack
         yield Stack(home, port)
     finally:
         subprocess.run([str(home / "scripts" / "stop.sh")], env=env, timeout=60)
+        admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _serves_our_stack(home: Path, port: int, served: subprocess.CompletedProcess[str]) -> bool:
