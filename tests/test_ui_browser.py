@@ -34,8 +34,8 @@ SKIP = shutil.ignore_patterns(".git", ".venv", ".serve", ".batchgate", "cms.db*"
 
 
 class Stack:
-    def __init__(self, home: Path, port: int) -> None:
-        self.home, self.ui = home, f"http://127.0.0.1:{port}"
+    def __init__(self, home: Path, port: int, database: str) -> None:
+        self.home, self.ui, self.database = home, f"http://127.0.0.1:{port}", database
         self.api = f"{self.ui}/api"
 
     def deployment(self, name: str) -> dict[str, Any]:
@@ -105,8 +105,8 @@ def hook() -> Iterator[str]:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, hook: str, postgres_url: str
 ) -> Iterator[Stack]:
-    """`DB=postgres scripts/serve.sh` on a copy of the project: server, pool, blocks, deployments,
-    worker. The server is on PostgreSQL, as the README advises beyond light use: on SQLite, Prefect's
+    """`DB=postgres WORKERS=2 scripts/serve.sh` on a copy of the project: server, pool, blocks,
+    deployments, two workers. The server is on PostgreSQL, as the README advises beyond light use: on SQLite, Prefect's
     server answers 503 to a request that finds its database locked (SQLITE_BUSY), and the UI's Run
     form, unlike Prefect's client, does not retry (CI saw it: "Unknown error while creating flow
     run"). Its own database is created by serve.sh and dropped afterwards."""
@@ -125,6 +125,7 @@ def stack(
         port = free_port()
         env = {**os.environ, "PORT": str(port), "BIN": str(Path(sys.executable).parent),
                "SERVE_DIR": str(home / ".serve"), "DB": "postgres", "PREFECT_DB": database,
+               "WORKERS": "2",
                "PG_URL": f"{pg.username}@{pg.host}:{pg.port or 5432}",
                # the notification automations, as a user sets them up, posting to a receiver
                # here (tests/test_notifications.py checks what they deliver)
@@ -138,7 +139,7 @@ def stack(
         subprocess.run([str(home / "scripts" / "stop.sh")], env=env, timeout=60)
         assert attempt < 2, served.stdout + served.stderr
     try:
-        yield Stack(home, port)
+        yield Stack(home, port, database)
     finally:
         subprocess.run([str(home / "scripts" / "stop.sh")], env=env, timeout=60)
         admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
@@ -396,3 +397,37 @@ def test_a_suspended_review_that_times_out_ends_timed_out_with_the_drafts_left(
     assert sample_run_id and len(stack.posts()) == 3  # the drafts are left for review
     (pipeline,) = [r for r in stack.ledger_runs() if r["mode"] == "pipeline"]
     assert pipeline["outcome"] == "timed-out"
+
+
+def _alive(pid: int) -> bool:
+    try:  # a process stopped but not yet reaped by its parent (init) is a zombie: not running
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def test_serve_put_the_server_on_postgresql_with_two_workers_and_stop_stops_them_all(
+    stack: Stack, postgres_url: str
+) -> None:
+    """DB=postgres: the server's tables are in the PostgreSQL database serve.sh created, holding
+    this file's runs; WORKERS=2: two workers poll the pool, each with SERVE_DIR/worker-<n>.pid;
+    scripts/stop.sh stops both and the server. (Last in the file: it stops the stack.)"""
+    engine = sa.create_engine(sa.engine.make_url(postgres_url).set(database=stack.database))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM flow_run")).scalar_one() >= 3
+    engine.dispose()
+    state = stack.home / ".serve"
+    pids = {name: int((state / f"{name}.pid").read_text())
+            for name in ("worker-1", "worker-2", "server")}  # fmt: skip
+    assert all(_alive(pid) for pid in pids.values()), pids
+    polling = httpx.post(f"{stack.api}/work_pools/batchgate/workers/filter", json={}).json()
+    assert {"batchgate-local", "batchgate-local-2"} <= {w["name"] for w in polling}
+    stopped = subprocess.run([str(stack.home / "scripts" / "stop.sh")], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    for name, pid in pids.items():
+        assert f"stopped the {name}" in stopped.stdout
+        assert not _alive(pid), f"{name} (pid {pid}) still runs after stop.sh"
+    assert not list(state.glob("*.pid"))
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{stack.api}/health", timeout=2)
