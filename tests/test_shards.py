@@ -7,6 +7,7 @@ import csv
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
@@ -273,6 +275,18 @@ def test_20000_items_in_4_shards_into_postgresql(
             in result["said"]
         )
     _exactly_once(pg_schema_url, result["run_id"], PG_ITEMS)
+    # the parent's artifacts in Prefect: its progress at 100% and the full-shards table, a row a
+    # shard with its items all written
+    artifacts = httpx.post(f"{stack.api}/artifacts/filter", json={"sort": "CREATED_DESC"}).json()
+    (table,) = [a for a in artifacts if a["key"] == "full-shards"
+                and a["description"] == f"Shards of {result['run_id']}"][:1]  # fmt: skip
+    share = PG_ITEMS // SHARDS
+    for shard in range(1, SHARDS + 1):
+        row = rf"\| {shard}/{SHARDS} \| {share} \| {share} \| 0 \| 0 \| \d \| done \| [0-9a-f-]{{36}} \|"
+        assert re.search(row, table["data"]), table["data"]
+    progress = [a for a in artifacts if a["type"] == "progress"
+                and a["flow_run_id"] == table["flow_run_id"]]  # fmt: skip
+    assert progress and progress[0]["data"] == 100.0, progress
     engine = sa.create_engine(pg_schema_url)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*), count(DISTINCT source_id) FROM posts")).one()
