@@ -182,3 +182,53 @@ def test_unknown_extension(tmp_path: Path) -> None:
 def test_block_fields_are_documented() -> None:
     schema = FileSource.model_json_schema()
     assert all(field.get("description") for field in schema["properties"].values())
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_big_file_is_read_a_chunk_at_a_time_numbered_across_chunks(
+    tmp_path: Path, fmt: str
+) -> None:
+    """CSV through pandas' chunks, Parquet through its row batches, JSON-lines a page of lines at a
+    time: 1,234 rows in chunks of 500 arrive as 500, 500 and 234, each item numbered and located
+    as one read of the whole file would, the filter counted per chunk. And JSON-lines and CSV
+    hand over their first chunks before a damaged line further down is ever parsed."""
+    rows = [blog_row(n, status="Draft" if n % 10 == 0 else "Published") for n in range(1, 1235)]
+    path = tmp_path / f"posts.{fmt}"
+    if fmt == "csv":
+        pd.DataFrame(rows, columns=BLOG_COLUMNS).to_csv(path, index=False)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        pd.DataFrame(rows, columns=BLOG_COLUMNS).to_parquet(path)
+    source = FileSource(path=str(path), filter={"status": "Published"})
+    chunks = list(source.iter_chunks(BLOG, chunk_size=500))
+    assert [c.total_rows for c in chunks] == [500, 500, 234]
+    assert [c.filtered_out for c in chunks] == [50, 50, 23]
+    items = [i for c in chunks for i in c.items]
+    kept = [n for n in range(1, 1235) if n % 10]
+    assert [i.id for i in items] == [f"p-{n:03d}" for n in kept]
+    assert [i.seq for i in items] == list(range(len(kept)))
+    unit = {"csv": "row", "jsonl": "line", "parquet": "row"}[fmt]
+    assert items[-1].location == f"posts.{fmt} {unit} 1234"
+    if fmt == "parquet":
+        return
+    # a damaged row 1,099: the first two chunks arrive, the error names it at the third
+    if fmt == "jsonl":
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines.insert(1098, '{"id": "broken", "title": \n')
+        path.write_text("".join(lines), encoding="utf-8")
+    else:  # a body holds line breaks inside its quotes: rows are not lines
+        pd.DataFrame(rows[:1098], columns=BLOG_COLUMNS).to_csv(path, index=False)
+        with path.open("a", encoding="utf-8") as out:
+            out.write("p-x" + "," * 30 + "\n")  # 31 fields where the header has 14
+        pd.DataFrame(rows[1098:], columns=BLOG_COLUMNS).to_csv(
+            path, index=False, header=False, mode="a"
+        )
+    got = []
+    with pytest.raises(SourceError) as raised:
+        for chunk in FileSource(path=str(path)).iter_chunks(BLOG, chunk_size=500):
+            got.append(chunk.total_rows)
+    assert got == [500, 500]
+    said = str(raised.value)
+    assert ("line 1099" if fmt == "jsonl" else "row 1099 (line") in said, said
+    assert fmt == "jsonl" or "has 31 fields where the header has 14" in said, said
