@@ -216,6 +216,18 @@ class _Watcher:
                     elif (row.get("message") or "").startswith("publish_failures="):
                         self.publish_failures += int(row["message"].split("=")[1])
                     continue
+                if state is not None and (state.is_cancelled() or state.is_cancelling()):
+                    # a person cancelled it (the UI, `prefect flow-run cancel`): never started
+                    # again behind their back; the shards are one run, so all of them stop
+                    self.ended[shard] = "cancelled"
+                    if not self.abort_reason:
+                        self._abort(
+                            f"shard {shard + 1}/{self.n} was cancelled in Prefect (flow run "
+                            f"{self.flow_runs[shard].id}); the other shards stop after their "
+                            "current chunk and the unwritten items stay pending. Fix: run the "
+                            "same full run again to write them"
+                        )
+                    continue
                 final = state is not None and state.is_final()
                 running = state is not None and state.is_running() and bool(row)
                 if running:  # a shard's silence counts from when it was first seen running

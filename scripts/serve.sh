@@ -2,7 +2,9 @@
 # The local stack: a Prefect server (SQLite, under .serve/), the `batchgate` process work pool,
 # the connector blocks registered, every deployment of prefect.yaml, and a worker.
 # `make serve` runs this; `make stop` (scripts/stop.sh) stops what it started.
-# PORT (default 4200) picks the port; BIN the folder holding prefect (default .venv/bin).
+# PORT (default 4200) picks the port, HOST the address it listens on (default 127.0.0.1, this
+# machine only; 0.0.0.0 for workers on other machines); BIN the folder holding prefect (default
+# .venv/bin).
 # Notifications (deployments/automations.py): NOTIFY_URL, a webhook the automations post to, or
 # NOTIFY_BLOCK, a notification block saved in Prefect (TYPE-SLUG/NAME, e.g. slack-webhook/alerts).
 # DB=postgres puts the server's database on the local PostgreSQL (PG_URL, default
@@ -13,12 +15,13 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 bin=${BIN:-$root/.venv/bin}
 port=${PORT:-4200}
+host=${HOST:-127.0.0.1}  # HOST=0.0.0.0: workers on other machines can reach the server
 state=${SERVE_DIR:-$root/.serve}
 mkdir -p "$state"
 
 export PREFECT_HOME="$state/prefect-home"
 export PREFECT_API_URL="http://127.0.0.1:$port/api"
-export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$port
+export PREFECT_SERVER_API_HOST=$host PREFECT_SERVER_API_PORT=$port
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_WORKER_QUERY_SECONDS=${PREFECT_WORKER_QUERY_SECONDS:-2}
 # a request the server answers 503 (its database busy) is logged in server.log with its cause
 export PREFECT_SERVER_LOG_RETRYABLE_ERRORS=${PREFECT_SERVER_LOG_RETRYABLE_ERRORS:-true}
@@ -54,7 +57,7 @@ elif [ "${DB:-sqlite}" != sqlite ]; then
 fi
 
 if ! curl -fs --max-time 5 "$PREFECT_API_URL/health" > /dev/null 2>&1; then
-  nohup "$bin/prefect" server start --host 127.0.0.1 --port "$port" > "$state/server.log" 2>&1 &
+  nohup "$bin/prefect" server start --host "$host" --port "$port" > "$state/server.log" 2>&1 &
   echo $! > "$state/server.pid"
   for _ in $(seq 1 120); do
     curl -fs --max-time 5 "$PREFECT_API_URL/health" > /dev/null 2>&1 && break

@@ -344,7 +344,7 @@ def test_4_shards_into_webflow_keep_one_shared_rate_with_no_429(
 def test_a_worker_killed_half_way_loses_nothing(
     stack: Stack, pg_schema_url: str, tmp_path: Path
 ) -> None:
-    """SIGKILL to a worker and the shard runs it was running, half-way: the parent starts those
+    """SIGKILL to a worker and the shard runs it was running, a third of the way: the parent starts those
     shards again on the other worker, they resume from the ledger, and every item is written
     exactly once (the destination and the ledger), the report counting all of them."""
     from tests.fakes.webflow_server import Faults, WebflowServer
@@ -429,8 +429,60 @@ def test_one_breaker_across_the_shards_aborts_them_all(
         states = conn.execute(sa.text("SELECT shard, state FROM batchgate_shard_control "
                                       "WHERE run_id = :r ORDER BY shard"),
                               {"r": result["run_id"]}).all()  # fmt: skip
+        # one dead-letter queue: every failed item of every shard, in the run's queue
+        dead = conn.execute(sa.text(
+            "SELECT i.seq FROM batchgate_dlq d JOIN batchgate_items i "
+            "ON i.run_id = d.run_id AND i.item_id = d.item_id WHERE d.run_id = :r"),
+            {"r": result["run_id"]}).scalars().all()  # fmt: skip
     engine.dispose()
     assert states[0] == (-1, "aborted") and len(states) == SHARDS + 1, states
+    assert len(dead) == result["failed"] and {seq % SHARDS for seq in dead} == set(range(SHARDS))
+
+
+def _running_shard_runs(stack: Stack) -> list[dict[str, Any]]:
+    query = {"flow_runs": {"name": {"like_": "-shard-"}, "state": {"type": {"any_": ["RUNNING"]}}}}
+    return list(httpx.post(f"{stack.api}/flow_runs/filter", json=query).json())
+
+
+def test_a_shard_cancelled_in_prefect_is_never_started_again_and_the_run_stops(
+    stack: Stack, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """A person cancels one shard's flow run (the UI's Cancel): the parent does not start it
+    again behind their back (a crashed or silent shard it would); it stops the whole run, names
+    the shard, and leaves the unwritten items pending, each written item written once."""
+    from tests.fakes.webflow_server import WebflowServer
+
+    count = 240  # 24 s at the fake's 10 requests a second
+    with WebflowServer(token=TOKEN) as server:
+        job = _job(tmp_path, count, _webflow(server, 1), pg_schema_url, items_per_chunk=10)
+        parent = _full(stack, job)
+        engine = sa.create_engine(pg_schema_url)
+        deadline = time.monotonic() + 180
+        while len(running := _running_shard_runs(stack)) < SHARDS or _succeeded(engine) < 40:
+            assert parent.poll() is None, (job.parent / "full.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"shards never all ran: {running}"
+            time.sleep(0.3)
+        engine.dispose()
+        (victim,) = [r for r in running if f"-shard-2-of-{SHARDS}" in r["name"]]
+        cancel = {"state": {"type": "CANCELLING", "name": "Cancelling"}}
+        assert httpx.post(f"{stack.api}/flow_runs/{victim['id']}/set_state", json=cancel).is_success
+        code = parent.wait(300)
+        slugs = Counter(server.state.slugs())
+    said = (job.parent / "full.log").read_text()
+    result = json.loads((job.parent / "full.json").read_text())
+    assert code == 4, said[-3000:]
+    assert result["status"] == "aborted", result
+    assert (
+        f"shard 2/{SHARDS} was cancelled in Prefect (flow run {victim['id']})" in result["reason"]
+    )
+    assert "starting it again" not in said, said[-3000:]
+    attempts = httpx.post(f"{stack.api}/flow_runs/filter", json={
+        "flow_runs": {"name": {"like_": f"{result['run_id']}-shard-"}}}).json()  # fmt: skip
+    assert len(attempts) == SHARDS and not [r for r in attempts if "attempt" in r["name"]]
+    assert "(attempt 1, cancelled)" in said
+    assert result["pending"] > 0, result
+    assert result["succeeded"] + result["failed"] + result["pending"] == count, result
+    assert set(slugs.values()) == {1} and len(slugs) >= result["succeeded"], slugs.most_common(3)
 
 
 # --- one clock: the ledger database's ----------------------------------------------------------
