@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -287,6 +288,13 @@ def test_20000_items_in_4_shards_into_postgresql(
     progress = [a for a in artifacts if a["type"] == "progress"
                 and a["flow_run_id"] == table["flow_run_id"]]  # fmt: skip
     assert progress and progress[0]["data"] == 100.0, progress
+    # the shard runs are the parent's subflow runs (run_deployment links them)
+    shard_runs = httpx.post(f"{stack.api}/flow_runs/filter", json={
+        "flow_runs": {"name": {"like_": f"{result['run_id']}-shard-"}}}).json()  # fmt: skip
+    assert len(shard_runs) == SHARDS
+    for shard_run in shard_runs:
+        link = httpx.get(f"{stack.api}/task_runs/{shard_run['parent_task_run_id']}").json()
+        assert link["flow_run_id"] == table["flow_run_id"], (shard_run["name"], link)
     engine = sa.create_engine(pg_schema_url)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT count(*), count(DISTINCT source_id) FROM posts")).one()
@@ -400,6 +408,27 @@ def test_a_sqlite_ledger_is_refused_for_shards_unless_every_worker_is_on_this_ho
         parse_job({**base, "batch": {"shards": 4, "shards_on_this_host": True}})
     )
     refuse_unreachable_ledger(parse_job({**base, "ledger": {"url": "postgresql://u@h/db"}}))
+
+
+def test_a_sharded_run_on_a_sqlite_ledger_is_refused_before_any_shard_or_write(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """End to end: `batchgate full` with shards: 4 and a SQLite ledger stops at once with the
+    fix in one line, no traceback, starting no shard and writing nothing."""
+    cms, ledger = tmp_path / "cms.db", tmp_path / "ledger.db"
+    job = _job(tmp_path, 20, {"type": "sql", "url": f"sqlite:///{cms}"}, f"sqlite:///{ledger}")
+    code = _full(stack, job).wait(120)
+    said = (job.parent / "full.log").read_text()
+    assert code == 1 and "Traceback" not in said, said[-3000:]
+    assert "batch.shards is 4, but the ledger is SQLite" in said, said[-3000:]
+    assert "set batch.shards_on_this_host: true" in said
+    shard_runs = httpx.post(f"{stack.api}/flow_runs/filter", json={
+        "flow_runs": {"name": {"like_": "-shard-"}, "state": {"type": {"any_": ["SCHEDULED",
+        "PENDING", "RUNNING"]}}}}).json()  # fmt: skip
+    assert shard_runs == []
+    if cms.exists():
+        with sqlite3.connect(cms) as conn:
+            assert not conn.execute("SELECT name FROM sqlite_master WHERE name='posts'").fetchall()
 
 
 def test_one_breaker_across_the_shards_aborts_them_all(
