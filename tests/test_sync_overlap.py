@@ -113,7 +113,12 @@ def test_two_syncs_started_together_one_writes_one_is_cancelled_and_a_manual_syn
     monkeypatch.setenv("WEBFLOW_TOKEN", token)
     env = prefect_env(prefect_api, WEBFLOW_TOKEN=token, BATCHGATE_HOME=str(ROOT),
                       PREFECT_WORKER_QUERY_SECONDS="1")  # fmt: skip
-    with WebflowServer(token=token, faults=Faults(latency=(0.05, 0.1))) as server:
+    # the deployment's sync writes slowly until the manual sync has said it waits for the hold:
+    # on a loaded machine the manual one's start-up alone could outlast the whole sync
+    slow = tmp_path / "writes-slow"
+    slow.touch()
+    faults = Faults(latency=(0.05, 0.1), slow_while=str(slow), slow_while_s=3.0)
+    with WebflowServer(token=token, faults=faults) as server:
         params = {"job": job_dict(tmp_path, server, token), "overlap_s": 0}
         with get_client(sync_client=True) as client:  # two runs at once, as two schedules would
             runs = [client.create_flow_run_from_deployment(deployment.id, parameters=params)
@@ -127,6 +132,9 @@ def test_two_syncs_started_together_one_writes_one_is_cancelled_and_a_manual_syn
             job_file = tmp_path / "job.yaml"
             job_file.write_text(_yaml(job_dict(tmp_path, server, "${WEBFLOW_TOKEN}")))
             manual = spawn([str(BIN / "batchgate"), "sync", "--job", str(job_file)], env, tmp_path)
+            wait_until(lambda: "waiting for the destination" in output(manual)
+                       or manual.poll() is not None, 180, "the manual sync waits")  # fmt: skip
+            slow.unlink()
             assert manual.wait(180) == 0, output(manual)[-3000:]
             states = wait_until(lambda: _final_states(runs), 120, "both deployment runs end")
         finally:

@@ -79,6 +79,10 @@ class Faults:
     slow_seconds: float = 0.0
     drop_rate: float = 0.0  # close the connection with no answer; the write is applied first
     latency: tuple[float, float] = (0.0, 0.0)  # every answer waits uniform(lo, hi) seconds
+    # while this file exists every write waits slow_while_s (under a client's timeout), so a
+    # test can keep a writer busy until something else has happened, then let it go on
+    slow_while: str | None = None
+    slow_while_s: float = 3.0
     publish_errors: int = 0  # the first N publish requests answer 500 (nothing is published)
     seed: int = 7
 
@@ -170,6 +174,9 @@ class _Handler(JsonHandler):
         low, high = state.faults.latency
         if high > 0:
             time.sleep(random.uniform(low, high))
+        gate = state.faults.slow_while
+        if gate and method in ("POST", "PATCH", "PUT", "DELETE") and os.path.exists(gate):
+            time.sleep(state.faults.slow_while_s)
         if not allowed:
             self._send(429, {"message": "Too Many Requests", "code": "too_many_requests",
                              "externalReference": None, "details": []}, method,
