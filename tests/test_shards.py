@@ -468,6 +468,38 @@ def test_one_breaker_across_the_shards_aborts_them_all(
     assert len(dead) == result["failed"] and {seq % SHARDS for seq in dead} == set(range(SHARDS))
 
 
+def test_one_breaker_pauses_every_shard_and_one_threshold_judges_the_whole_run(
+    stack: Stack, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """Refusals in one shard only (the first 15 of its 60 items): the parent's breaker, judging
+    every shard's items together, pauses every shard (each stops after its current chunk and
+    all resume together: a stretch with no write from any shard); the success threshold is
+    applied once, to the run's counts: 225/240 = 93.75% meets 90%, so the run ends
+    partial-success (exit 3), although that shard alone (45/60 = 75%) would not."""
+    from tests.fakes.webflow_server import Faults, WebflowServer
+
+    count, pause = 240, 8.0
+    refused = {f"post-{n}" for n in range(1, count + 1) if n % SHARDS == 1 and n <= 60}
+    with WebflowServer(token=TOKEN, faults=Faults(bad_request_slugs=refused)) as server:
+        job = _job(tmp_path, count, _webflow(server, 1), pg_schema_url, items_per_chunk=10,
+                   writes_in_flight=1, retries=0, pause_at=0.2, pause_seconds=pause,
+                   abort_at=0.9, success_threshold=90)  # fmt: skip
+        code = _full(stack, job).wait(300)
+        writes = sorted(r[0] for r in _writes(server))
+    said = (job.parent / "full.log").read_text()
+    result = json.loads((job.parent / "full.json").read_text())
+    assert code == 3, said[-3000:]
+    assert (result["status"], result["succeeded"], result["failed"]) == (
+        "partial-success", count - len(refused), len(refused)), result  # fmt: skip
+    assert f"pausing every shard for {pause:g} seconds" in said, said[-3000:]
+    # a pause holds a shard's next chunk, as in a one-process run (the chunks in flight finish):
+    # with one chunk in flight, each shard stops after it. The four shards write 10 requests a
+    # second between them, so a chunk of 10 takes a shard about 4 s: the last one stops at most
+    # 4 s into the pause, and none writes again until the pause ends
+    gaps = [later - earlier for earlier, later in zip(writes, writes[1:], strict=False)]
+    assert max(gaps) >= pause - 4.0, sorted(gaps)[-5:]
+
+
 def _running_shard_runs(stack: Stack) -> list[dict[str, Any]]:
     query = {"flow_runs": {"name": {"like_": "-shard-"}, "state": {"type": {"any_": ["RUNNING"]}}}}
     return list(httpx.post(f"{stack.api}/flow_runs/filter", json=query).json())
