@@ -420,6 +420,11 @@ def test_serve_put_the_server_on_postgresql_with_two_workers_and_stop_stops_them
     pids = {name: int((state / f"{name}.pid").read_text())
             for name in ("worker-1", "worker-2", "server")}  # fmt: skip
     assert all(_alive(pid) for pid in pids.values()), pids
+    # with no HOST, the server listens on 127.0.0.1 only
+    port = int(stack.ui.rpartition(":")[2])
+    listening = {line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[3] == "0A"}  # fmt: skip
+    assert f"0100007F:{port:04X}" in listening and f"00000000:{port:04X}" not in listening
     polling = httpx.post(f"{stack.api}/work_pools/batchgate/workers/filter", json={}).json()
     assert {"batchgate-local", "batchgate-local-2"} <= {w["name"] for w in polling}
     stopped = subprocess.run([str(stack.home / "scripts" / "stop.sh")], capture_output=True,
