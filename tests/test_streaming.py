@@ -120,6 +120,21 @@ def test_dry_run_json_lists_every_blocked_item_and_the_text_the_first_20_per_rul
     assert "p-02700" in report and "id 'p-01200' is also used" in report  # other rules: all shown
     ledger = open_ledger(load_job(posts).ledger)
     assert ledger.status_counts(summary["run_id"]).get("blocked") == blocked
+    # the Prefect artifacts stay readable too: the report's first 20 per rule, the table capped
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = {key: [a for a in client.read_artifacts(
+                     artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+                     if a.description and summary["run_id"] in a.description]
+                 for key in ("dry-run-report", "dry-run-items")}  # fmt: skip
+    (markdown,), (table,) = found["dry-run-report"], found["dry-run-items"]
+    text = str(markdown.data).replace("\\", "")  # Markdown escapes: category\_allowed
+    assert "… and 25 more category_allowed problems (45 in all" in text, text[-1500:]
+    assert shown[19] in str(markdown.data) and shown[20] not in str(markdown.data)
+    rows = table.data if isinstance(table.data, list) else json.loads(str(table.data))
+    assert sum(r["rule"] == "category_allowed" for r in rows) == 20, len(rows)
 
 
 def test_a_full_run_from_a_plan_reads_it_in_slices_and_writes_every_item_once(
