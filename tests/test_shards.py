@@ -305,6 +305,47 @@ def test_20000_items_in_4_shards_into_postgresql(
     )
 
 
+_PLANNED_THEN_SHARDED = """
+import json, sys
+from pathlib import Path
+from batchgate.config import load_job
+from flows.dry_run import dry_run
+from flows.full import full
+
+job = load_job(Path("job.yaml"))
+planned = dry_run(job)
+Path("posts.csv").unlink()  # the shards must write the frozen plan, never read the source
+full(job, plan_id=planned["run_id"], json_path="full.json")
+print("plan", planned["run_id"])
+"""
+
+
+def test_shards_write_the_dry_runs_frozen_plan_with_the_source_gone(
+    stack: Stack, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """The full run given a dry-run's plan (as the pipeline gives it after the approval) shards
+    that plan: with the source file deleted after the dry-run, every planned item is still
+    written once, from the data the dry-run froze in the ledger."""
+    count = 2000
+    job = _job(tmp_path, count, {"type": "sql", "url": pg_schema_url}, pg_schema_url)
+    done = subprocess.run([sys.executable, "-c", _PLANNED_THEN_SHARDED], cwd=job.parent,
+                          env=stack.env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    said = done.stdout + done.stderr
+    assert done.returncode == 0 and "plan " in done.stdout, said[-4000:]
+    assert not (tmp_path / "posts.csv").exists()
+    result = json.loads((tmp_path / "full.json").read_text())
+    assert result["status"] == "complete" and result["succeeded"] == count, result
+    assert result["shards"] == SHARDS
+    _exactly_once(pg_schema_url, result["run_id"], count)
+    engine = sa.create_engine(pg_schema_url)
+    with engine.connect() as conn:
+        titles = conn.execute(
+            sa.text("SELECT count(DISTINCT source_id), min(title) FROM posts")
+        ).one()
+    engine.dispose()
+    assert tuple(titles) == (count, "Post number 1"), titles
+
+
 WEBFLOW_RATE = 600  # requests per minute: the fake allows 10 a second
 
 
@@ -349,7 +390,7 @@ def test_4_shards_into_webflow_keep_one_shared_rate_with_no_429(
     )
 
 
-def test_a_worker_killed_half_way_loses_nothing(
+def test_a_worker_killed_part_way_loses_nothing(
     stack: Stack, pg_schema_url: str, tmp_path: Path
 ) -> None:
     """SIGKILL to a worker and the shard runs it was running, a third of the way: the parent starts those
