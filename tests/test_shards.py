@@ -541,6 +541,40 @@ def test_one_breaker_pauses_every_shard_and_one_threshold_judges_the_whole_run(
     assert max(gaps) >= pause - 4.0, sorted(gaps)[-5:]
 
 
+def test_a_shard_that_crashes_every_time_is_given_up_after_3_attempts_its_items_pending(
+    stack: Stack, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """Shard runs that can never start (their deployment's entrypoint is missing on the worker,
+    as after a bad deploy) end Crashed or Failed: the parent starts each again, at most 3
+    attempts, then gives up, naming the shards; every item stays pending, none is lost."""
+    from prefect.client.orchestration import get_client
+
+    env = stack.env()
+    with get_client(sync_client=True, httpx_settings={"base_url": stack.api}) as client:
+        shard = client.read_deployment_by_name("full-shard/full-shard")
+        client.create_deployment(flow_id=shard.flow_id, name="missing-code",
+                                 entrypoint="flows/no_such_module.py:full_shard",
+                                 work_pool_name=stack.pool, path=shard.path,
+                                 pull_steps=shard.pull_steps, job_variables=shard.job_variables)  # fmt: skip
+    count = 40
+    job = _job(tmp_path, count, {"type": "sql", "url": pg_schema_url}, pg_schema_url)
+    log = (job.parent / "full.log").open("w")
+    code = subprocess.Popen(
+        [str(BIN / "batchgate"), "full", "--job", str(job), "--json", str(job.parent / "full.json")],
+        cwd=job.parent, env={**env, "BATCHGATE_SHARD_DEPLOYMENT": "full-shard/missing-code"},
+        stdout=log, stderr=subprocess.STDOUT, text=True,
+    ).wait(400)  # fmt: skip
+    said = (job.parent / "full.log").read_text()
+    result = json.loads((job.parent / "full.json").read_text())
+    assert code == 4, said[-3000:]
+    assert "could not finish after 3 attempts; their items stay pending" in result["reason"]
+    assert "shards [1, 2, 3, 4]" in result["reason"], result["reason"]
+    assert (result["succeeded"], result["failed"], result["pending"]) == (0, 0, count), result
+    runs = httpx.post(f"{stack.api}/flow_runs/filter", json={
+        "flow_runs": {"name": {"like_": f"{result['run_id']}-shard-"}}}).json()  # fmt: skip
+    assert len(runs) == 3 * SHARDS, sorted(r["name"] for r in runs)
+
+
 def _running_shard_runs(stack: Stack) -> list[dict[str, Any]]:
     query = {"flow_runs": {"name": {"like_": "-shard-"}, "state": {"type": {"any_": ["RUNNING"]}}}}
     return list(httpx.post(f"{stack.api}/flow_runs/filter", json=query).json())
