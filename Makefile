@@ -21,13 +21,14 @@ demo: setup
 	@yes=$(if $(YES),--yes,); [ -t 0 ] || yes=--yes; \
 	  $(BIN)/batchgate pipeline --job examples/blog/job.yaml --allow-blocked $$yes
 
-# The test files run side by side, one process per core (TEST_WORKERS=0: one process); a file's
+# The test files run side by side, one process per core, at most 4 (each starts Prefect servers
+# and PostgreSQL connections of its own; TEST_WORKERS=0: one process); a file's
 # tests stay together, in one process, since several share a stack started for the file.
 TEST_WORKERS ?= auto
 test: setup
 	./scripts/ensure-postgres.sh
 	./scripts/ensure-browser.sh
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check batchgate blocks tasks flows deployments tests benchmarks examples

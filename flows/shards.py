@@ -216,23 +216,28 @@ class _Watcher:
                     elif (row.get("message") or "").startswith("publish_failures="):
                         self.publish_failures += int(row["message"].split("=")[1])
                     continue
-                if state is not None and (state.is_cancelled() or state.is_cancelling()):
-                    # a person cancelled it (the UI, `prefect flow-run cancel`): never started
-                    # again behind their back; the shards are one run, so all of them stop
-                    self.ended[shard] = "cancelled"
-                    if not self.abort_reason:
-                        self._abort(
-                            f"shard {shard + 1}/{self.n} was cancelled in Prefect (flow run "
-                            f"{self.flow_runs[shard].id}); the other shards stop after their "
-                            "current chunk and the unwritten items stay pending. Fix: run the "
-                            "same full run again to write them"
-                        )
-                    continue
                 final = state is not None and state.is_final()
-                running = state is not None and state.is_running() and bool(row)
+                cancelling = state is not None and (state.is_cancelled() or state.is_cancelling())
+                running = state is not None and (state.is_running() or cancelling) and bool(row)
                 if running:  # a shard's silence counts from when it was first seen running
                     self.running_since.setdefault(shard, row["now"])
                 silent = running and silent_for(row, self.running_since[shard]) > STALE_S
+                if cancelling:
+                    # cancelled in Prefect (the UI, `prefect flow-run cancel`, or with the
+                    # parent): never started again behind anyone's back; the shards are one run,
+                    # so all of them stop. It counts as ended only once it is Cancelled (or
+                    # silent): until then its process may still be writing under the run's hold
+                    if not self.abort_reason:
+                        why = f": {state.message}" if state.message else ""
+                        self._abort(
+                            f"shard {shard + 1}/{self.n} was cancelled in Prefect (flow run "
+                            f"{self.flow_runs[shard].id}{why}); the other shards stop after their "
+                            "current chunk and the unwritten items stay pending. Fix: run the "
+                            "same full run again to write them"
+                        )
+                    if final or silent:
+                        self.ended[shard] = "cancelled"
+                    continue
                 if final or silent:
                     self._lost(client, shard, state, "went silent" if silent else state.type.value)
 

@@ -2,9 +2,9 @@
 # The local stack: a Prefect server (SQLite, under .serve/), the `batchgate` process work pool,
 # the connector blocks registered, every deployment of prefect.yaml, and a worker.
 # `make serve` runs this; `make stop` (scripts/stop.sh) stops what it started.
-# PORT (default 4200) picks the port, HOST the address it listens on (default 127.0.0.1, this
-# machine only; 0.0.0.0 for workers on other machines); BIN the folder holding prefect (default
-# .venv/bin).
+# PORT (default 4200) picks the port, SERVE_HOST the address it listens on (default 127.0.0.1,
+# this machine only; 0.0.0.0 for workers on other machines); BIN the folder holding prefect
+# (default .venv/bin).
 # Notifications (deployments/automations.py): NOTIFY_URL, a webhook the automations post to, or
 # NOTIFY_BLOCK, a notification block saved in Prefect (TYPE-SLUG/NAME, e.g. slack-webhook/alerts).
 # DB=postgres puts the server's database on the local PostgreSQL (PG_URL, default
@@ -15,12 +15,19 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 bin=${BIN:-$root/.venv/bin}
 port=${PORT:-4200}
-host=${HOST:-127.0.0.1}  # HOST=0.0.0.0: workers on other machines can reach the server
+host=${SERVE_HOST:-127.0.0.1}  # SERVE_HOST=0.0.0.0: workers on other machines can reach it
+# this machine's own calls (health check, deploy, workers) go to an address the server answers on
+case "$host" in
+  0.0.0.0) local_host=127.0.0.1 ;;
+  ::) local_host='[::1]' ;;
+  *:*) local_host="[$host]" ;;
+  *) local_host=$host ;;
+esac
 state=${SERVE_DIR:-$root/.serve}
 mkdir -p "$state"
 
 export PREFECT_HOME="$state/prefect-home"
-export PREFECT_API_URL="http://127.0.0.1:$port/api"
+export PREFECT_API_URL="http://$local_host:$port/api"
 export PREFECT_SERVER_API_HOST=$host PREFECT_SERVER_API_PORT=$port
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_WORKER_QUERY_SECONDS=${PREFECT_WORKER_QUERY_SECONDS:-2}
 # a request the server answers 503 (its database busy) is logged in server.log with its cause
@@ -96,5 +103,5 @@ for n in $(seq 1 "$workers"); do
   fi
 done
 database=SQLite; [ "${DB:-sqlite}" = postgres ] && database="PostgreSQL ($db)"
-echo "Prefect UI: http://127.0.0.1:$port  (database: $database; deployments: $(grep -c '^  - name:' prefect.yaml); workers: $workers, logs: $state/worker-<n>.log)"
+echo "Prefect UI: http://$local_host:$port  (database: $database; deployments: $(grep -c '^  - name:' prefect.yaml); workers: $workers, logs: $state/worker-<n>.log)"
 echo "Use it from this shell: export PREFECT_API_URL=$PREFECT_API_URL"

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,8 @@ def stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     database = f"prefect_shards_{os.getpid()}"
     admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
+    with admin.connect() as conn:  # one a killed run left under the same pid is dropped first
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
     home = tmp_path_factory.mktemp("shards-prefect")
     pg = sa.engine.make_url(postgres_url).set(drivername="postgresql+asyncpg", database=database)
@@ -575,8 +577,9 @@ def test_a_shard_that_crashes_every_time_is_given_up_after_3_attempts_its_items_
     assert len(runs) == 3 * SHARDS, sorted(r["name"] for r in runs)
 
 
-def _running_shard_runs(stack: Stack) -> list[dict[str, Any]]:
-    query = {"flow_runs": {"name": {"like_": "-shard-"}, "state": {"type": {"any_": ["RUNNING"]}}}}
+def _running_shard_runs(stack: Stack, since: str) -> list[dict[str, Any]]:
+    query = {"flow_runs": {"name": {"like_": "-shard-"}, "state": {"type": {"any_": ["RUNNING"]}},
+                           "start_time": {"after_": since}}}  # fmt: skip
     return list(httpx.post(f"{stack.api}/flow_runs/filter", json=query).json())
 
 
@@ -591,10 +594,11 @@ def test_a_shard_cancelled_in_prefect_is_never_started_again_and_the_run_stops(
     count = 240  # 24 s at the fake's 10 requests a second
     with WebflowServer(token=TOKEN) as server:
         job = _job(tmp_path, count, _webflow(server, 1), pg_schema_url, items_per_chunk=10)
+        since = datetime.now(UTC).isoformat()  # this run's shards only
         parent = _full(stack, job)
         engine = sa.create_engine(pg_schema_url)
         deadline = time.monotonic() + 180
-        while len(running := _running_shard_runs(stack)) < SHARDS or _succeeded(engine) < 40:
+        while len(running := _running_shard_runs(stack, since)) < SHARDS or _succeeded(engine) < 40:
             assert parent.poll() is None, (job.parent / "full.log").read_text()[-3000:]
             assert time.monotonic() < deadline, f"shards never all ran: {running}"
             time.sleep(0.3)
@@ -603,14 +607,20 @@ def test_a_shard_cancelled_in_prefect_is_never_started_again_and_the_run_stops(
         cancel = {"state": {"type": "CANCELLING", "name": "Cancelling"}}
         assert httpx.post(f"{stack.api}/flow_runs/{victim['id']}/set_state", json=cancel).is_success
         code = parent.wait(300)
+        # the parent ended only once no shard could write: the cancelled one Cancelled, or silent
+        # past its lease (then it sends nothing more); no write reaches the fake afterwards
+        writes_at_end = len(_writes(server))
+        time.sleep(3)
+        late = len(_writes(server)) - writes_at_end
         slugs = Counter(server.state.slugs())
+    assert late == 0, f"{late} writes after the parent ended"
     said = (job.parent / "full.log").read_text()
     result = json.loads((job.parent / "full.json").read_text())
     assert code == 4, said[-3000:]
     assert result["status"] == "aborted", result
-    assert (
-        f"shard 2/{SHARDS} was cancelled in Prefect (flow run {victim['id']})" in result["reason"]
-    )
+    assert f"shard 2/{SHARDS} was cancelled in Prefect (flow run {victim['id']}" in result["reason"]
+    cancelled = httpx.get(f"{stack.api}/flow_runs/{victim['id']}").json()["state"]["type"]
+    assert cancelled in ("CANCELLING", "CANCELLED"), cancelled
     assert "starting it again" not in said, said[-3000:]
     attempts = httpx.post(f"{stack.api}/flow_runs/filter", json={
         "flow_runs": {"name": {"like_": f"{result['run_id']}-shard-"}}}).json()  # fmt: skip

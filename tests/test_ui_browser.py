@@ -116,6 +116,9 @@ def stack(
         pytest.skip(f"{CHROMIUM} is not installed")
     pg = sa.engine.make_url(postgres_url)
     database = f"prefect_ui_{os.getpid()}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:  # one a killed run left under the same pid is dropped first
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
     home = tmp_path_factory.mktemp("stack") / "batchgate"
     shutil.copytree(ROOT, home, ignore=SKIP)
     # serve.sh starts `prefect server start`, which cannot bind port 0 and report the port it got:
@@ -131,6 +134,7 @@ def stack(
                # here (tests/test_notifications.py checks what they deliver)
                "NOTIFY_URL": hook}  # fmt: skip
         env.pop("NOTIFY_BLOCK", None)
+        env.pop("SERVE_HOST", None)
         env.pop("PREFECT_API_URL", None)
         served = subprocess.run([str(home / "scripts" / "serve.sh")], env=env,
                                 capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -142,7 +146,6 @@ def stack(
         yield Stack(home, port, database)
     finally:
         subprocess.run([str(home / "scripts" / "stop.sh")], env=env, timeout=60)
-        admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()
@@ -420,7 +423,7 @@ def test_serve_put_the_server_on_postgresql_with_two_workers_and_stop_stops_them
     pids = {name: int((state / f"{name}.pid").read_text())
             for name in ("worker-1", "worker-2", "server")}  # fmt: skip
     assert all(_alive(pid) for pid in pids.values()), pids
-    # with no HOST, the server listens on 127.0.0.1 only
+    # with no SERVE_HOST, the server listens on 127.0.0.1 only
     port = int(stack.ui.rpartition(":")[2])
     listening = {line.split()[1] for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
                  if line.split()[3] == "0A"}  # fmt: skip
