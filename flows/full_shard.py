@@ -70,6 +70,14 @@ def full_shard(
     ledger = open_ledger(job.ledger)
     if not heartbeat(ledger, run_id, shard, attempt):
         return _superseded(logger, run_id, shard, attempt)
+    stopped = run_state(ledger, run_id)
+    if stopped["state"] == "aborted":  # the run stopped while this shard waited for a worker
+        logger.warning("Shard %d/%d of %s (attempt %d): the run was stopped before it began (%s); "
+                       "nothing sent, its items stay pending", shard + 1, shards, run_id, attempt,
+                       stopped["message"])  # fmt: skip
+        heartbeat(ledger, run_id, shard, attempt, state="aborted")
+        return {"run_id": run_id, "shard": shard, "attempt": attempt, "items": 0, "settled": 0,
+                "state": "aborted", "reason": stopped["message"]}  # fmt: skip
     try:
         destination = destination_for(job)
         share_rate(ledger, destination)  # every request of the shard, its first reads included
@@ -83,14 +91,6 @@ def full_shard(
         _set_message(ledger, run_id, shard, str(exc))
         logger.error(str(exc))
         return Failed(message=f"shard {shard}: {exc}")
-    stopped = run_state(ledger, run_id)
-    if stopped["state"] == "aborted":  # the run stopped while this shard waited for a worker
-        logger.warning("Shard %d/%d of %s (attempt %d): the run was stopped before it began (%s); "
-                       "its items stay pending", shard + 1, shards, run_id, attempt,
-                       stopped["message"])  # fmt: skip
-        heartbeat(ledger, run_id, shard, attempt, state="aborted")
-        return {"run_id": run_id, "shard": shard, "attempt": attempt, "items": 0, "settled": 0,
-                "state": "aborted", "reason": stopped["message"]}  # fmt: skip
     hold = ParentHold(ledger, destination.key, run_id, shard, attempt)
     ctx = RunContext(run_id, FencedDestination(destination, hold), ledger, draft=draft,
                      retries=job.batch.retries, secrets=secret_values(job))  # fmt: skip

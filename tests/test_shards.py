@@ -228,11 +228,12 @@ def _job(tmp_path: Path, count: int, destination: dict[str, Any], ledger_url: st
     return path
 
 
-def _full(stack: Stack, job: Path) -> subprocess.Popen[str]:
-    log = (job.parent / "full.log").open("w")
-    return subprocess.Popen([str(BIN / "batchgate"), "full", "--job", str(job), "--json",
-                             str(job.parent / "full.json")], cwd=job.parent, env=stack.env(),
-                            stdout=log, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+def _full(stack: Stack, job: Path, **env: str) -> subprocess.Popen[str]:
+    with (job.parent / "full.log").open("w") as log:  # the child keeps its own handle
+        return subprocess.Popen([str(BIN / "batchgate"), "full", "--job", str(job), "--json",
+                                 str(job.parent / "full.json")], cwd=job.parent,
+                                env=stack.env(**env), stdout=log, stderr=subprocess.STDOUT,
+                                text=True)  # fmt: skip
 
 
 def _finished(process: subprocess.Popen[str], job: Path, timeout: float) -> dict[str, Any]:
@@ -395,9 +396,9 @@ def test_4_shards_into_webflow_keep_one_shared_rate_with_no_429(
 def test_a_worker_killed_part_way_loses_nothing(
     stack: Stack, pg_schema_url: str, tmp_path: Path
 ) -> None:
-    """SIGKILL to a worker and the shard runs it was running, a third of the way: the parent starts those
-    shards again on the other worker, they resume from the ledger, and every item is written
-    exactly once (the destination and the ledger), the report counting all of them."""
+    """SIGKILL to a worker and the shard runs it was running, a third of the way: the parent
+    starts those shards again on the other worker, they resume from the ledger, and every item
+    is written exactly once (the destination and the ledger), the report counting all of them."""
     from tests.fakes.webflow_server import Faults, WebflowServer
 
     count = 240
@@ -551,7 +552,6 @@ def test_a_shard_that_crashes_every_time_is_given_up_after_3_attempts_its_items_
     attempts, then gives up, naming the shards; every item stays pending, none is lost."""
     from prefect.client.orchestration import get_client
 
-    env = stack.env()
     with get_client(sync_client=True, httpx_settings={"base_url": stack.api}) as client:
         shard = client.read_deployment_by_name("full-shard/full-shard")
         client.create_deployment(flow_id=shard.flow_id, name="missing-code",
@@ -560,12 +560,7 @@ def test_a_shard_that_crashes_every_time_is_given_up_after_3_attempts_its_items_
                                  pull_steps=shard.pull_steps, job_variables=shard.job_variables)  # fmt: skip
     count = 40
     job = _job(tmp_path, count, {"type": "sql", "url": pg_schema_url}, pg_schema_url)
-    log = (job.parent / "full.log").open("w")
-    code = subprocess.Popen(
-        [str(BIN / "batchgate"), "full", "--job", str(job), "--json", str(job.parent / "full.json")],
-        cwd=job.parent, env={**env, "BATCHGATE_SHARD_DEPLOYMENT": "full-shard/missing-code"},
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-    ).wait(400)  # fmt: skip
+    code = _full(stack, job, BATCHGATE_SHARD_DEPLOYMENT="full-shard/missing-code").wait(400)
     said = (job.parent / "full.log").read_text()
     result = json.loads((job.parent / "full.json").read_text())
     assert code == 4, said[-3000:]
@@ -947,4 +942,50 @@ def test_a_replaced_shard_sends_no_further_group_of_its_chunk(
         rows = conn.execute(sa.text("SELECT count(*), count(DISTINCT source_id) FROM posts")).one()
     engine.dispose()
     assert tuple(rows) == (count, count)
+    ledger.engine.dispose()
+
+
+def test_a_shard_that_begins_after_the_run_stopped_sends_nothing(
+    prefect_api: str, pg_schema_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard run that gets a worker only after the parent aborted the run (its breaker, a
+    cancelled shard) ends at once: no request to the destination, every item of its slice
+    pending, its row aborted, so the parent's count is right."""
+    from prefect import flow
+
+    import flows.full_shard as fs
+    from batchgate.bucket import ensure_tables, set_run_state, shard_rows, start_attempt
+    from batchgate.config import load_job
+    from batchgate.hold import DestinationHold
+    from blocks.sql_destination import SqlDestination
+    from flows.full import _publishes, prepare_run
+    from flows.shards import plan_for_shards
+
+    count = 20
+    monkeypatch.chdir(tmp_path)
+    job = load_job(_job(tmp_path, count, {"type": "sql", "url": pg_schema_url}, pg_schema_url))
+    run_id = f"full-stopped-{uuid.uuid4().hex[:6]}"
+
+    @flow(name="test-shards-parent")
+    def parent() -> str:
+        prepared = prepare_run(job, run_id, "full", None)
+        plan_for_shards(prepared, run_id, not _publishes(prepared.destination), None, "job.yaml")
+        ensure_tables(prepared.ledger)
+        set_run_state(prepared.ledger, run_id, "aborted", message="circuit breaker: 9/10 failed")
+        start_attempt(prepared.ledger, run_id, 0, 1, "flow-1")
+        return prepared.destination.key
+
+    key = parent()
+    sent: list[int] = []
+    for name in ("check", "prepare", "upsert_many"):
+        monkeypatch.setattr(SqlDestination, name, lambda *a, **k: sent.append(1))
+    ledger = Ledger(sa.create_engine(pg_schema_url))
+    raw = job.model_dump(mode="json", exclude_none=True)
+    with DestinationHold(ledger, key, run_id):
+        result = fs.full_shard(job=raw, run_id=run_id, shard=0, shards=1, attempt=1)
+    assert (result["state"], result["items"], result["reason"]) == (
+        "aborted", 0, "circuit breaker: 9/10 failed"), result  # fmt: skip
+    assert not sent, "the shard reached the destination"
+    assert ledger.status_counts(run_id) == {"pending": count}
+    assert shard_rows(ledger, run_id)[0]["state"] == "aborted"
     ledger.engine.dispose()
