@@ -106,10 +106,11 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory, hook: str, postgres_url: str
 ) -> Iterator[Stack]:
     """`DB=postgres WORKERS=2 scripts/serve.sh` on a copy of the project: server, pool, blocks,
-    deployments, two workers. The server is on PostgreSQL, as the README advises beyond light use: on SQLite, Prefect's
-    server answers 503 to a request that finds its database locked (SQLITE_BUSY), and the UI's Run
-    form, unlike Prefect's client, does not retry (CI saw it: "Unknown error while creating flow
-    run"). Its own database is created by serve.sh and dropped afterwards."""
+    deployments, two workers. The server is on PostgreSQL, as the README advises beyond light
+    use: on SQLite, Prefect's server answers 503 to a request that finds its database locked
+    (SQLITE_BUSY), and the UI's Run form, unlike Prefect's client, does not retry (CI saw it:
+    "Unknown error while creating flow run"). Its own database is created by serve.sh and
+    dropped afterwards."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail(f"{CHROMIUM} is missing; scripts/ensure-browser.sh installs it")
