@@ -3,6 +3,10 @@ and (memory) the peak RSS of every process of a sharded full run.
 
     PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python benchmarks/shards.py [--rate 50]
     .venv/bin/python benchmarks/shards.py memory --items 100000
+    .venv/bin/python benchmarks/shards.py workers --items 20000
+
+workers: the memory run below on 1 worker, then on 2, one after the other in one invocation,
+and the ratio of their wall times.
 
 memory: what tests/test_shards.py's `stack` starts (a Prefect server on a PostgreSQL database of
 its own, a process work pool, the full-shard deployment, 2 workers with --limit 2), N posts
@@ -123,7 +127,7 @@ def _report(name: str, rate: float, stamps: list[float], costs: list[float], blo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="?", default="rate", choices=["rate", "memory"])
+    parser.add_argument("which", nargs="?", default="rate", choices=["rate", "memory", "workers"])
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--items", type=int, default=100_000, help="memory: the posts")
@@ -134,6 +138,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.which == "memory":
         bench_memory(args.items, args.shards, args.workers, args.timeout)
+        return
+    if args.which == "workers":  # the same sharded SQL run on 1 worker, then on 2, side by side
+        walls = {n: bench_memory(args.items, args.shards, n, args.timeout) for n in (1, 2)}
+        print(f"\nfigure: shards_{args.items}_workers_1_s {walls[1]:.0f}")
+        print(f"figure: shards_{args.items}_workers_2_s {walls[2]:.0f}")
+        print(f"ratio: 2 workers take {walls[2] / walls[1]:.2f}x the wall time of 1 "
+              f"({walls[1] / walls[2]:.2f}x the speed)")  # fmt: skip
         return
     rate, count = args.rate, int(args.rate * args.seconds / PROCESSES)
     block = max(1, int(rate * 0.5 / 1))  # half a second of the rate, as a shard takes
@@ -435,7 +446,8 @@ def _sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # the finally blocks stop the stack and drop the databases
 
 
-def bench_memory(items: int, shards: int, workers: int, timeout: float) -> None:
+def bench_memory(items: int, shards: int, workers: int, timeout: float) -> float:
+    """The sharded full run's peaks (printed); returns its wall time in seconds."""
     import shutil
     import tempfile
 
@@ -484,6 +496,7 @@ def bench_memory(items: int, shards: int, workers: int, timeout: float) -> None:
         _report_memory(items, peaks, parent.pid, server.pid, stack, flow_runs, times, marks, wall,
                 rusage_kb, result, checked, launched)  # fmt: skip
         failed = False
+        return wall
     finally:
         if failed and parent is not None:
             with contextlib.suppress(OSError):
