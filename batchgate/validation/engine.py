@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import ValidationError
@@ -12,7 +13,8 @@ from batchgate.destinations import DestinationCheck
 from batchgate.errors import ConfigError
 from batchgate.images import ImageProbe
 from batchgate.models import Item, ItemResult
-from batchgate.validation.presets import BUILTIN, PRESETS
+from batchgate.schema import SCHEMAS
+from batchgate.validation.presets import PRESETS, RuleSpec, builtin
 from batchgate.validation.rules import (
     KINDS,
     Context,
@@ -31,10 +33,24 @@ _BUILTIN_KINDS: dict[str, type[Rule]] = {
 }
 
 
-def build_rules(config: ValidationConfig, check: DestinationCheck | None = None) -> list[Rule]:
-    """The preset's rules with the job's overrides applied, the job's added rules, and the
-    destination's required fields."""
+def build_rules(
+    config: ValidationConfig, check: DestinationCheck | None = None, id_field: str = "id"
+) -> list[Rule]:
+    """The builtin rules on the job's id field, the preset's rules with the job's overrides
+    applied, the job's added rules, and the destination's required fields."""
     specs = {spec.name: spec for spec in PRESETS[config.preset]}
+    _check_overrides(config, specs)
+    builtins = builtin(id_field)
+    rules = [_make(_BUILTIN_KINDS[s.kind], s.name, s.field, s.severity, {}, "") for s in builtins]
+    rules += _preset_rules(config, specs)
+    covered = {(s.kind, s.field) for s in builtins}
+    rules += _added_rules(config, {rule.name for rule in rules}, covered)
+    for slug in check.missing_required if check else []:
+        rules.append(UnmappedRequired("destination_required_field", slug, "blocked", Params()))
+    return rules
+
+
+def _check_overrides(config: ValidationConfig, specs: dict[str, RuleSpec]) -> None:
     for name in config.rules:
         if name not in specs:
             known = ", ".join(specs) or "(none)"
@@ -44,7 +60,12 @@ def build_rules(config: ValidationConfig, check: DestinationCheck | None = None)
                 f"validation.rules.{name}: unknown rule; the '{config.preset}' preset has: "
                 f"{known}.{maybe} To add a new rule, list it under validation.add."
             )
-    rules = [_make(_BUILTIN_KINDS[s.kind], s.name, s.field, s.severity, {}, "") for s in BUILTIN]
+
+
+def _preset_rules(config: ValidationConfig, specs: dict[str, RuleSpec]) -> list[Rule]:
+    schema = SCHEMAS.get(config.preset)
+    optional = set(schema.columns) - set(schema.required) if schema else set()
+    rules = []
     for spec in specs.values():
         settings = config.rules.get(spec.name)
         if settings is not None and not settings.enabled:
@@ -52,8 +73,22 @@ def build_rules(config: ValidationConfig, check: DestinationCheck | None = None)
         severity = (settings.severity if settings else None) or spec.severity
         params = {**spec.params, **(settings.params() if settings else {})}
         where = f"validation.rules.{spec.name}"
-        rules.append(_make(KINDS[spec.kind], spec.name, spec.field, severity, params, where))
-    names = {rule.name for rule in rules}
+        rule = _make(KINDS[spec.kind], spec.name, spec.field, severity, params, where)
+        # an override names the rule's field too; a field the preset declares optional may be absent
+        if settings is not None and spec.field not in optional:
+            rule.origin = where
+        rules.append(rule)
+    return rules
+
+
+# An added rule of this kind checks what the builtin rule of that kind checks on the same field.
+_SAME_AS_BUILTIN = {"required": "id", "unique": "unique"}
+
+
+def _added_rules(
+    config: ValidationConfig, names: set[str], covered: set[tuple[str, str]]
+) -> list[Rule]:
+    rules = []
     for index, added in enumerate(config.add):
         where = f"validation.add[{index}]"
         if added.rule not in KINDS:
@@ -66,19 +101,37 @@ def build_rules(config: ValidationConfig, check: DestinationCheck | None = None)
                 f"{where}.name: a rule named {name!r} already exists; give it another name."
             )
         names.add(name)
-        rules.append(
-            _make(
-                KINDS[added.rule],
-                name,
-                added.field,
-                added.severity or "blocked",
-                added.params(),
-                where,
-            )
-        )
-    for slug in check.missing_required if check else []:
-        rules.append(UnmappedRequired("destination_required_field", slug, "blocked", Params()))
+        kind, severity = KINDS[added.rule], added.severity or "blocked"
+        rule = _make(kind, name, added.field, severity, added.params(), where)
+        if (_SAME_AS_BUILTIN.get(added.rule), added.field) in covered:
+            continue  # checked (its settings too) but not run: each problem is listed once
+        rule.origin = where
+        rules.append(rule)
     return rules
+
+
+def check_rule_fields(rules: list[Rule], fields_found: Iterable[str], where: str) -> None:
+    """Refuse (ConfigError) a rule the job file set on a field the source does not have.
+
+    `where` names the source in the message, e.g. "the source" or "products.csv". Builtin and
+    preset rules (origin ""), and the destination's required fields, are not checked."""
+    found = list(dict.fromkeys(fields_found))
+    problems = [
+        _missing_field(rule, found, where)
+        for rule in rules
+        if rule.origin and rule.field not in found
+    ]
+    if problems:
+        raise ConfigError(" ".join(problems) + " Fix: correct the field name in the job file.")
+
+
+def _missing_field(rule: Rule, found: list[str], where: str) -> str:
+    close = difflib.get_close_matches(rule.field, found, n=1)
+    maybe = f" Did you mean '{close[0]}'?" if close else ""
+    return (
+        f"{rule.origin} ({rule.name}): the field '{rule.field}' is not in {where}; its fields "
+        f"are: {', '.join(found) or '(none)'}.{maybe}"
+    )
 
 
 def _make(kind: type[Rule], name: str, field: str, severity: Any, params: dict, where: str) -> Rule:

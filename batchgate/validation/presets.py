@@ -37,9 +37,14 @@ BLOG = (
 
 PRESETS: dict[str, tuple[RuleSpec, ...]] = {"blog": BLOG, "none": ()}
 
-# Always on, whatever the preset: an item must be identifiable and its cells typed.
-BUILTIN = (
-    RuleSpec("id_required", "id", "id", "blocked"),
-    RuleSpec("id_unique", "unique", "id", "blocked"),
-    RuleSpec("field_type", "field_type", "*", "blocked"),
-)
+
+def builtin(id_field: str = "id") -> tuple[RuleSpec, ...]:
+    """Always on, whatever the preset: an item must be identifiable and its cells typed."""
+    return (
+        RuleSpec("id_required", "id", id_field, "blocked"),
+        RuleSpec("id_unique", "unique", id_field, "blocked"),
+        RuleSpec("field_type", "field_type", "*", "blocked"),
+    )
+
+
+BUILTIN = builtin()

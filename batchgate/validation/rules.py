@@ -6,11 +6,17 @@ with the same clear errors as the rest of the job.
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
 import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -36,11 +42,16 @@ class Params(BaseModel):
 
 
 class Rule:
-    """Base rule: a name, the field it checks, a severity, and text for the fix and the impact."""
+    """Base rule: a name, the field it checks, a severity, and text for the fix and the impact.
+
+    `origin` is where the job file set the rule (validation.add[0], validation.rules.x), or ""
+    for builtin and preset rules: only a rule the job named may name a field the source lacks.
+    """
 
     kind: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
     impact: ClassVar[str] = "The item goes out with lower quality."
+    origin: str = ""
 
     def __init__(self, name: str, field: str, severity: Severity, params: Params) -> None:
         self.name = name
@@ -62,6 +73,20 @@ class Rule:
 
 def _where(item: Item, column: str) -> str:
     return f"{item.location}, column '{column}'"
+
+
+def _show(value: Any) -> str:
+    """A value as a message shows it: numbers and dates plainly, text quoted and cut short."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, numbers.Real | Decimal) and not isinstance(value, bool):
+        return str(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _units(value: str | list) -> str:
+    return "items" if isinstance(value, list) else "characters"
 
 
 # --- generic rule kinds ------------------------------------------------------------------------
@@ -96,9 +121,10 @@ class MaxLength(Rule):
         value = item.data.get(self.field)
         limit = self.params.max  # type: ignore[attr-defined]
         if isinstance(value, str | list) and len(value) > limit:
+            units = _units(value)
             yield self.issue(
-                f"{self.field} has {len(value)} characters (limit {limit})",
-                f"Shorten {self.field} in {_where(item, self.field)} to {limit} characters or fewer.",
+                f"{self.field} has {len(value)} {units} (limit {limit})",
+                f"Shorten {self.field} in {_where(item, self.field)} to {limit} {units} or fewer.",
             )
 
 
@@ -114,15 +140,18 @@ class MinLength(Rule):
         value = item.data.get(self.field)
         limit = self.params.min  # type: ignore[attr-defined]
         if isinstance(value, str | list) and len(value) < limit:
+            units = _units(value)
             yield self.issue(
-                f"{self.field} has {len(value)} characters (at least {limit} expected)",
-                f"Lengthen {self.field} in {_where(item, self.field)} to {limit} or more.",
+                f"{self.field} has {len(value)} {units} (at least {limit} expected)",
+                f"Lengthen {self.field} in {_where(item, self.field)} to {limit} {units} or more.",
             )
 
 
 class PatternParams(Params):
     regex: str = Field(description="Regular expression the whole value must match.")
-    hint: str | None = Field(default=None, description="What a good value looks like.")
+    hint: str | None = Field(
+        default=None, description="What a good value looks like, e.g. 'like p-001'."
+    )
 
 
 class Pattern(Rule):
@@ -136,10 +165,13 @@ class Pattern(Rule):
     def check(self, item: Item, context: Context) -> Iterable[Issue]:
         value = item.data.get(self.field)
         if isinstance(value, str) and value and not self._regex.fullmatch(value):
-            hint = self.params.hint or f"match {self._regex.pattern}"  # type: ignore[attr-defined]
+            # a hint is any phrase ("look like p-001", "a price above 0"): shown in brackets,
+            # so the sentence reads as English whatever its grammar
+            hint = self.params.hint  # type: ignore[attr-defined]
+            expected = f"the pattern {self._regex.pattern}" + (f" ({hint})" if hint else "")
             yield self.issue(
-                f"{self.field} {value!r} does not {hint}",
-                f"Change {self.field} in {_where(item, self.field)} to {hint}.",
+                f"{self.field} is {_show(value)}, which does not match {expected}",
+                f"Change {self.field} in {_where(item, self.field)} to a value matching {expected}.",
             )
 
 
@@ -182,6 +214,214 @@ class Unique(Rule):
                 f"Give each of these items its own {self.field}, e.g. '{value}-{len(ids)}' "
                 f"for one of them ({_where(item, self.field)}).",
             )
+
+
+# --- rule kinds for any data: bounds, a set of values, a type -------------------------------------
+
+
+def _parse_bound(value: Any) -> Any:
+    """A bound from the job file: a number, or an ISO date or date-time (also as text)."""
+    if isinstance(value, str):
+        value = _parse_text_bound(value.strip())
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | date) or not finite:
+        raise ValueError(
+            "expected a number or an ISO date such as 2025-01-31 (or 2025-01-31T09:00:00), "
+            f"found {_show(value)}"
+        )
+    return value
+
+
+def _parse_text_bound(text: str) -> Any:
+    for parse in (int, float, date.fromisoformat):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text  # refused by the caller, named as written
+
+
+class BoundParams(Params):
+    value: int | float | datetime | date = Field(
+        description="The bound: a number, or an ISO date or date-time for date fields."
+    )
+    exclusive: bool = Field(default=False, description="true: the bound itself is refused.")
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        return _parse_bound(value)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _comparable(value: Any, bound: Any) -> tuple[Any, Any] | None:
+    """The value and the bound as one type, or None: a value of another type is field_type's."""
+    if value is None or isinstance(value, bool):
+        return None
+    if not isinstance(bound, date):
+        return (value, bound) if isinstance(value, numbers.Real | Decimal) else None
+    if not isinstance(value, date):
+        return None
+    if isinstance(value, datetime) and not isinstance(bound, datetime):
+        return value.date(), bound  # a date bound on a date-time field compares whole days
+    if isinstance(bound, datetime):
+        if not isinstance(value, datetime):
+            value = datetime.combine(value, time())
+        if (value.tzinfo is None) != (bound.tzinfo is None):
+            return _utc(value), _utc(bound)  # one side without a zone: read it as UTC
+    return value, bound
+
+
+# (is a date, is a minimum) -> (out of an inclusive bound, what an exclusive one needs,
+# the inclusive fix, the exclusive fix); {b} is the bound
+_BOUND_WORDS = {
+    (False, True): ("below the minimum of {b}", "above {b}", "{b} or more", "more than {b}"),
+    (False, False): ("above the maximum of {b}", "below {b}", "{b} or less", "less than {b}"),
+    (True, True): (
+        "earlier than the minimum of {b}",
+        "after {b}",
+        "{b} or later",
+        "a date later than {b}",
+    ),
+    (True, False): (
+        "later than the maximum of {b}",
+        "before {b}",
+        "{b} or earlier",
+        "a date earlier than {b}",
+    ),
+}
+
+
+class Minimum(Rule):
+    """A number, date or date-time no smaller than `value` (larger, if `exclusive`)."""
+
+    kind = "min"
+    Params = BoundParams
+    lowest: ClassVar[bool] = True
+
+    def _outside(self, value: Any, bound: Any) -> bool:
+        if self.params.exclusive:  # type: ignore[attr-defined]
+            return value <= bound if self.lowest else value >= bound
+        return value < bound if self.lowest else value > bound
+
+    def check(self, item: Item, context: Context) -> Iterable[Issue]:
+        value = item.data.get(self.field)
+        pair = _comparable(value, self.params.value)  # type: ignore[attr-defined]
+        if pair is None or not self._outside(*pair):
+            return
+        bound = _show(self.params.value)  # type: ignore[attr-defined]
+        words = _BOUND_WORDS[isinstance(pair[1], date), self.lowest]
+        exclusive = self.params.exclusive  # type: ignore[attr-defined]
+        problem = f"; it must be {words[1]}" if exclusive else f", {words[0]}"
+        target = words[3] if exclusive else words[2]
+        yield self.issue(
+            f"{self.field} is {_show(value)}{problem.format(b=bound)}",
+            f"Set {self.field} to {target.format(b=bound)} in {_where(item, self.field)}.",
+        )
+
+
+class Maximum(Minimum):
+    """A number, date or date-time no larger than `value` (smaller, if `exclusive`)."""
+
+    kind = "max"
+    lowest = False
+
+
+class OneOfParams(Params):
+    values: list[bool | int | float | str] = Field(min_length=1, description="Values accepted.")
+
+
+def _same(value: Any, allowed: Any) -> bool:
+    # True == 1 in Python; a job that lists 1 does not accept true
+    if isinstance(value, bool) or isinstance(allowed, bool):
+        return isinstance(value, bool) and isinstance(allowed, bool) and value == allowed
+    return bool(value == allowed)
+
+
+class OneOf(Rule):
+    """A value equal to one of `values` (compared as typed: 1 is not '1')."""
+
+    kind = "one_of"
+    Params = OneOfParams
+
+    def check(self, item: Item, context: Context) -> Iterable[Issue]:
+        value = item.data.get(self.field)
+        values = self.params.values  # type: ignore[attr-defined]
+        if value is None or any(_same(value, allowed) for allowed in values):
+            return
+        shown = ", ".join(str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+        yield self.issue(
+            f"{self.field} is {_show(value)}, which is not one of: {shown}",
+            f"Set {self.field} in {_where(item, self.field)} to one of: {shown}.",
+        )
+
+
+TypeName = Literal[
+    "string", "integer", "number", "boolean", "date", "datetime", "list", "url", "json"
+]
+
+
+def _is_url(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real | Decimal) and not isinstance(value, bool)
+
+
+# type -> (test of the typed value, how messages name it, an example for the fix)
+_TYPES: dict[str, tuple[Any, str, str]] = {
+    "string": (lambda v: isinstance(v, str), "text", "'some text'"),
+    "integer": (lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+                "a whole number", "12"),
+    "number": (_is_number, "a number", "19.99"),
+    "boolean": (lambda v: isinstance(v, bool), "true or false", "true"),
+    "date": (lambda v: isinstance(v, date) and not isinstance(v, datetime), "a date",
+             "2025-10-28"),
+    "datetime": (lambda v: isinstance(v, datetime), "a date and time", "2025-10-28T09:30:00"),
+    "list": (lambda v: isinstance(v, list | tuple), "a list", '["a", "b"]'),
+    "url": (_is_url, "an http(s) URL", "https://example.com/page"),
+    "json": (_is_json, "JSON", '{"color": "red"}'),
+}  # fmt: skip
+
+
+class TypeParams(Params):
+    type: TypeName = Field(description="string, integer, number, boolean, date, datetime, list, "
+                                       "url or json.")  # fmt: skip
+
+
+class TypeCheck(Rule):
+    """A value of the declared type, checked on the typed value (a URL: http(s) with a host)."""
+
+    kind = "type"
+    Params = TypeParams
+
+    def check(self, item: Item, context: Context) -> Iterable[Issue]:
+        value = item.data.get(self.field)
+        test, name, example = _TYPES[self.params.type]  # type: ignore[attr-defined]
+        if value is None or test(value):
+            return
+        yield self.issue(
+            f"{self.field} is {_show(value)}, not {name}",
+            f"Change {self.field} in {_where(item, self.field)} to {name}, e.g. {example}.",
+        )
 
 
 # --- blog rule kinds ------------------------------------------------------------------------
@@ -341,6 +581,10 @@ KINDS: dict[str, type[Rule]] = {
         Pattern,
         AllowedValues,
         Unique,
+        Minimum,
+        Maximum,
+        OneOf,
+        TypeCheck,
         SlugFormat,
         Category,
         AspectRatio,
@@ -369,13 +613,16 @@ class FieldTypes(Rule):
 
 
 class IdPresent(Rule):
+    """The job's id field (id unless the job names another) is set."""
+
     kind = "id"
 
     def check(self, item: Item, context: Context) -> Iterable[Issue]:
-        if not item.data.get("id"):
+        if not item.data.get(self.field):
             yield self.issue(
-                f"Item has no id (shown here as {item.id})",
-                f"Set a unique, stable id in {_where(item, 'id')}; it is how reruns recognise the item.",
+                f"Item has no {self.field} (shown here as {item.id})",
+                f"Set a unique, stable {self.field} in {_where(item, self.field)}; it is how "
+                "reruns recognise the item.",
             )
 
 
