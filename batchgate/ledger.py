@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from batchgate.errors import LedgerError
+from batchgate.identity import is_old_style, old_spellings
 from batchgate.models import ItemResult
 from batchgate.secrets import mask_credentials
 
@@ -279,6 +280,7 @@ SEEN_PAGE = 500  # shared keys read back at a time
 
 DB_NOW = extract("epoch", func.clock_timestamp())
 OWN_PLAN = "plan~"  # item rows under OWN_PLAN + a run id: the plan a run made for itself
+_ADOPTED: set[tuple[str, str]] = set()  # (ledger, key): its old spellings merged, this process
 
 
 def db_now(conn: Connection) -> float:
@@ -964,14 +966,20 @@ class Ledger:
 
         A hold whose lease lapsed, or whose holder is a process on this host that is gone, is
         taken over (its run is marked interrupted). Decided in one exclusive transaction, so two
-        processes asking at once never both get it.
+        processes asking at once never both get it. The first time, rows under the key's old
+        spellings become the key's (`adopt_key`); a live hold under one stands in the way.
         """
         key = holds.c.destination_key == destination_key
+        is_old = old_spellings(destination_key)
         with (
             self._guard("taking the destination's hold"),
             self.exclusive(f"hold:{destination_key}") as conn,
         ):
             now = db_now(conn)  # leases on the database's clock: hosts' clocks may disagree
+            if is_old is not None and (self.where, destination_key) not in _ADOPTED:
+                other = self._adopt(conn, destination_key, is_old, now, is_dead)
+                if other is not None:
+                    return {**other, "now": now}
             row = conn.execute(select(holds).where(key)).first()
             if row is not None and row.run_id != run_id:
                 if row.expires_at > now and not is_dead(row.holder):
@@ -988,6 +996,67 @@ class Ledger:
                 conn.execute(insert(holds).values(destination_key=destination_key, **values))
             else:
                 conn.execute(update(holds).where(key).values(**values))
+        if is_old is not None:
+            _ADOPTED.add((self.where, destination_key))
+        return None
+
+    def adopt_key(
+        self,
+        destination_key: str,
+        is_old: Callable[[str], bool],
+        is_dead: Callable[[str], bool] = lambda holder: False,
+    ) -> dict[str, Any] | None:
+        """Make the rows stored under old spellings of a destination's key (those `is_old`
+        accepts, among keys an earlier version wrote: `sql:<url>#<table>`) the key's own: the
+        destination map, the runs and the holds. Where several spellings map one item, the most
+        recently updated row is kept. A live hold under an old spelling (a run of an earlier
+        version writing there) stops it: that hold is returned and nothing changes; a lapsed one
+        is dropped and its run marked interrupted. One exclusive transaction, the hold's."""
+        with (
+            self._guard("adopting the destination's old keys"),
+            self.exclusive(f"hold:{destination_key}") as conn,
+        ):
+            other = self._adopt(conn, destination_key, is_old, db_now(conn), is_dead)
+        return other
+
+    def _adopt(
+        self,
+        conn: Connection,
+        key: str,
+        is_old: Callable[[str], bool],
+        now: float,
+        is_dead: Callable[[str], bool],
+    ) -> dict[str, Any] | None:
+        found = {*_distinct(conn, targets.c.destination_key),
+                 *conn.execute(select(runs.c.destination_key).distinct()).scalars(),
+                 *conn.execute(select(holds.c.destination_key)).scalars()}  # fmt: skip
+        olds = sorted(k for k in found if k and k != key and is_old_style(k) and is_old(k))
+        if not olds:
+            return None
+        stale = conn.execute(select(holds).where(holds.c.destination_key.in_(olds))).all()
+        for row in stale:
+            if row.expires_at > now and not is_dead(row.holder):
+                return dict(row._mapping)
+        conn.execute(
+            update(runs)
+            .where(runs.c.run_id.in_([row.run_id for row in stale]), runs.c.status == "running")
+            .values(status="interrupted",
+                    message="the process stopped without finishing (its hold was freed)")
+        )  # fmt: skip
+        conn.execute(delete(holds).where(holds.c.destination_key.in_(olds)))
+        every, other = [key, *olds], targets.alias("other")
+        newer = (
+            select(other.c.item_id)
+            .where(other.c.destination_key.in_(every), other.c.item_id == targets.c.item_id,
+                   (other.c.updated_at > targets.c.updated_at)
+                   | ((other.c.updated_at == targets.c.updated_at)
+                      & (other.c.destination_key > targets.c.destination_key)))
+            .exists()
+        )  # fmt: skip
+        conn.execute(delete(targets).where(targets.c.destination_key.in_(every), newer))
+        for table in (targets, runs):
+            conn.execute(update(table).where(table.c.destination_key.in_(olds))
+                         .values(destination_key=key))  # fmt: skip
         return None
 
     def renew_hold(self, destination_key: str, run_id: str, lease_s: float) -> bool:
@@ -1123,6 +1192,17 @@ class Ledger:
         for row in rows:
             row["issues"] = json.loads(row["issues"])
         return rows
+
+
+def _distinct(conn: Connection, column: Any) -> list[str]:
+    """The distinct values of an indexed column, one index probe each (not a scan of the rows)."""
+    values: list[str] = []
+    while True:
+        query = select(func.min(column))
+        value = conn.execute(query.where(column > values[-1]) if values else query).scalar()
+        if value is None:
+            return values
+        values.append(value)
 
 
 def _insert_chunked(conn: Connection, rows: Iterable[dict[str, Any]]) -> int:

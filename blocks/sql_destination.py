@@ -36,6 +36,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from batchgate.config import SqlDestinationConfig
 from batchgate.destinations import DestinationCheck, WriteResult
 from batchgate.errors import FatalError, PermanentError, RetryableError, WriteError
+from batchgate.identity import sql_key
 from batchgate.ledger import tune_sqlite
 from batchgate.secrets import mask_credentials
 from blocks.ledger import connector_for, parse_url
@@ -106,9 +107,15 @@ class SqlDestination(Block):
 
     @property
     def key(self) -> str:
+        """The table's identity, whatever the URL's spelling (batchgate/identity.py)."""
         if self._key is None:
-            url = self.engine.url.render_as_string(hide_password=True)
-            self._key = f"sql:{url}#{self.table}"
+            try:
+                self._key = sql_key(self.engine, self.table)  # PostgreSQL: one connection
+            except SQLAlchemyError as exc:
+                url = self.engine.url.render_as_string(hide_password=True)
+                raise FatalError(
+                    f"the SQL destination {url}#{self.table} cannot be reached: {_reason(exc)}"
+                ) from None
         return self._key
 
     @property
