@@ -130,12 +130,16 @@ _ITEMS_V6 = [
 _TARGETS_V6 = [Column("write_ahead", Text), Column("version", String(64))]
 _DLQ_V6 = [Column("claimed_by", String(80)), Column("claimed_at", Float)]
 CLAIM_START_S = 600.0  # a claim whose retry run never started is free again after this
+# Version 8: the items a full run found missing at the destination although the map had them as
+# written (a table emptied, items deleted by hand), which it wrote again. Set when a full run ends
+# (NULL for other runs); no default, so starting a run never names it (an older schema takes it).
+_RUNS_V8 = [Column("missing", Integer)]
 
 runs = Table(
     "batchgate_runs",
     metadata,
     *_runs_columns(),
-    *[c.copy() for c in _RUNS_V2 + _RUNS_V3 + _RUNS_V4 + _RUNS_V5],
+    *[c.copy() for c in _RUNS_V2 + _RUNS_V3 + _RUNS_V4 + _RUNS_V5 + _RUNS_V8],
 )
 items = Table(
     "batchgate_items", metadata, *_items_columns(), *[c.copy() for c in _ITEMS_V2 + _ITEMS_V6]
@@ -272,8 +276,12 @@ def _v7(conn: Connection) -> None:
     metadata.create_all(conn, tables=[seen], checkfirst=True)
 
 
+def _v8(conn: Connection) -> None:
+    _add_columns(conn, "batchgate_runs", _RUNS_V8)
+
+
 # Append-only: a migration, once released, never changes; a new schema is a new entry.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 INSERT_CHUNK = 5000
 SEEN_PAGE = 500  # shared keys read back at a time
 

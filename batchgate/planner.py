@@ -44,6 +44,12 @@ class Plan:
     unchanged: int = 0
     held: int = 0
     counted: tuple[int, int] | None = None  # (rows, work) of a plan made in slices, lists not kept
+    # items the map says are at the destination that it no longer holds: written again
+    gone: set[str] = field(default_factory=set)
+
+    @property
+    def missing(self) -> int:
+        return len(self.gone)
 
     @property
     def row_count(self) -> int:
@@ -60,6 +66,7 @@ class Plan:
         self.skipped += part.skipped
         self.unchanged += part.unchanged
         self.held += part.held
+        self.gone |= part.gone
 
 
 def source_hash(data: dict[str, Any]) -> str:
@@ -175,6 +182,7 @@ def plan_run(
     held: dict[str, tuple[str, str]] | None = None,
     frozen_at: datetime | None = None,
     review_fix: str = "take it through a new review (batchgate pipeline)",
+    gone: set[str] | None = None,
 ) -> Plan:
     """Blocked items are skipped; items written before with the same content are unchanged;
     items another run's pending review holds (`held`: id -> (reason, fix)) are held.
@@ -186,8 +194,12 @@ def plan_run(
     A run that publishes (`draft=False`) updates in place the items an earlier run left as drafts
     (or whose publish was never confirmed) with the same content, such as an approved sample:
     they go live without a second copy.
+
+    `gone`: item ids the caller found missing at the destination although the map says they
+    are there: each one the map counts unchanged is written again (its stale `dest_id` is
+    kept: the writer's write-ahead snapshot finds it gone and creates it) and is in `plan.gone`.
     """
-    plan, held = Plan(), held or {}
+    plan, held, gone = Plan(), held or {}, gone or set()
     for c in candidates:
         row = {"seq": c.seq, "item_id": c.item_id, "title": c.title, "location": c.location}
         if only is not None and c.item_id not in only:
@@ -205,9 +217,11 @@ def plan_run(
             target and target["state"] == "written" and target["content_hash"] == c.content_hash
         )
         if current and (draft or not target.get("draft")):
-            plan.rows.append({**row, "status": "unchanged", "dest_id": target["dest_id"]})
-            plan.unchanged += 1
-            continue
+            if c.item_id not in gone:
+                plan.rows.append({**row, "status": "unchanged", "dest_id": target["dest_id"]})
+                plan.unchanged += 1
+                continue
+            plan.gone.add(c.item_id)
         if frozen_at is not None and target and not current and _after(target, frozen_at):
             reason = (f"changed since review: run {target['run_id']} wrote another version after "
                       "this plan was frozen")  # fmt: skip

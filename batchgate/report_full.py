@@ -38,6 +38,7 @@ class FullReport:
     job_ref: str = "JOB.yaml"
     published_failures: int = 0
     held: list[dict[str, Any]] = field(default_factory=list)  # not written on purpose, with why
+    missing: int = 0  # the map said they were at the destination, which no longer held them
 
     @property
     def attempted(self) -> int:
@@ -59,6 +60,9 @@ class FullReport:
             + (f", {self.unchanged} unchanged since an earlier run" if self.unchanged else ""),
             f"Failed: {self.failed} ({share(self.failed)})",
         ]
+        if self.missing:
+            lines.append(f"Missing at the destination, written again: {self.missing} (the ledger "
+                         "had them as written; the destination no longer held them)")  # fmt: skip
         if self.pending:
             lines.append(f"Pending (not attempted): {self.pending}")
         lines += [
@@ -148,6 +152,7 @@ class FullReport:
             ("Skipped (blocked)", self.skipped),
             ("Pending", self.pending),
             ("Held (not written)", len(self.held)),
+            ("Missing at the destination, written again", self.missing),
             ("Success rate", f"{self.success_rate}% (threshold {self.threshold:g}%)"),
             ("Duration", duration(self.duration_s)),
         ]
@@ -178,6 +183,7 @@ class FullReport:
             "skipped": self.skipped,
             "pending": self.pending,
             "unchanged": self.unchanged,
+            "missing_at_destination": self.missing,
             "held": [{"item_id": h["item_id"], "reason": h["reason"], "fix": h["fix"]}
                      for h in self.held],
             "success_rate": self.success_rate,

@@ -452,8 +452,9 @@ class WebflowDestination(Block):
         self._forget([dest_id])
 
     def versions(self, dest_ids: list[str]) -> dict[str, str | None]:
-        """Group mode: from the shared listing (refreshed with its changes), no GET per item."""
-        if self._read_one_by_one(dest_ids):
+        """From the shared listing (refreshed with its changes), no GET per item, with one item
+        per write request too (a run checks a slice of its map at once); a few items by id."""
+        if not dest_ids or self._few(dest_ids):
             return {dest_id: self.version(dest_id) for dest_id in dest_ids}
         self._refresh(complete=True, max_age=SNAPSHOT_FRESH_S)
         with self._index_lock:
@@ -537,6 +538,9 @@ class WebflowDestination(Block):
         every item; a bigger group reads the listing once, shared by every group of the run."""
         if self.items_per_request == 1 or not dest_ids:
             return True
+        return self._few(dest_ids)
+
+    def _few(self, dest_ids: list[str]) -> bool:
         with self._index_lock:
             listed = self._complete
         return not listed and len(dest_ids) <= FEW_ITEMS

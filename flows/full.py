@@ -117,7 +117,7 @@ def full(
         with holding(ledger, destination.key, run_id, say,
                      lambda: _ensure_limit(destination, capacity)) as hold:  # fmt: skip
             plan = plan_in_slices(prepared, run_id, draft, only, job_ref=job_ref)
-            work = work_in_slices(prepared, draft, only, job_ref=job_ref)
+            work = work_in_slices(prepared, draft, only, job_ref=job_ref, gone=plan.gone)
             ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
                              refresh=getattr(source, "refresh", None),
                              secrets=secret_values(job))  # fmt: skip
@@ -170,14 +170,14 @@ class Ending:
             held=ledger.held_items(run_id), duration_s=time.monotonic() - self.started,
             threshold=threshold_value(job.batch.success_threshold), destination=destination.key,
             dlq=ledger.dead_letters(run_id), reason=reason, job_ref=self.job_ref,
-            published_failures=publish_failures,
+            published_failures=publish_failures, missing=plan.missing,
         )  # fmt: skip
         ledger.finish_run(
             run_id, status, message=reason, total=report.total, succeeded=report.succeeded,
             failed=report.failed, skipped=report.skipped, pending=report.pending,
             unchanged=report.unchanged, success_rate=report.success_rate, outcome=status,
             duration_s=report.duration_s, ready=plan.work_count + plan.unchanged,
-            blocked=plan.skipped, filtered_out=prepared.filtered_out,
+            blocked=plan.skipped, filtered_out=prepared.filtered_out, missing=plan.missing,
         )  # fmt: skip
         _publish_final(report)
         emit_outcome(job, run_id, destination.key, status, report.as_json())
@@ -330,7 +330,8 @@ def plan_in_slices(
     """Decide what to write from what the ledger says now (call it holding the destination), a
     slice of the frozen plan at a time: every item of the run is recorded up front, slice by slice, each slice planned against the destination map of its
     own items; only the counts are kept (`work_in_slices` yields the writes). `with_data` also
-    records each pending item's frozen data on its row (a sharded run's shards read it there)."""
+    records each pending item's frozen data on its row (a sharded run's shards read it there).
+    The items each slice found missing at the destination are in the plan's `gone`."""
     total = Plan(counted=(0, 0))
     for part in slice_plans(prepared, draft, only, job_ref):
         rows = part.rows
@@ -343,22 +344,32 @@ def plan_in_slices(
 
 
 def work_in_slices(
-    prepared: Prepared, draft: bool, only: set[str] | None = None, job_ref: str = "JOB.yaml"
+    prepared: Prepared,
+    draft: bool,
+    only: set[str] | None = None,
+    job_ref: str = "JOB.yaml",
+    gone: set[str] | None = None,
 ) -> Iterator[WorkItem]:
     """The writes of `plan_in_slices`, planned again a slice at a time as the runner needs them
-    (the run holds the destination, and nothing but this run touched these items since)."""
-    for part in slice_plans(prepared, draft, only, job_ref):
+    (the run holds the destination, and nothing but this run touched these items since); `gone`
+    is what that plan found missing at the destination, so it is not asked again."""
+    for part in slice_plans(prepared, draft, only, job_ref, gone):
         yield from part.work
 
 
 def slice_plans(
-    prepared: Prepared, draft: bool, only: set[str] | None = None, job_ref: str = "JOB.yaml"
+    prepared: Prepared,
+    draft: bool,
+    only: set[str] | None = None,
+    job_ref: str = "JOB.yaml",
+    gone: set[str] | None = None,
 ) -> Iterator[Plan]:
     """The run's plan a slice of the frozen plan at a time, each slice planned against the
-    destination map of its own items (call it holding the destination)."""
+    destination map of its own items, and that map checked against the destination (`gone`:
+    already checked, these are missing). Call it holding the destination."""
     held = _held_for_review(prepared.ledger, prepared.destination.key)
     for part in prepared.candidates.slices():
-        yield _plan_part(prepared, part, held, draft, only, job_ref)
+        yield _plan_part(prepared, part, held, draft, only, job_ref, gone)
 
 
 def plan_at(
@@ -379,10 +390,34 @@ def _plan_part(
     draft: bool,
     only: set[str] | None,
     job_ref: str,
+    gone: set[str] | None = None,
 ) -> Plan:
+    """A slice planned against the map, whose unchanged items are then looked up at the
+    destination: those it no longer holds are planned again, to be written (`gone`: the
+    items found missing by an earlier look-up of this run; none is made then)."""
     targets = prepared.ledger.targets_for_items(prepared.destination.key, [c.item_id for c in part])
-    return plan_run(part, targets, only=only, draft=draft, held=held, frozen_at=prepared.frozen_at,
-                    review_fix=f"take it through a new review: batchgate pipeline --job {job_ref}")  # fmt: skip
+
+    def plan(missing: set[str] | None) -> Plan:
+        return plan_run(part, targets, only=only, draft=draft, held=held,
+                        frozen_at=prepared.frozen_at, gone=missing,
+                        review_fix=f"take it through a new review: batchgate pipeline --job {job_ref}")  # fmt: skip
+
+    planned = plan(gone)
+    if gone is None and (missing := missing_at(prepared.destination, planned)):
+        return plan(missing)
+    return planned
+
+
+def missing_at(destination: Destination, plan: Plan) -> set[str]:
+    """The items a slice's plan counts unchanged that the destination no longer holds (a table
+    emptied, items deleted by hand): the map is checked, not trusted, with one `versions` read
+    of the slice (SQL: one query; Webflow: the run's shared listing of the collection)."""
+    by_dest = {r["dest_id"]: r["item_id"] for r in plan.rows
+               if r["status"] == "unchanged" and r.get("dest_id")}  # fmt: skip
+    if not by_dest:
+        return set()
+    found = destination.versions(list(by_dest))
+    return {item_id for dest_id, item_id in by_dest.items() if found.get(dest_id) is None}
 
 
 def announcer(logger: Any, console: bool) -> Any:

@@ -364,16 +364,24 @@ class _Slice:
     def work(self) -> Iterator[WorkItem]:
         for page in self.pages():
             targets = self.ledger.targets_for_items(self.key, [c.item_id for c in page])
-            plan = plan_run(page, targets, draft=self.draft)
+            plan = plan_run(page, targets, draft=self.draft, gone=self._gone(page, targets))
             _settle(self.ledger, self.run_id, plan.rows)  # written before this attempt
             self.settled += len(page) - len(plan.work)
             self.sent += len(plan.work)
             yield from plan.work
 
+    def _gone(self, page: list[Candidate], targets: dict[str, dict[str, Any]]) -> set[str]:
+        """The pending items whose map entry another run wrote: the parent planned such an item
+        pending, though the map calls it current, only when the destination no longer held it
+        (flows/full.py `missing_at`), so it is written, never settled; only what this run wrote
+        (an earlier attempt of this shard) is settled."""
+        return {c.item_id for c in page
+                if (t := targets.get(c.item_id)) is not None and t["run_id"] != self.run_id}  # fmt: skip
+
 
 def _settle(ledger: Ledger, run_id: str, rows: list[dict[str, Any]]) -> None:
     """Items a killed attempt wrote whose target the ledger already shows current: record them
-    as the run's (they were written by it, or before it, with this content)."""
+    as the run's (an earlier attempt of this run wrote them with this content)."""
     done = [r for r in rows if r["status"] != "pending"]
     if not done:
         return

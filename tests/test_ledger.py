@@ -119,7 +119,7 @@ def test_a_v6_ledger_gains_the_seen_table_and_it_groups_shared_values_by_key_the
     v6.start_run(run_id, job_name="j", job_fingerprint="f", mode="dry-run", source="s")
 
     ledger = Ledger(engine)
-    assert ledger.ensure_schema() == len(MIGRATIONS) == 7
+    assert ledger.ensure_schema() == len(MIGRATIONS) >= 7
     assert ledger.run(run_id)["status"] == "running"
     top = -(2**63)  # the hash is a signed 64-bit integer: both ends fit
     ledger.add_seen(run_id, "slug_unique", [(top, 0, '"a"'), (5, 1, '"b"'), (top, 2, '"z"')])
