@@ -352,6 +352,9 @@ def _job_with_ledger(args: argparse.Namespace) -> Any:
     from batchgate.validation import build_rules
 
     build_rules(job.validation)  # a rule mistake is a config error: report it before starting
+    from batchgate.registry import check_classes
+
+    check_classes(job)  # a connector class that cannot be imported: exit 1 before any flow
     return job
 
 

@@ -12,18 +12,23 @@ import os
 import re
 import types
 import typing
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from batchgate.errors import ConfigError
 from batchgate.secrets import (
@@ -31,6 +36,8 @@ from batchgate.secrets import (
     SecretText,
     SecretUrl,
     keep_templates,
+    recorded_options,
+    secret_options,
     templates_of,
     token_url_message,
     token_url_problem,
@@ -171,8 +178,96 @@ class BlockRefConfig(_Section):
     )
 
 
+PLUGIN = "plugin"  # the union tag of any section type batchgate does not ship
+
+
+class PluginConfig(_Section):
+    """A connector of your own: a class named by `class:`, or one an installed package
+    registers under the entry-point group batchgate.destinations / batchgate.sources."""
+
+    model_config = ConfigDict(title="Your own connector", populate_by_name=True,
+                              serialize_by_alias=True)  # fmt: skip
+    group: ClassVar[str] = ""  # the entry-point group installed connectors register under
+    built_in: ClassVar[tuple[str, ...]] = ()  # the types batchgate ships
+
+    type: str = Field(
+        min_length=1,
+        description="python (with class), or the name an installed connector package "
+        "registers, e.g. rest-products.",
+    )
+    class_: str | None = Field(
+        default=None,
+        alias="class",
+        description="For type python: the connector's class as module:Class, e.g. "
+        "my_pkg.rest:Products. Its package must be installed where the flow runs (every worker).",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments the class is built with. A key that is token, password, "
+        "secret or key, or ends in one (api_key), holds a secret: write it as ${VAR}.",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _secrets(cls, options: dict[str, Any]) -> dict[str, Any]:
+        return secret_options(options)
+
+    @field_serializer("options", when_used="json")
+    def _recorded(self, options: dict[str, Any]) -> dict[str, Any]:
+        return recorded_options(options)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        """A type batchgate ships no connector for must be python or an installed one's name
+        (checked first: a typo in a shipped type is named as such, not as its keys)."""
+        kind = data.get("type") if isinstance(data, dict) else None
+        if not isinstance(kind, str) or kind == "python":
+            return data
+        names = sorted(p.name for p in entry_points(group=cls.group))
+        if kind not in names:
+            choices = [repr(t) for t in (*cls.built_in, "python", *names)]
+            raise PydanticCustomError(
+                "union_tag_invalid",
+                "no connector is installed under this name",
+                {"tag": kind, "expected_tags": ", ".join(choices) + f" (installed under "
+                 f"{cls.group}: {', '.join(names) or 'none'})"},
+            )  # fmt: skip
+        return data
+
+
+class SourcePluginConfig(PluginConfig):
+    """A source of your own (`type: python` with `class:`, or an installed connector's name)."""
+
+    group: ClassVar[str] = "batchgate.sources"
+    built_in: ClassVar[tuple[str, ...]] = ("file", "notion", "block")
+
+
+class DestinationPluginConfig(PluginConfig):
+    """A destination of your own (`type: python` with `class:`, or an installed one's name)."""
+
+    group: ClassVar[str] = "batchgate.destinations"
+    built_in: ClassVar[tuple[str, ...]] = ("sql", "webflow", "block")
+
+
+def _kind(*known: str) -> Any:
+    """A section's union tag: its own type when batchgate ships it, else PLUGIN."""
+
+    def tag(value: Any) -> str | None:
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        if kind is None:
+            return None
+        return kind if kind in known else PLUGIN
+
+    return Discriminator(tag)
+
+
 SourceConfig = Annotated[
-    FileSourceConfig | NotionSourceConfig | BlockRefConfig, Field(discriminator="type")
+    Annotated[FileSourceConfig, Tag("file")]
+    | Annotated[NotionSourceConfig, Tag("notion")]
+    | Annotated[BlockRefConfig, Tag("block")]
+    | Annotated[SourcePluginConfig, Tag(PLUGIN)],
+    _kind(*SourcePluginConfig.built_in),
 ]
 DEFAULT_FIELD_MAP = {
     "title": "name",
@@ -246,7 +341,11 @@ def _token_url(url: str, field: str) -> str:
 
 
 DestinationConfig = Annotated[
-    SqlDestinationConfig | WebflowDestinationConfig | BlockRefConfig, Field(discriminator="type")
+    Annotated[SqlDestinationConfig, Tag("sql")]
+    | Annotated[WebflowDestinationConfig, Tag("webflow")]
+    | Annotated[BlockRefConfig, Tag("block")]
+    | Annotated[DestinationPluginConfig, Tag(PLUGIN)],
+    _kind(*DestinationPluginConfig.built_in),
 ]
 
 
@@ -611,7 +710,7 @@ def describe_error(err: Any) -> str:
     kind, value = err["type"], err.get("input")
     if kind == "extra_forbidden":
         key = path.rsplit(".", 1)[-1]
-        allowed = list(model.model_fields) if model else []
+        allowed = [f.alias or n for n, f in model.model_fields.items()] if model else []
         hint = difflib.get_close_matches(key, allowed, n=1)
         maybe = f" Did you mean '{hint[0]}'?" if hint else ""
         return f"Unknown key '{path}' (value {_show(value)}); allowed keys here: {', '.join(allowed)}.{maybe}"
@@ -684,6 +783,8 @@ def _union_members(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _tag_of(model: type[BaseModel]) -> Any:
+    if issubclass(model, PluginConfig):
+        return PLUGIN
     field = model.model_fields.get("type")
     args = typing.get_args(field.annotation) if field else ()
     return args[0] if args else None
@@ -716,4 +817,5 @@ def _item_type(annotation: Any) -> Any:
 def _tags_at(loc: tuple[Any, ...]) -> str:
     field = Job.model_fields.get(str(loc[0])) if loc else None
     members = _union_members(field.annotation) if field else []
-    return ", ".join(str(_tag_of(m)) for m in members)
+    tags = [str(_tag_of(m)) for m in members if not issubclass(m, PluginConfig)]
+    return ", ".join(tags + ["python", "or an installed connector's name"])

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgate.config import MASKED, Job, expand_env, parse_job
+from batchgate.connectors import NO_SNAPSHOT, UNKNOWN_VERSION, Capabilities, capabilities_of
 from batchgate.destinations import Destination
 from batchgate.errors import ConfigError, WriteError
 from batchgate.ledger import Ledger
 from batchgate.report import RULE
-from batchgate.secrets import has_hidden_password, keep_templates, templates_of
+from batchgate.secrets import has_hidden_password, keep_templates, put_secret, templates_of
 
 
 def job_of_run(run: dict[str, Any]) -> Job:
@@ -44,7 +45,7 @@ def job_of_run(run: dict[str, Any]) -> Job:
     templates = templates_of(raw)
     for (section, key), template in list(templates.items()):
         try:
-            raw[section][key] = expand_env(template, f"{section}.{key}")
+            put_secret(raw[section], key, expand_env(template, f"{section}.{key}"))
         except ConfigError as exc:
             if section != "ledger":
                 raise ConfigError(f"{origin}: {exc} Or pass --job JOB.yaml.") from None
@@ -161,8 +162,10 @@ def _undo_group(
     report: RollbackReport,
 ) -> None:
     results: dict[str, tuple[str, str | None, str | None]] = {}  # item_id: outcome, version, why
+    capabilities = capabilities_of(destination)
     try:
-        versions = destination.versions([row["dest_id"] for row in rows])
+        versions = (destination.versions([row["dest_id"] for row in rows])
+                    if capabilities.versions else {})  # fmt: skip
     except WriteError as exc:
         versions, failed_read = {}, exc.message
     else:
@@ -173,7 +176,10 @@ def _undo_group(
         if failed_read is not None:
             results[item_id] = ("failed", None, failed_read)
             continue
-        why = _conflict(run_id, row, targets.get(item_id), versions.get(row["dest_id"]))
+        current = versions.get(row["dest_id"]) if capabilities.versions else UNKNOWN_VERSION
+        why = _conflict(run_id, row, targets.get(item_id), current)
+        if why is None:
+            why = _refused(row, capabilities)
         if why is not None:
             results[item_id] = ("conflict", None, why) if why else (_done(row), None, None)
         elif row["action"] == "created":
@@ -219,6 +225,8 @@ def _conflict(
     gone: the goal is met); None when it can be undone."""
     if target is not None and target["run_id"] != run_id:
         return f"changed since by run {target['run_id']}"
+    if current == UNKNOWN_VERSION:  # a created item is deleted; an update is judged by _refused
+        return None
     if current is None:
         if row["action"] == "created":
             return ""
@@ -228,3 +236,18 @@ def _conflict(
     if row["action"] != "created" and row["previous"] is None:
         return "no previous version was recorded"
     return None
+
+
+def _refused(row: dict[str, Any], capabilities: Capabilities) -> str | None:
+    """Why an updated item is not restored on a destination that cannot give the guarantee (a
+    created one is still deleted); None when it can be undone."""
+    if row["action"] == "created":
+        return None
+    lacks = [n for n in ("versions", "snapshots", "restore") if not getattr(capabilities, n)]
+    if row["previous"] == NO_SNAPSHOT and "snapshots" not in lacks:
+        lacks.append("snapshots")
+    if not lacks:
+        return None
+    return (f"not restored: the destination declares no {', no '.join(lacks)}, so it cannot "
+            "tell whether the item changed since or put back what it held before this run; "
+            "restore it by hand if needed")  # fmt: skip

@@ -26,6 +26,10 @@ MASKED = "**********"  # how pydantic dumps a SecretStr, and how exports mask a 
 HIDDEN_PASSWORD = "***"  # how SQLAlchemy renders a hidden password
 SECRET_FIELDS = (("source", "token"), ("destination", "token"), ("destination", "url"),
                  ("ledger", "url"))  # fmt: skip
+# a connector's option is a secret when its key is one of these words or ends in one (api_key)
+SECRET_KEY = re.compile(r"(?:^|[_-])(?:token|password|passwd|secret|key|apikey)$")
+TEMPLATE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
+OPTIONS = "options."  # templates_of's key for a connector's option: options.KEY
 
 
 class SecretText(SecretStr):
@@ -145,29 +149,100 @@ def secret_values(model: BaseModel | None) -> list[str]:
             found += value.secrets()
         elif isinstance(value, SecretStr) and value.get_secret_value():
             found.append(value.get_secret_value())
+        elif isinstance(value, dict):
+            found += _dict_secrets(value)
     return found
 
 
+def _dict_secrets(options: dict[str, Any]) -> list[str]:
+    """The secrets in a connector's options (values marked secret by their key)."""
+    found: list[str] = []
+    for value in options.values():
+        if isinstance(value, SecretText):
+            found += value.secrets()
+        elif isinstance(value, dict):
+            found += _dict_secrets(value)
+    return found
+
+
+def is_secret_key(name: Any) -> bool:
+    """An option key naming a secret: token, password, secret or key, or ending in one."""
+    return isinstance(name, str) and bool(SECRET_KEY.search(name.lower()))
+
+
+def secret_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options with each text under a secret key held as a SecretText (masked in records)."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            value = secret_options(value)
+        elif is_secret_key(key) and isinstance(value, str) and not isinstance(value, SecretText):
+            value = SecretText(value)
+            if TEMPLATE.fullmatch(value.get_secret_value()):
+                value.template = value.get_secret_value()  # a ${VAR} a worker expands itself
+        out[key] = value
+    return out
+
+
+def recorded_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options as records keep them: each secret as its `${VAR}`, else masked."""
+    return {key: _recorded(value) for key, value in options.items()}
+
+
+def _recorded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return recorded_options(value)
+    return value.recorded() if isinstance(value, SecretText) else value
+
+
 def templates_of(raw: dict[str, Any]) -> dict[tuple[str, str], str]:
-    """The `${VAR}` forms of a raw job's secret fields, taken before expansion."""
+    """The `${VAR}` forms of a raw job's secret fields (`options.KEY` for a connector's own
+    options), taken before expansion."""
     found = {}
     for section, key in SECRET_FIELDS:
         part = raw.get(section)
         value = part.get(key) if isinstance(part, dict) else None
         if isinstance(value, str) and "${" in value:
             found[(section, key)] = value
+    for section in ("source", "destination"):
+        part = raw.get(section)
+        options = part.get("options") if isinstance(part, dict) else None
+        for key, value in options.items() if isinstance(options, dict) else ():
+            if is_secret_key(key) and isinstance(value, str) and "${" in value:
+                found[(section, OPTIONS + key)] = value
     return found
+
+
+def put_secret(section: dict[str, Any], key: str, value: str) -> None:
+    """Set a secret field of a raw job's section (`options.KEY`: one of its options)."""
+    if key.startswith(OPTIONS):
+        section["options"][key.removeprefix(OPTIONS)] = value
+    else:
+        section[key] = value
 
 
 def keep_templates(job: Any, templates: dict[tuple[str, str], str]) -> Any:
     """The job with each secret field remembering the `${VAR}` it was written as."""
     for (section, key), template in templates.items():
         part = getattr(job, section, None)
+        if key.startswith(OPTIONS):
+            job = _keep_option(job, section, key.removeprefix(OPTIONS), template)
+            continue
         value = getattr(part, key, None)
         if isinstance(value, SecretText):
             value = type(value)(value.get_secret_value(), template)
             job = job.model_copy(update={section: part.model_copy(update={key: value})})
     return job
+
+
+def _keep_option(job: Any, section: str, key: str, template: str) -> Any:
+    part = getattr(job, section, None)
+    options = dict(getattr(part, "options", None) or {})
+    value = options.get(key)
+    if not isinstance(value, SecretText):
+        return job
+    options[key] = SecretText(value.get_secret_value(), template)
+    return job.model_copy(update={section: part.model_copy(update={"options": options})})
 
 
 # --- where a token may go -------------------------------------------------------------------------

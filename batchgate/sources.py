@@ -29,19 +29,16 @@ class Source(Protocol):
         """Where the items come from, for the ledger and reports (no secret in it)."""
         ...
 
-    def read(self, schema: Schema, since: datetime | None = None) -> SourceBatch:
-        """Read every item (edited at or after `since`, if given), typed by the schema; raise
-        SourceError when the source as a whole is unusable."""
+    def iter_chunks(
+        self, schema: Schema, since: datetime | None = None, chunk_size: int = 5000
+    ) -> Iterator[SourceBatch]:
+        """The items (edited at or after `since`, if given) a chunk at a time, typed by the
+        schema; raise SourceError when the source as a whole is unusable."""
         ...
 
 
 def chunks_of(
     source: Source, schema: Schema, since: datetime | None = None, chunk_size: int = 5000
 ) -> Iterator[SourceBatch]:
-    """The source's items a chunk at a time: its own `iter_chunks` when it has one, else `read`
-    as one chunk."""
-    iter_chunks = getattr(source, "iter_chunks", None)
-    if iter_chunks is not None:
-        yield from iter_chunks(schema, since, chunk_size=chunk_size)
-    else:
-        yield source.read(schema, since)
+    """The source's items a chunk at a time (`iter_chunks`: every source's required core)."""
+    yield from source.iter_chunks(schema, since, chunk_size=chunk_size)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.blocks.core import Block
+from prefect.blocks.core import Block, UnknownBlockType
 from prefect.exceptions import ObjectNotFound
 
+from batchgate import registry
 from batchgate.config import (
     BlockRefConfig,
     FileSourceConfig,
     Job,
     NotionSourceConfig,
+    PluginConfig,
     SqlDestinationConfig,
     WebflowDestinationConfig,
 )
+from batchgate.connectors import DestinationBase, SourceBase
 from batchgate.destinations import Destination
 from batchgate.errors import ConfigError
 from blocks.file_source import FileSource
@@ -25,7 +28,9 @@ from blocks.webflow import WebflowDestination
 
 def source_for(job: Job) -> FileSource | NotionSource:
     if isinstance(job.source, BlockRefConfig):
-        return _saved(job.source.name, (FileSource, NotionSource), "source")
+        return _saved(job.source.name, (FileSource, NotionSource, SourceBase), "source")
+    if isinstance(job.source, PluginConfig):
+        return registry.build("source", job.source)
     if isinstance(job.source, FileSourceConfig):
         return FileSource.from_config(job.source)
     if isinstance(job.source, NotionSourceConfig):
@@ -36,7 +41,10 @@ def source_for(job: Job) -> FileSource | NotionSource:
 def destination_for(job: Job) -> Destination:
     config = job.destination
     if isinstance(config, BlockRefConfig):
-        return _saved(config.name, (SqlDestination, WebflowDestination), "destination")
+        return _saved(config.name, (SqlDestination, WebflowDestination, DestinationBase),
+                      "destination")  # fmt: skip
+    if isinstance(config, PluginConfig):
+        return registry.build("destination", config)
     if isinstance(config, SqlDestinationConfig):
         return SqlDestination.from_config(config)
     if isinstance(config, WebflowDestinationConfig):
@@ -47,18 +55,32 @@ def destination_for(job: Job) -> Destination:
     )
 
 
-def _saved(name: str, kinds: tuple[type[Block], ...], section: str) -> Any:
-    """A block saved on the Prefect API, checked to be a connector that fits the section."""
+def _saved(name: str, kinds: tuple[type, ...], section: str) -> Any:
+    """A block saved on the Prefect API, checked to be a connector that fits the section: a
+    shipped block, or any block class derived from DestinationBase / SourceBase (installed
+    connectors are imported first, so Prefect knows their block types)."""
+    registry.import_registered(section)
     try:
         block = Block.load(name)
+    except UnknownBlockType as exc:
+        raise ConfigError(
+            f"{section}.name {name!r}: its block class cannot be imported on this machine "
+            f"({str(exc).splitlines()[0]}). Fix: install the package that defines it where the "
+            f"flow runs (every worker), registered under the entry-point group "
+            f"{registry.GROUPS[section]} so batchgate imports it."
+        ) from None
     except (ValueError, ObjectNotFound) as exc:
         raise ConfigError(
             f"{section}.name {name!r}: no such block is saved on the Prefect API ({exc}). Fix: "
             "save it first (Prefect UI > Blocks, or the block's .save(name) in Python), and name "
             "it as <block type slug>/<block name>."
         ) from None
+    if isinstance(block, DestinationBase | SourceBase):  # a connector of the user's own
+        registry.checked(section, f"block {name!r}", type(block), block)
     if not isinstance(block, kinds):
-        wanted = " or ".join(k.get_block_type_slug() for k in kinds)
+        slugs = [k.get_block_type_slug() for k in kinds if issubclass(k, Block)]
+        base = kinds[-1].__name__
+        wanted = f"{' or '.join(slugs)} block, or a block of a connector derived from {base}"
         raise ConfigError(f"{section}.name {name!r} is a {type(block).__name__}, not a {section}: "
-                          f"use a {wanted} block.")  # fmt: skip
+                          f"use a {wanted}.")  # fmt: skip
     return block

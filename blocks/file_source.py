@@ -12,13 +12,14 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pandas as pd
 from prefect.blocks.core import Block
 from pydantic import Field
 
 from batchgate.config import FileSourceConfig
+from batchgate.connectors import SourceBase, SourceCapabilities
 from batchgate.errors import SourceError
 from batchgate.schema import CONTROL, Schema, build_items_from_columns, to_bool
 from batchgate.sources import SourceBatch
@@ -36,8 +37,10 @@ _EXTENSIONS: dict[str, Format] = {
 }
 
 
-class FileSource(Block):
+class FileSource(SourceBase, Block):
     """Reads items from a CSV, JSON, JSON-lines or Parquet file, with an optional equality filter."""
+
+    capabilities: ClassVar[SourceCapabilities] = SourceCapabilities(since=True)
 
     _block_type_name = "Batchgate File Source"
     _block_type_slug = "batchgate-file-source"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
 from batchgate.config import NOTION_PROPERTIES, NotionSourceConfig
+from batchgate.connectors import SourceBase, SourceCapabilities
 from batchgate.errors import ConfigError, RetryableError, SourceError
 from batchgate.notion import NotionReader, build_filter, check_properties, page_row
 from batchgate.schema import Schema, build_items
@@ -19,8 +20,11 @@ from batchgate.sources import SourceBatch
 REFRESH_MARGIN = timedelta(minutes=10)  # re-read a page whose hosted files expire sooner than this
 
 
-class NotionSource(Block):
+class NotionSource(SourceBase, Block):
     """Reads the pages of a Notion database through the API (version 2025-09-03)."""
+
+    # expiring file URLs are read again before a write; a sync reads the pages edited since
+    capabilities: ClassVar[SourceCapabilities] = SourceCapabilities(refresh=True, since=True)
 
     _block_type_name = "Batchgate Notion Source"
     _block_type_slug = "batchgate-notion-source"

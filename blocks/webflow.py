@@ -9,6 +9,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from batchgate.backoff import parse_retry_after
 from batchgate.config import DEFAULT_FIELD_MAP, WebflowDestinationConfig
+from batchgate.connectors import Capabilities, DestinationBase
 from batchgate.destinations import DestinationCheck, WriteResult
 from batchgate.errors import (
     AlreadyExists,
@@ -54,7 +56,7 @@ CLOCK_MARGIN_S = 2.0  # the server's timestamps have 1 s resolution: read a litt
 ITEM_INDEX = re.compile(r"^items\[(\d+)\]\.?")
 
 
-class WebflowDestination(Block):
+class WebflowDestination(DestinationBase, Block):
     """Creates, updates, publishes and deletes items of one Webflow CMS collection."""
 
     _block_type_name = "Batchgate Webflow Destination"
@@ -134,6 +136,25 @@ class WebflowDestination(Block):
     @property
     def idempotent(self) -> bool:
         return False  # a POST that times out may still have created the item
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Items are read, versioned (a hash of their field data) and restored; a live job
+        publishes them by a separate call; requests are paced at the plan's rate."""
+        return Capabilities(
+            publish=self.publish_live, live=self.publish_live, snapshots=True, versions=True,
+            restore=True, rate_per_s=self.rate_per_s, group_size=self.items_per_request,
+            idempotent_upsert=False,
+        )  # fmt: skip
+
+    def record_key(self, record: Mapping[str, Any]) -> str:
+        """An item is found by its slug, the collection's unique field."""
+        return str(record.get("slug") or "")
+
+    def find_many(self, keys: list[str]) -> dict[str, str]:
+        """{slug: item id} of the items the collection holds (one listing in group mode)."""
+        found = {key: self.find({"slug": key}) for key in keys}
+        return {key: dest_id for key, dest_id in found.items() if dest_id is not None}
 
     def prepare(self) -> None:
         self._collection()

@@ -13,6 +13,7 @@ from prefect.states import Failed, State
 from prefect.utilities.annotations import quote
 
 from batchgate.config import Job
+from batchgate.connectors import capabilities_of, describe
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import Ledger, new_run_id
 from batchgate.report import DryRunReport
@@ -51,7 +52,8 @@ def dry_run(
             parent_run_id=parent_run_id,
         )
         ledger.drop_abandoned_plans()  # what runs killed before their end left
-        check = check_destination(quote(destination_for(job))) if job.destination else None
+        destination = destination_for(job) if job.destination else None
+        check = check_destination(quote(destination)) if destination is not None else None
         # the frozen plan, a chunk at a time: what a sample shows and the full run after an
         # approval writes
         description, filtered_out, _ = validate_into_ledger(
@@ -71,6 +73,8 @@ def dry_run(
             "Mapped fields the destination lacks (they will not be sent): "
             + ", ".join(check.unmapped_fields)
         )
+    if destination is not None:  # what a rollback and a rerun can promise there
+        report.notes.append(describe(capabilities_of(destination)))
     ledger.finish_run(
         run_id,
         "completed",

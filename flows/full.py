@@ -29,6 +29,7 @@ from prefect.utilities.annotations import quote
 
 from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
 from batchgate.config import Job, Layout
+from batchgate.connectors import capabilities_of, refresher
 from batchgate.destinations import Destination
 from batchgate.errors import BatchgateError, FatalError, LedgerError, WriteError
 from batchgate.hold import DestinationHold
@@ -119,7 +120,7 @@ def full(
             plan = plan_in_slices(prepared, run_id, draft, only, job_ref=job_ref)
             work = work_in_slices(prepared, draft, only, job_ref=job_ref, gone=plan.gone)
             ctx = RunContext(run_id, destination, ledger, draft=draft, retries=job.batch.retries,
-                             refresh=getattr(source, "refresh", None),
+                             refresh=refresher(source),
                              secrets=secret_values(job))  # fmt: skip
             runner = _Runner(job, ctx, work, console_progress, logger, hold, job_ref,
                              total=plan.work_count)  # fmt: skip
@@ -131,7 +132,7 @@ def full(
         return stopped(exc, destination.key)
     finally:
         discard_own_plan(prepared, run_id)
-    quota_low = getattr(destination, "quota_low", None)
+    quota_low = destination.quota_low if capabilities_of(destination).rate_per_s else None
     if quota_low is not None:
         logger.info("Lowest X-RateLimit-Remaining during the run: %d", quota_low)
 
@@ -614,7 +615,7 @@ def layout_for(job: Job, destination: Destination) -> Layout:
     """The job's batch keys, with what it leaves unset fitted to the destination: its group
     size per write, and its writers (SQLite 1, PostgreSQL 4; an API destination WINDOW, its
     pacer keeping the rate)."""
-    writers = getattr(destination, "max_writers", None)
+    writers = capabilities_of(destination).max_writers
     return job.batch.layout(max(1, destination.group_size), writers, WINDOW)
 
 
@@ -636,7 +637,7 @@ def _groups(items: list[WorkItem], size: int) -> list[list[WorkItem]]:
 
 
 def _publishes(destination: Destination) -> bool:
-    return bool(getattr(destination, "publish_live", False))
+    return capabilities_of(destination).live
 
 
 def _limit_name(key: str) -> str:

@@ -34,6 +34,7 @@ from batchgate import pacer as pacers
 from batchgate.breaker import CircuitBreaker
 from batchgate.bucket import LEASE_S, SharedPacer, heartbeat, run_state
 from batchgate.config import Job
+from batchgate.connectors import capabilities_of
 from batchgate.errors import BatchgateError, LedgerError, WriteError
 from batchgate.ledger import Ledger, holds, items
 from batchgate.planner import Candidate, plan_run, thaw
@@ -282,9 +283,7 @@ class FencedDestination:
 def _fencing(destination: Any, hold: ParentHold) -> Iterator[None]:
     """The shared pacer asks the lease right before each paced request of a write (a slot may
     come long after the write was checked)."""
-    pacer = (
-        getattr(destination, "pacer", None) if getattr(destination, "rate_per_s", None) else None
-    )
+    pacer = destination.pacer if capabilities_of(destination).rate_per_s else None
     if not isinstance(pacer, SharedPacer):
         yield
         return
@@ -297,7 +296,7 @@ def _fencing(destination: Any, hold: ParentHold) -> Iterator[None]:
 
 def share_rate(ledger: Ledger, destination: Any) -> None:
     """Make the destination's process-wide pacer take its slots from the shared bucket."""
-    if not getattr(destination, "rate_per_s", None) or not hasattr(destination, "pacer"):
+    if not capabilities_of(destination).rate_per_s:
         return
     local = destination.pacer
     rate = 1.0 / local.base_interval

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
 from batchgate.config import Job
+from batchgate.connectors import refresher
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.ledger import new_run_id
 from batchgate.sample import (
@@ -81,7 +82,7 @@ def sample(
             # a page whose signed file URLs expire before its write is read again (and held if
             # its content changed since the review's plan), as in the full run
             ctx = RunContext(run_id, destination, ledger, draft=True, retries=job.batch.retries,
-                             refresh=getattr(prepared.source, "refresh", None),
+                             refresh=refresher(prepared.source),
                              secrets=secret_values(job))  # fmt: skip
             works = [p.work for p in picks]
             futures = item_task(job.batch).map(works, unmapped(ctx)) if works else []

@@ -55,8 +55,8 @@ def null_switches(node: Any, where: str = "") -> list[str]:
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
 def test_each_choice_has_a_human_title(flow: Any) -> None:
     schema = schema_of(flow)
-    assert choices(schema, "source") == ["File", "Notion", "Saved block"]
-    assert choices(schema, "destination") == ["SQL", "Webflow", "Saved block"]
+    assert choices(schema, "source") == ["File", "Notion", "Saved block", "Your own connector"]
+    assert choices(schema, "destination") == ["SQL", "Webflow", "Saved block", "Your own connector"]
 
 
 @pytest.mark.parametrize("flow", FLOWS, ids=lambda f: f.name)
@@ -113,3 +113,18 @@ def test_the_server_still_refuses_a_wrong_choice() -> None:
     params = {"job": {**job, "source": {**job["source"], "format": "xlsx"}}}
     with pytest.raises(Exception, match="xlsx"):
         validate(params, schema_of(dry_run), raise_on_error=True)
+
+
+def test_a_job_with_connectors_of_its_own_passes_the_servers_check_and_keeps_class() -> None:
+    """A `type: python` or installed-connector section is one choice of the form (exactly one
+    branch of its oneOf), its `class` key keeps its name in the parameters, and a secret option
+    is recorded as the ${VAR} it was written as."""
+    job = example_job()
+    own = {"type": "python", "class": "my_pkg.rest:Products",
+           "options": {"base_url": "http://127.0.0.1:8080", "token": "${PRODUCTS_TOKEN}"}}  # fmt: skip
+    for destination in (own, {"type": "rest-products", "options": {"base_url": "http://x"}}):
+        params = {"job": {**job, "destination": destination}}
+        assert validate(params, schema_of(dry_run), raise_on_error=True) == []
+    dumped = Job.model_validate({**job, "destination": own}).model_dump(mode="json")
+    assert dumped["destination"] == own
+    assert Job.model_validate(dumped).destination.class_ == "my_pkg.rest:Products"
