@@ -349,9 +349,12 @@ def cmd_review(args: argparse.Namespace) -> int:
 def _job_with_ledger(args: argparse.Namespace) -> Any:
     job = load_job(args.job)
     job = job.model_copy(update={"ledger": _ledger_config(args.ledger, job.ledger)})
+    from batchgate.items import model_for
     from batchgate.validation import build_rules
 
-    build_rules(job.validation)  # a rule mistake is a config error: report it before starting
+    # a rule mistake or a transform that cannot be imported is a config error: said before starting
+    build_rules(job.validation, id_field=job.id_field)
+    model_for(job)
     from batchgate.registry import check_classes
 
     check_classes(job)  # a connector class that cannot be imported: exit 1 before any flow

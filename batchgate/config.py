@@ -31,6 +31,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from batchgate.errors import ConfigError
+from batchgate.plugins import add_search_path
+from batchgate.records import FieldType
 from batchgate.secrets import (
     MASKED,  # noqa: F401  (re-exported: the one mask)
     SecretText,
@@ -101,7 +103,29 @@ class SqlDestinationConfig(_Section):
         "or postgresql+psycopg2://user@host/db; a password in it is a secret (write the URL as "
         "${VAR} so records name the variable)."
     )
-    table: str = Field(default="posts", description="Table that receives the items.")
+    table: str = Field(
+        default="posts", min_length=1, max_length=128, description="Table that receives the items."
+    )
+    key: str | None = Field(
+        default=None,
+        description="The key column items are upserted by (unique or the primary key). Unset: "
+        "the id field's column.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Record field -> column, for fields whose column has another name (unset: "
+        "the same name).",
+    )
+    ignore: list[str] = Field(
+        default_factory=list,
+        description="Record fields left out of the table on purpose (any other field with no "
+        "column stops the dry-run).",
+    )
+    create: Literal["if-missing", "never"] = Field(
+        default="if-missing",
+        description="if-missing: create the table, one typed column a field, when it does not "
+        "exist; never: the table must exist (the dry-run checks it).",
+    )
     categories: list[str] | None = Field(
         default=None, description="Category options the destination accepts, if it has a fixed set."
     )
@@ -226,14 +250,19 @@ class PluginConfig(_Section):
             return data
         names = sorted(p.name for p in entry_points(group=cls.group))
         if kind not in names:
-            choices = [repr(t) for t in (*cls.built_in, "python", *names)]
-            raise PydanticCustomError(
-                "union_tag_invalid",
-                "no connector is installed under this name",
-                {"tag": kind, "expected_tags": ", ".join(choices) + f" (installed under "
-                 f"{cls.group}: {', '.join(names) or 'none'})"},
-            )  # fmt: skip
+            raise PydanticCustomError("union_tag_invalid", "no connector is installed under this "
+                                      "name", {"tag": kind, "expected_tags": cls._choices(kind, names)})  # fmt: skip
         return data
+
+    @classmethod
+    def _choices(cls, kind: str, names: list[str]) -> str:
+        """The allowed types, a close match and the fix, for the union_tag_invalid message."""
+        known = [*cls.built_in, "python", *names]
+        near = difflib.get_close_matches(kind, known, n=1)
+        return (", ".join(map(repr, known)) + f" (installed under {cls.group}: "
+                f"{', '.join(names) or 'none'})" + (f". Did you mean {near[0]!r}?" if near else "")
+                + " Fix: correct the type, pip install the connector's package where the flow "
+                "runs, or write type: python with class: my_pkg.module:Class")  # fmt: skip
 
 
 class SourcePluginConfig(PluginConfig):
@@ -380,7 +409,11 @@ class AddedRule(BaseModel):
 class ValidationConfig(_Section):
     """Which checks run on every item before anything is written."""
 
-    preset: Literal["blog", "none"] = Field(default="blog", description="Base rule set.")
+    preset: Literal["blog", "none"] = Field(
+        default="blog",
+        description="blog: the blog's fields, rules and transform (Markdown to HTML, reading "
+        "time, SEO). none: the job's own fields (unset when the job declares fields).",
+    )
     allowed_categories: list[str] | None = Field(
         default=None,
         description="Categories accepted when the destination does not report its own options.",
@@ -520,6 +553,25 @@ class Job(_Section):
 
     name: str = Field(default="job", description="Job name, used in run ids and reports.")
     source: SourceConfig = Field(description="Where items come from.")
+    fields: dict[str, FieldType] | None = Field(
+        default=None,
+        description="The items' fields and their types (string, integer, number, boolean, "
+        "date, datetime, list, url, json), when no preset declares them; the record written "
+        "is the item's typed fields. Unset with preset none: every column, as text.",
+    )
+    id_field: str = Field(
+        default="id", min_length=1, description="The field that identifies an item (its key)."
+    )
+    title_field: str | None = Field(
+        default=None, description="The field reports name an item by (the blog: title)."
+    )
+    transform: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$",
+        description="A callable of your own from an item's fields to the record written, as "
+        "'package.module:function'; it runs in the dry-run, and its output is what the plan "
+        "freezes and the full run writes.",
+    )
     destination: DestinationConfig | None = Field(
         default=None, description="Where items go (optional for a dry-run)."
     )
@@ -530,6 +582,26 @@ class Job(_Section):
         default_factory=NetworkConfig,
         description="Where URLs from item data may lead (public addresses only, by default).",
     )
+
+    @model_validator(mode="after")
+    def _own_fields(self) -> Job:
+        """Declared fields mean preset none, unless the job names a preset itself."""
+        if self.fields is None:
+            return self
+        if "preset" not in self.validation.model_fields_set:
+            self.validation.preset = "none"
+        elif self.validation.preset != "none":
+            raise ValueError(
+                f"fields: the '{self.validation.preset}' preset declares its own fields; set "
+                "validation.preset: none to use the job's fields"
+            )
+        if self.id_field not in self.fields:
+            raise ValueError(f"id_field: '{self.id_field}' is not among the fields "
+                             f"({', '.join(self.fields)}); declare it or name another")  # fmt: skip
+        if self.title_field and self.title_field not in self.fields:
+            raise ValueError(f"title_field: '{self.title_field}' is not among the fields "
+                             f"({', '.join(self.fields)})")  # fmt: skip
+        return self
 
     def fingerprint(self) -> str:
         """A short hash of the job's settings, recorded with each run. How many shards write a
@@ -668,6 +740,7 @@ def load_job(path: str | Path) -> Job:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     job = keep_templates(parse_job(raw, origin=str(path)), templates)
+    add_search_path(path.resolve().parent)  # its own transform or connector may sit beside it
     return resolve_paths(job, path.resolve().parent)
 
 
@@ -716,6 +789,8 @@ def describe_error(err: Any) -> str:
         return f"Unknown key '{path}' (value {_show(value)}); allowed keys here: {', '.join(allowed)}.{maybe}"
     if kind == "missing":
         return f"Missing required key '{path}'."
+    if kind == "value_error" and not path:  # a check across keys names its own keys
+        return str(err["msg"]).removeprefix("Value error, ") + "."
     if kind in ("union_tag_invalid", "literal_error"):
         expected = err.get("ctx", {}).get("expected_tags") or err.get("ctx", {}).get("expected")
         if kind == "union_tag_invalid":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -31,6 +32,9 @@ class DestinationCheck:
         default_factory=list
     )  # mapped, but the collection lacks them
     missing_required: list[str] = field(default_factory=list)  # required, but nothing maps to them
+    notes: list[str] = field(default_factory=list)  # what the dry-run report tells of it
+    # (field, message, fix) for each value of a record the destination could not take
+    record_problems: Callable[[dict[str, Any]], list[tuple[str, str, str]]] | None = None
 
 
 class Destination(Protocol):

@@ -38,6 +38,25 @@ RECOMMENDATIONS: dict[str, list[str]] = {
         "Check the API token: it must be valid and allowed to write to this collection",
         "Rotate the token if it has expired, then retry",
     ],
+    "sql-constraint": [
+        "The database refused the row: a constraint of the table (CHECK, NOT NULL, UNIQUE or "
+        "FOREIGN KEY, named in the message) does not hold for this item's values",
+        "Fix the value in the source (or the constraint, if the data is right), then run the "
+        "dry-run and retry the item",
+    ],
+    "sql-data": [
+        "The database could not store a value of this item in its column (type, length or "
+        "range; the message names the column)",
+        "Fix the value in the source, or widen the column, then run the dry-run and retry",
+    ],
+    "database": [
+        "The database was locked, unreachable or out of connections: not the item's fault",
+        "Check that the database is up and not held by a long transaction, then retry",
+    ],
+    "transform": [
+        "The job's transform could not turn this item into a record (the message says why)",
+        "Fix the item or the transform, then run the dry-run again",
+    ],
     "unknown": [
         "Inspect the error and the attempt history",
         "Contact support with the run id and item id",
@@ -50,6 +69,10 @@ LABELS = {
     "api-error": "API Errors",
     "validation": "Validation Errors",
     "auth": "Authorization Errors",
+    "sql-constraint": "Database Constraint Errors",
+    "sql-data": "Database Value Errors",
+    "database": "Database Unavailable",
+    "transform": "Transform Errors",
     "unknown": "Unknown Errors",
 }
 
@@ -71,6 +94,10 @@ CAUSES = {
     "api-error": "The destination system returned a server error",
     "validation": "The destination refused the item's content (400)",
     "auth": "The destination refused the credentials (401/403)",
+    "sql-constraint": "The database refused the row: a table constraint failed",
+    "sql-data": "The database could not store a value in its column",
+    "database": "The database was locked or unreachable",
+    "transform": "The job's transform refused the item",
     "unknown": "An unexpected error; see the attempt history",
 }
 RULE = "━" * 46

@@ -17,11 +17,12 @@ class Item:
     location: str  # where a person finds it, e.g. "posts.csv line 8"
     data: dict[str, Any]
     type_errors: list[tuple[str, str, str]] = field(default_factory=list)  # (field, message, fix)
+    title_field: str | None = "title"  # the field reports name the item by
 
     @property
     def title(self) -> str:
-        value = self.data.get("title")
-        return value if isinstance(value, str) else ""
+        value = self.data.get(self.title_field) if self.title_field else None
+        return value if isinstance(value, str) else "" if value is None else str(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,11 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from batchgate.models import Item, ItemResult
+from batchgate.records import META
 from batchgate.writer import WorkItem
 
 SLICE = 5000  # items of a frozen plan read from the ledger at a time
-TRANSFORM_VERSION = "blog-1"  # bump when the transform changes, so every item is written again
+RECORD_VERSION = "record-1"  # bump when records change shape, so every item is written again
 
 
 @dataclass(slots=True)
@@ -69,15 +70,16 @@ class Plan:
         self.gone |= part.gone
 
 
-def source_hash(data: dict[str, Any]) -> str:
-    """Hash of an item's source fields: equal means the written copy is still current."""
-    blob = json.dumps([TRANSFORM_VERSION, data], sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+def record_hash(record: dict[str, Any]) -> str:
+    """Hash of what is written: equal means the written copy is still current."""
+    blob = freeze({k: v for k, v in record.items() if k != META}).encode()
+    return hashlib.sha256(RECORD_VERSION.encode() + blob).hexdigest()[:32]
 
 
-def content_hash(data: dict[str, Any]) -> str:
+def content_hash(record: dict[str, Any]) -> str:
     # a source may give a key without its volatile parts (Notion's signed file URLs)
-    return str(data.get("content_key") or source_hash(data))
+    meta = record.get(META) or {}
+    return str(meta.get("content_key") or record_hash(record))
 
 
 def _tag(value: Any) -> Any:
@@ -106,15 +108,18 @@ def thaw(text: str) -> dict[str, Any]:
     return dict(json.loads(text, object_hook=_untag))
 
 
-def from_source(items: list[Item], results: list[ItemResult]) -> list[Candidate]:
-    """Candidates from a fresh read and its validation."""
+def from_source(
+    items: list[Item], results: list[ItemResult], records: dict[int, dict[str, Any]]
+) -> list[Candidate]:
+    """Candidates from a fresh read, its validation and its records (seq -> record, for the
+    items that are not blocked): the record is what the plan freezes, hashes and writes."""
     out = []
     for item, result in zip(items, results, strict=True):
         blocked = result.status == "blocked"
         out.append(Candidate(
             seq=item.seq, item_id=item.id, title=item.title, location=item.location,
-            data=None if blocked else item.data,
-            content_hash=None if blocked else content_hash(item.data),
+            data=None if blocked else records[item.seq],
+            content_hash=None if blocked else content_hash(records[item.seq]),
             issues=json.dumps([i.as_dict() for i in result.issues]) if blocked else "[]",
             blocked=blocked,
         ))  # fmt: skip
@@ -232,7 +237,7 @@ def plan_run(
         in_flight = bool(target and target["state"] == "intent")
         plan.work.append(WorkItem(
             seq=c.seq, item_id=c.item_id, title=c.title,
-            source_url=c.data.get("source_url") or c.location, data=c.data,
+            source_url=(c.data.get(META) or {}).get("source_url") or c.location, data=c.data,
             content_hash=str(c.content_hash), dest_id=target["dest_id"] if target else None,
             intent=in_flight,
             write_ahead=json.loads(target["write_ahead"])

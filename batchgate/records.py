@@ -16,7 +16,9 @@ FieldType = Literal[
 ]
 FIELD_TYPES: tuple[str, ...] = get_args(FieldType)
 
-META = "_batchgate"  # a frozen record's bookkeeping (source URL, expiry of signed URLs): never written
+META = (
+    "_batchgate"  # a frozen record's bookkeeping (source URL, expiry of signed URLs): never written
+)
 
 
 @dataclass(frozen=True)

@@ -130,9 +130,9 @@ class SampleEntry:
     title: str
     item_id: str
     size: str
-    words: int
-    reading_time: int
-    images: int
+    words: int | None  # None: the records have no body (no words, reading time or images)
+    reading_time: int | None
+    images: int | None
     status: str  # succeeded | failed
     dest_id: str | None = None
     link: str | None = None
@@ -198,8 +198,9 @@ class SampleReport:
                 ]
             else:
                 details = [f"❌ Failed after {e.attempts} attempt(s): {text(e.error)}"]
-            details += [f"📊 {e.words:,} words, {e.reading_time} min read, {images}",
-                        f"⏱️  Duration: {e.duration_s:.2f} seconds"]  # fmt: skip
+            if e.words is not None:
+                details.append(f"📊 {e.words:,} words, {e.reading_time} min read, {images}")
+            details.append(f"⏱️  Duration: {e.duration_s:.2f} seconds")
             lines += [f"   {'- ' if md else ''}{line}" for line in details] + [""]
         if self.note:
             lines += [self.note, ""]

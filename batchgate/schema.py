@@ -6,12 +6,14 @@ carries a type error, which the validation turns into a blocked issue naming row
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchgate.models import Item
 
@@ -153,7 +155,105 @@ def to_datetime(value: Any) -> datetime:
         ) from None
 
 
+def to_integer(value: Any) -> int:
+    """Any whole number (negative and zero included), from a number or its text."""
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, bool):
+        raise CellError(f"expected a whole number, found {value!r}", "Write a whole number, e.g. 12.")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                parsed = float(text)
+            except ValueError:
+                parsed = math.nan
+            if math.isfinite(parsed) and parsed.is_integer():
+                return int(parsed)
+    raise CellError(f"expected a whole number, found {value!r}", "Write a whole number, e.g. 12.")
+
+
+def to_number(value: Any) -> int | float:
+    """A finite number (an int stays an int), from a number or its text."""
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, bool):
+        raise CellError(f"expected a number, found {value!r}", "Write a number, e.g. 19.99.")
+    if isinstance(value, int):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if isinstance(number, float) and math.isfinite(number):
+        return number
+    raise CellError(f"expected a number, found {value!r}", "Write a number, e.g. 19.99.")
+
+
+def to_list(value: Any) -> list[Any]:
+    """A list: a JSON list, or text as a comma-separated list."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                raise CellError(f"expected a list, found {_short(value)}",
+                                'Write a JSON list, e.g. ["a", "b"], or "a, b".') from None  # fmt: skip
+            if isinstance(parsed, list):
+                return parsed
+        return [t.strip() for t in value.split(",") if t.strip()]
+    if hasattr(value, "tolist"):  # numpy arrays from Parquet
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise CellError(f"expected a list, found {_short(value)}", 'Write "a, b" or ["a", "b"].')
+
+
+def to_url(value: Any) -> str:
+    """An absolute http(s) URL with a host."""
+    text = to_text(value).strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise CellError(f"expected an http(s) URL, found {_short(text)}",
+                        "Write a full URL, e.g. https://example.com/a.png.")  # fmt: skip
+    return text
+
+
+def to_json(value: Any) -> Any:
+    """Any JSON value: a dict or list as it is, text parsed as JSON."""
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()
+    if isinstance(value, dict | list | int | float | bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise CellError(f"expected JSON, found {_short(value)}",
+                            'Write valid JSON, e.g. {"color": "red"}.') from None  # fmt: skip
+    raise CellError(f"expected JSON, found {type(value).__name__}", "Write valid JSON.")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 Converter = Callable[[Any], Any]
+
+CONVERTERS: dict[str, Converter] = {
+    "string": to_text, "integer": to_integer, "number": to_number, "boolean": to_bool,
+    "date": to_date, "datetime": to_datetime, "list": to_list, "url": to_url, "json": to_json,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -163,10 +263,21 @@ class Schema:
     name: str
     required: tuple[str, ...]
     converters: Mapping[str, Converter]
+    id_field: str = "id"
+    title_field: str | None = "title"
+    only_declared: bool = False  # keep only the declared columns (the job's own `fields:`)
 
     @property
     def columns(self) -> tuple[str, ...]:
         return tuple(self.converters)
+
+
+def declared(fields: Mapping[str, str], id_field: str, title_field: str | None) -> Schema:
+    """The schema of a job's own fields: every one required, each typed by its converter."""
+    converters = {name: CONVERTERS[kind] for name, kind in fields.items()}
+    converters[id_field] = to_id
+    return Schema("fields", tuple(dict.fromkeys([id_field, *fields])), converters, id_field,
+                  title_field, only_declared=True)  # fmt: skip
 
 
 BLOG = Schema(
@@ -189,8 +300,13 @@ BLOG = Schema(
         "last_edited": to_datetime,
     },
 )
-GENERIC = Schema(name="none", required=("id",), converters={"id": to_id})
+GENERIC = Schema(name="none", required=("id",), converters={"id": to_id}, title_field=None)
 SCHEMAS = {"blog": BLOG, "none": GENERIC}
+
+
+def untyped(id_field: str, title_field: str | None) -> Schema:
+    """No fields declared: the id is required, every other column is kept as read."""
+    return Schema("none", (id_field,), {id_field: to_id}, id_field, title_field)
 
 
 def build_items(rows: Iterable[tuple[str, Mapping[str, Any]]], schema: Schema) -> list[Item]:
@@ -207,6 +323,8 @@ def build_items_from_columns(
     """The same, column by column: a converter runs over a whole column at a time (faster)."""
     errors: dict[int, list[tuple[str, str, str]]] = {}
     typed: dict[str, list[Any]] = {}
+    if schema.only_declared:
+        columns = {name: values for name, values in columns.items() if name in schema.converters}
     for name, values in columns.items():
         values = _scrub_controls(name, values, errors)
         typed[name] = _convert_column(name, values, schema.converters.get(name), errors)
@@ -214,8 +332,9 @@ def build_items_from_columns(
     items = []
     for seq, values in enumerate(zip(*typed.values(), strict=True)):
         data = dict(zip(names, values, strict=True))
-        item_id = data.get("id") or f"row-{seq + 1}"
-        items.append(Item(item_id, seq, locations[seq], data, errors.get(seq, [])))
+        item_id = data.get(schema.id_field) or f"row-{seq + 1}"
+        items.append(Item(item_id, seq, locations[seq], data, errors.get(seq, []),
+                          title_field=schema.title_field))  # fmt: skip
     return items
 
 

@@ -19,6 +19,7 @@ class SourceBatch:
     total_rows: int  # before the filter
     filtered_out: int
     description: str  # e.g. "posts.csv (CSV)", for reports
+    columns: tuple[str, ...] = ()  # the source's own columns, where it has a header
 
 
 class Source(Protocol):

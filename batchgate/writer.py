@@ -24,7 +24,7 @@ from batchgate.errors import (
     WriteError,
 )
 from batchgate.ledger import Ledger
-from batchgate.transform import blog_record
+from batchgate.records import META, written
 
 
 @dataclass(slots=True)
@@ -35,7 +35,7 @@ class WorkItem:
     item_id: str
     title: str
     source_url: str | None
-    data: dict[str, Any]  # the typed source fields; transformed when written
+    data: dict[str, Any]  # the record the plan froze (what is written), with its bookkeeping
     content_hash: str
     dest_id: str | None = None
     intent: bool = False  # a write was sent before without an answer: look it up first
@@ -151,19 +151,34 @@ def write_group(
 
 def _prepare(work: WorkItem, ctx: RunContext, attempt: int) -> tuple[dict[str, Any], str | None]:
     """The record to write and the item's destination id, if it has one already."""
-    if ctx.refresh is not None:
-        fresh = ctx.refresh(work.item_id, work.data)
-        if fresh.get("content_key") and fresh["content_key"] != work.content_hash:
-            raise ChangedSinceReview(
-                "the source item changed after the plan was frozen (its file URLs had to be "
-                "read again and its content differs): it was not written unreviewed"
-            )
-        work.data = fresh
-    record = blog_record(work.item_id, work.data)
+    meta = work.data.get(META) or {}
+    if ctx.refresh is not None and meta.get("media_expires_at"):
+        work.data = _refreshed(work, ctx, meta)
+    record = written(work.data)  # the record the plan froze: what was reviewed is written
     dest_id = work.dest_id
     if dest_id is None and (work.intent or attempt > 1):
         dest_id = ctx.destination.find(record)
     return record, dest_id
+
+
+REFRESHED = ("hero_image_url", "body_html")  # the signed file URLs a source may hand out anew
+
+
+def _refreshed(work: WorkItem, ctx: RunContext, meta: dict[str, Any]) -> dict[str, Any]:
+    """The frozen record with its expiring file URLs read again (Notion's last an hour); the
+    source's content key proves the content is still the one reviewed."""
+    assert ctx.refresh is not None
+    fresh = ctx.refresh(work.item_id, dict(meta))
+    if fresh is meta or fresh.get("media_expires_at") == meta.get("media_expires_at"):
+        return work.data
+    if fresh.get("content_key") != work.content_hash:
+        raise ChangedSinceReview(
+            "the source item changed after the plan was frozen (its file URLs had to be "
+            "read again and its content differs): it was not written unreviewed"
+        )
+    urls = {k: fresh[k] for k in REFRESHED if k in fresh and k in work.data}
+    kept = {k: fresh[k] for k in ("media_expires_at", "content_key") if k in fresh}
+    return {**work.data, **urls, META: {**meta, **kept}}
 
 
 def _write_ahead(

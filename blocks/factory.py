@@ -20,6 +20,7 @@ from batchgate.config import (
 from batchgate.connectors import DestinationBase, SourceBase
 from batchgate.destinations import Destination
 from batchgate.errors import ConfigError
+from batchgate.items import model_for
 from blocks.file_source import FileSource
 from blocks.notion_source import NotionSource
 from blocks.sql_destination import SqlDestination
@@ -39,6 +40,15 @@ def source_for(job: Job) -> FileSource | NotionSource:
 
 
 def destination_for(job: Job) -> Destination:
+    """The job's destination, told the shape of the job's records before it checks or writes."""
+    destination = _destination(job)
+    bind = getattr(destination, "bind", None)
+    if bind is not None:
+        bind(model_for(job).spec)
+    return destination
+
+
+def _destination(job: Job) -> Destination:
     config = job.destination
     if isinstance(config, BlockRefConfig):
         return _saved(config.name, (SqlDestination, WebflowDestination, DestinationBase),

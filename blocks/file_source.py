@@ -113,18 +113,19 @@ class FileSource(SourceBase, Block):
             frame = self._apply_filter(frame)
             locations = [f"{prefix} {rows + int(i) + 1}" for i in frame.index]
             columns = {str(name): frame[name].tolist() for name in frame.columns}
+            header = tuple(columns)
             del frame
             items = build_items_from_columns(locations, columns, schema)
             for item in items:  # numbered across chunks, as one read numbers them
                 if seq:
                     item.seq += seq
-                    if not item.data.get("id"):
+                    if not item.data.get(schema.id_field):
                         item.id = f"row-{item.seq + 1}"
             rows, seq = rows + total, seq + len(items)
             if since is not None:
                 items = [i for i in items if not _before(i.data.get("last_edited"), since)]
             yield SourceBatch(items=items, total_rows=total, filtered_out=total - len(items),
-                              description=description)  # fmt: skip
+                              description=description, columns=header)  # fmt: skip
         if rows == 0:
             raise SourceError(
                 f"{self.path} has a header but no rows. Fix: add items to the file, "
@@ -342,8 +343,8 @@ class FileSource(SourceBase, Block):
         if missing:
             found = ", ".join(map(str, frame.columns))
             raise SourceError(
-                f"{self.path} lacks the column(s) {', '.join(missing)} that the '{schema.name}' "
-                f"preset or the filter needs. Columns found: {found}. Fix: add the column(s) to the "
+                f"{self.path} lacks the column(s) {', '.join(missing)} that the "
+                f"{_needs(schema)} or the filter needs. Columns found: {found}. Fix: add the column(s) to the "
                 "file header (the values may be empty), or rename the matching columns."
             )
 
@@ -390,3 +391,11 @@ def _before(edited: Any, since: datetime) -> bool:
     if edited.tzinfo is None:
         edited = edited.replace(tzinfo=UTC)
     return edited < since
+
+
+def _needs(schema: Schema) -> str:
+    if schema.name == "fields":
+        return "job's fields (fields:, id_field)"
+    if schema.name == "none":
+        return "id_field"
+    return f"'{schema.name}' preset"

@@ -110,7 +110,7 @@ class NotionSource(SourceBase, Block):
         for item in items:  # numbered across chunks, as one read numbers them
             if seq:
                 item.seq += seq
-                if not item.data.get("id"):
+                if not item.data.get(schema.id_field):
                     item.id = f"row-{item.seq + 1}"
         return SourceBatch(items, len(items), 0, self._describe(since))
 

@@ -56,7 +56,7 @@ def dry_run(
         check = check_destination(quote(destination)) if destination is not None else None
         # the frozen plan, a chunk at a time: what a sample shows and the full run after an
         # approval writes
-        description, filtered_out, _ = validate_into_ledger(
+        description, filtered_out, source_notes = validate_into_ledger(
             quote(ledger), run_id, quote(source), job, check
         )
     except (BatchgateError, WriteError) as exc:
@@ -68,6 +68,9 @@ def dry_run(
     report = DryRunReport.from_rows(
         run_id, job.name, description, recorded(ledger, run_id), filtered_out, job_ref
     )
+    report.notes += source_notes
+    if check is not None:
+        report.notes += check.notes
     if check is not None and check.unmapped_fields:
         report.notes.append(
             "Mapped fields the destination lacks (they will not be sent): "

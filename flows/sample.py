@@ -13,7 +13,9 @@ from prefect.states import Failed, State
 from batchgate.config import Job
 from batchgate.connectors import refresher
 from batchgate.errors import BatchgateError, WriteError
+from batchgate.items import model_for
 from batchgate.ledger import new_run_id
+from batchgate.records import written
 from batchgate.sample import (
     Choice,
     Pick,
@@ -24,7 +26,7 @@ from batchgate.sample import (
     choose,
 )
 from batchgate.secrets import secret_values
-from batchgate.transform import blog_record, word_count
+from batchgate.transform import image_count, record_words
 from batchgate.writer import RunContext, record_failures
 from flows.dry_run import _write_json
 from flows.full import (
@@ -107,12 +109,15 @@ def sample(
 
     report = SampleReport(run_id, destination.key,
                           approve_hint=_hints(run_id, job_ref, review_flow_run_id))  # fmt: skip
+    body = model_for(job).spec.body
     for pick in picks:
-        outcome, record = outcomes[pick.work.seq], blog_record(pick.work.item_id, pick.work.data)
+        outcome, record = outcomes[pick.work.seq], written(pick.work.data)
         report.entries.append(SampleEntry(
             title=pick.work.title, item_id=pick.work.item_id, size=pick.size,
-            words=record["word_count"], reading_time=record["reading_time"],
-            images=record["images"], status=outcome.status, dest_id=outcome.dest_id,
+            words=record.get("word_count") if body else None,
+            reading_time=record.get("reading_time") if body else None,
+            images=image_count(record) if body else None, status=outcome.status,
+            dest_id=outcome.dest_id,
             link=destination.link(outcome.dest_id, record) if outcome.dest_id else None,
             action=outcome.action, duration_s=outcome.duration_ms / 1000,
             attempts=outcome.attempts, error=outcome.message,
@@ -145,7 +150,7 @@ def _scan(prepared: Prepared, ids: list[str] | None) -> SampleKeys:
     keys = SampleKeys(ids)
     for plan in slice_plans(prepared, draft=True):
         for w in plan.work:
-            keys.add(w, word_count(w.data))
+            keys.add(w, record_words(w.data))
     return keys
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -11,14 +12,14 @@ from prefect.cache_policies import NO_CACHE
 from batchgate.config import Job
 from batchgate.destinations import Destination, DestinationCheck
 from batchgate.errors import LedgerError
+from batchgate.items import ItemModel, TransformError, destination_issue, model_for, transform_issue
 from batchgate.ledger import Ledger
 from batchgate.models import Item, ItemResult
 from batchgate.planner import from_source, frozen_rows
 from batchgate.report import DryRunReport
-from batchgate.schema import SCHEMAS
-from batchgate.sources import Source, chunks_of
+from batchgate.sources import Source, SourceBatch, chunks_of
 from batchgate.validation import build_rules, validate_items
-from batchgate.validation.engine import make_context
+from batchgate.validation.engine import check_rule_fields, make_context
 from batchgate.validation.stream import StoredKeys, StreamValidator
 
 CHUNK_SIZE = 5000  # items read, validated and recorded at a time
@@ -29,7 +30,7 @@ def validate_batch(
     items: list[Item], job: Job, check: DestinationCheck | None = None
 ) -> list[ItemResult]:
     """Run the job's rules over every item (with what the destination reported, if any)."""
-    rules = build_rules(job.validation, check)
+    rules = build_rules(job.validation, check, id_field=job.id_field)
     return validate_items(items, rules, make_context(job, check=check))
 
 
@@ -47,21 +48,28 @@ def validate_into_ledger(
     no more than a chunk of items is ever held; then give every owner of a value a unique rule
     found shared its issue. What the unique rules have seen is kept in the ledger
     (batchgate_seen), not in memory, and dropped at the end, whether the source ended or failed.
-    Returns the source's description, the rows filtered out, the items."""
+    Returns the source's description, the rows filtered out, and what the report should say
+    of the source's columns."""
+    model = model_for(job)
+    rules = build_rules(job.validation, check, id_field=model.schema.id_field)
     validator = StreamValidator(
-        build_rules(job.validation, check),
+        rules,
         make_context(job, check=check),
         keys=lambda rule: StoredKeys(ledger, run_id, rule.name),
     )
-    description, filtered_out, count = source.path, 0, 0
+    description, filtered_out, columns = source.path, 0, {}
     size = chunk_size or CHUNK_SIZE
     done = False
     try:
-        for chunk in chunks_of(source, SCHEMAS[job.validation.preset], since, size):
+        for chunk in chunks_of(source, model.schema, since, size):
+            if not columns:  # a rule on a field the source lacks is the job's error
+                check_rule_fields(rules, fields_of(model, chunk), chunk.description)
+            columns.update(dict.fromkeys(chunk.columns or ["?"]))
             results = validator.validate(chunk.items)
-            frozen = frozen_rows(from_source(chunk.items, results))
+            results, records = make_records(model, chunk.items, results, check)
+            frozen = frozen_rows(from_source(chunk.items, results, records))
             ledger.record_validation(run_id, results, frozen)
-            description, count = chunk.description, count + len(results)
+            description = chunk.description
             filtered_out += chunk.filtered_out
         validator.amend(
             lambda seqs: ledger.items_by_seq(run_id, seqs),
@@ -74,7 +82,57 @@ def validate_into_ledger(
         except LedgerError:
             if done:  # else the error that stopped the run is the one to tell
                 raise
-    return description, filtered_out, count
+    return description, filtered_out, source_notes(model, list(columns))
+
+
+def fields_of(model: ItemModel, chunk: SourceBatch) -> list[str]:
+    """The fields the items have: the declared ones, else the source's columns and the preset's."""
+    if model.schema.only_declared:
+        return list(model.schema.converters)
+    found = list(chunk.columns) or list(dict.fromkeys(k for i in chunk.items for k in i.data))
+    return list(dict.fromkeys([*found, *model.schema.converters]))
+
+
+def source_notes(model: ItemModel, columns: list[str]) -> list[str]:
+    """What the dry-run says of the source's columns: those the records leave out, or that
+    none is typed."""
+    if model.name == "columns":
+        return ["No fields are declared: every column is written as the source gives it (text "
+                "from a CSV). Declare fields: with their types to type and check them."]  # fmt: skip
+    left_out = [c for c in columns if c not in model.schema.converters and c != "?"]
+    if model.schema.only_declared and left_out:
+        return [f"Source columns not among the job's fields, left out of the records: "
+                f"{', '.join(left_out)}. Declare them under fields: to write them."]  # fmt: skip
+    return []
+
+
+def make_records(
+    model: ItemModel,
+    items: list[Item],
+    results: list[ItemResult],
+    check: DestinationCheck | None = None,
+) -> tuple[list[ItemResult], dict[int, dict[str, Any]]]:
+    """Each writable item's record, as the plan freezes it; a transform that raises, or a value
+    the destination cannot hold, blocks the item here, in the dry-run, never at write time."""
+    problems = check.record_problems if check is not None else None
+    records: dict[int, dict[str, Any]] = {}
+    out = []
+    for item, result in zip(items, results, strict=True):
+        if result.status != "blocked":
+            issues = []
+            try:
+                record = model.record(item)
+            except TransformError as exc:
+                issues.append(transform_issue(model, str(exc)))
+            else:
+                issues += [destination_issue(*p) for p in (problems(record) if problems else [])]
+                if not issues:
+                    records[item.seq] = record
+            if issues:
+                result = ItemResult(result.item_id, result.seq, result.title, result.location,
+                                    [*result.issues, *issues])  # fmt: skip
+        out.append(result)
+    return out, records
 
 
 @task(name="check-destination", cache_policy=NO_CACHE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,18 +31,22 @@ def sql_job(tmp_path: Path, url: str, batch: str = "") -> Path:
 def test_one_item_the_database_refuses_fails_alone_and_its_group_is_written(
     prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path], pg_schema_url: str
 ) -> None:
+    from blocks.factory import destination_for
     from flows.full import full
 
     rows = [blog_row(n) for n in range(1, 21)]
-    rows[6]["status"] = "x" * 150  # the posts table's status holds 100 characters
+    rows[6]["status"] = "refused"  # a CHECK constraint the dry-run cannot read refuses it
     write_csv(rows)
     job = load_job(sql_job(tmp_path, pg_schema_url, ", success_threshold: low"))
+    destination_for(job).prepare()  # the posts table, then a constraint of the database's own
+    engine = sa.create_engine(pg_schema_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE posts ADD CONSTRAINT status_ok CHECK (status <> 'refused')"))
     summary = full(job)
     assert (summary["succeeded"], summary["failed"]) == (19, 1)
     (dead,) = summary["dlq"]
-    assert dead["item_id"] == "p-007" and dead["error_type"] == "validation"
-    assert "too long" in dead["message"] and dead["attempts"] == 1  # permanent: not retried
-    engine = sa.create_engine(pg_schema_url)
+    assert dead["item_id"] == "p-007" and dead["error_type"] == "sql-constraint"
+    assert "status_ok" in dead["message"] and dead["attempts"] == 1  # permanent: not retried
     with engine.connect() as conn:
         written = sorted(conn.execute(sa.text("SELECT source_id FROM posts")).scalars())
     engine.dispose()
@@ -69,7 +74,7 @@ def test_a_job_that_says_nothing_writes_sql_in_groups_of_500(
     writers = sorted(t.name.rsplit("-", 1)[0] for t in tasks if t.name.startswith("process-"))
     assert writers == ["process-items"] * 3  # 500 + 500 + 200, not 1,200 task runs
     ledger = open_ledger(job.ledger)
-    targets = ledger.targets_for(f"sql:sqlite:///{tmp_path / 'cms.db'}#posts")
+    targets = ledger.targets_for(f"sql:sqlite:{os.path.realpath(tmp_path / 'cms.db')}#posts")
     assert len(targets) == 1200 and {t["state"] for t in targets.values()} == {"written"}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -66,7 +67,8 @@ def test_a_url_without_password_is_recorded_as_written_and_keeps_its_key(tmp_pat
     job = parse_job({"source": {"type": "file", "path": "p.csv"},
                      "destination": {"type": "sql", "url": url}})  # fmt: skip
     assert json.loads(job.model_dump_json())["destination"]["url"] == url  # existing ledgers match
-    assert SqlDestination.from_config(job.destination).key == f"sql:{url}#posts"
+    key = SqlDestination.from_config(job.destination).key  # the file by its real path
+    assert key == f"sql:sqlite:{os.path.realpath(tmp_path / 'cms.db')}#posts"
 
 
 def test_the_destination_key_hides_the_password() -> None:
@@ -75,7 +77,8 @@ def test_the_destination_key_hides_the_password() -> None:
     config = parse_job({"source": {"type": "file", "path": "p.csv"}, "destination": {
         "type": "sql", "url": f"postgresql://postgres:{DEST_PW}@127.0.0.1:5432/test"}})  # fmt: skip
     destination = SqlDestination.from_config(config.destination)
-    assert destination.key == "sql:postgresql+psycopg2://postgres:***@127.0.0.1:5432/test#posts"
+    assert re.fullmatch(r"sql:postgresql:\d+/test/public#posts", destination.key)  # the server's id
+    assert DEST_PW not in destination.key
     assert DEST_PW not in repr(destination.connector) and DEST_PW not in destination.link("x", {})
     assert destination.engine.url.password == DEST_PW  # only the engine has it
 
@@ -332,11 +335,25 @@ def _prefect_database() -> bytes:
 
 
 @pytest.mark.prefect
+def _posts_refusing(url: str, category: str) -> None:
+    """The blog's posts table, with a CHECK constraint that refuses one category at write time
+    (a refusal the dry-run cannot foresee)."""
+    from batchgate.sqltable import layout_for
+    from blocks.sql_destination import DEFAULT_SPEC
+
+    engine = sa.create_engine(url)
+    layout_for(None, DEFAULT_SPEC, "posts", None, {}, [], "if-missing").table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE posts ADD CONSTRAINT category_ok CHECK (category <> '{category}')"))
+    engine.dispose()
+
+
 def test_passwords_never_reach_the_ledger_prefect_logs_artifacts_reports_or_exports(
     prefect_api: str, pg_schema_url: str, tmp_path: Path, write_csv: Callable[..., Path]
 ) -> None:
-    long_category = "C" * 250  # the posts table's category holds 200: two items fail in PostgreSQL
+    long_category = "Refused"  # the table's CHECK constraint refuses it: two items fail in PostgreSQL
     write_csv([blog_row(n, category=long_category if n in (2, 4) else "Data") for n in range(1, 7)])
+    _posts_refusing(pg_schema_url, long_category)
     dest_url, ledger_url = (
         with_password(pg_schema_url, DEST_PW),
         with_password(pg_schema_url, LEDGER_PW),
@@ -382,7 +399,7 @@ def test_passwords_never_reach_the_ledger_prefect_logs_artifacts_reports_or_expo
     export_text = "".join(p.read_bytes().decode("latin-1") for p in exports) + "".join(
         getattr(pd, f"read_{p.suffix[1:]}")(p).to_json() for p in exports
     )
-    assert "p-002" in export_text and "value too long" in export_text
+    assert "p-002" in export_text and "category_ok" in export_text
     everything = {"cli": out, "ledger": ledger_rows, "prefect": prefect_text,
                   "reports": reports, "exports": export_text}  # fmt: skip
     prefect_db = _prefect_database()

@@ -145,7 +145,7 @@ class MemoryLedger:
 
 
 def work() -> WorkItem:
-    return WorkItem(0, "p1", "T", None, {"title": "T", "slug": "t"}, "h")
+    return WorkItem(0, "p1", "T", None, {"source_id": "p1", "title": "T", "slug": "t"}, "h")
 
 
 def test_multi_item_retry_loop_retries_transient_and_waits_retry_after() -> None:
