@@ -7,10 +7,12 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# the example connector package too: tests/test_rest_destination.py uses its entry point
+$(VENV)/.installed: pyproject.toml examples/rest-destination/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e examples/rest-destination
 	touch $@
 
 # The example end to end, as one Prefect flow: dry-run, a sample of 3 drafts, your approval, then
