@@ -35,9 +35,14 @@ class ConformingSql(SqlDestination, DestinationBase):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            live=self.publish_live, snapshots=True, versions=True, restore=True,
-            group_size=SQL_GROUP, max_writers=self.max_writers, idempotent_upsert=True,
-        )  # fmt: skip
+            live=self.publish_live,
+            snapshots=True,
+            versions=True,
+            restore=True,
+            group_size=SQL_GROUP,
+            max_writers=self.max_writers,
+            idempotent_upsert=True,
+        )
 
 
 class TestSqlite(DestinationConformance):
@@ -46,9 +51,12 @@ class TestSqlite(DestinationConformance):
         config = SqlDestinationConfig(type="sql", url=f"sqlite:///{tmp_path / 'cms.db'}")
         return ConformingSql.from_config(config)
 
-    @pytest.mark.xfail(strict=False, reason="SqlDestination.restore_many hands SQLite a date "
-                       "column's snapshot as text, which SQLite's Date type refuses (the SQL "
-                       "destination is being rewritten)")  # fmt: skip
+    @pytest.mark.xfail(
+        strict=False,
+        reason="SqlDestination.restore_many hands SQLite a date "
+        "column's snapshot as text, which SQLite's Date type refuses (the SQL "
+        "destination is being rewritten)",
+    )
     def test_snapshots_and_restore_round_trip(self, bound: Any, run_tag: str) -> None:
         super().test_snapshots_and_restore_round_trip(bound, run_tag)
 
@@ -69,13 +77,22 @@ class TestWebflow(DestinationConformance):
     @pytest.fixture
     def destination(self) -> Iterator[Any]:
         with WebflowServer() as server:
-            yield WebflowDestination(base_url=server.base_url, token=SecretStr("test-token"),
-                                     collection_id=server.state.collection_id,
-                                     rate_per_minute=60_000, publish_live=True)  # fmt: skip
+            yield WebflowDestination(
+                base_url=server.base_url,
+                token=SecretStr("test-token"),
+                collection_id=server.state.collection_id,
+                rate_per_minute=60_000,
+                publish_live=True,
+            )
 
     def record(self, n: int, revision: int = 0, tag: str = "") -> dict[str, Any]:
-        row = blog_row(n, id=f"bg-{tag}-{n:03d}", slug=f"bg-{tag}-{n:03d}",
-                       title=f"Post {n} revision {revision}", summary=f"Revision {revision}.")  # fmt: skip
+        row = blog_row(
+            n,
+            id=f"bg-{tag}-{n:03d}",
+            slug=f"bg-{tag}-{n:03d}",
+            title=f"Post {n} revision {revision}",
+            summary=f"Revision {revision}.",
+        )
         row.update(tags=["a"], featured=False, hero_width=1600, hero_height=900)
         return blog_record(row["id"], row)
 
@@ -111,8 +128,13 @@ class TestRestProducts(DestinationConformance):
         api.server_close()
 
     def record(self, n: int, revision: int = 0, tag: str = "") -> dict[str, Any]:
-        return {"sku": f"bg-{tag}-{n:03d}", "name": f"Product {n} r{revision}",
-                "price": 2.5 + n + revision, "stock": 10 * n + revision, "category": "Garden"}  # fmt: skip
+        return {
+            "sku": f"bg-{tag}-{n:03d}",
+            "name": f"Product {n} r{revision}",
+            "price": 2.5 + n + revision,
+            "stock": 10 * n + revision,
+            "category": "Garden",
+        }
 
     def refused_record(self, n: int, tag: str = "") -> dict[str, Any]:
         return {**self.record(n, 0, tag), "stock": -1}

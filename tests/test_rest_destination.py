@@ -36,8 +36,11 @@ TOKEN = "s3cr3t-products-token"
 def installed() -> None:
     """The example package, installed as a user would (make setup does it on a fresh clone)."""
     if not any(p.name == "rest-products" for p in entry_points(group="batchgate.destinations")):
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e",
-                        str(EXAMPLE)], check=True, timeout=600)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(EXAMPLE)],
+            check=True,
+            timeout=600,
+        )
 
 
 class Api:
@@ -65,8 +68,15 @@ def run(prefect_api: str, cwd: Path, api: Api, *args: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_API_URL=prefect_api, PRODUCTS_API=api.url, PRODUCTS_TOKEN=TOKEN)
     with tempfile.NamedTemporaryFile("w+", suffix=".log", dir=cwd, delete=False) as log:
-        code = subprocess.run([BATCHGATE, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                              stdout=log, stderr=subprocess.STDOUT, timeout=600).returncode  # fmt: skip
+        code = subprocess.run(
+            [BATCHGATE, *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        ).returncode
     return code, Path(log.name).read_text()
 
 
@@ -101,10 +111,24 @@ def test_the_installed_connector_dry_run_sample_approve_full_dlq_retry_and_rollb
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_API_URL=prefect_api, PRODUCTS_API=api.url, PRODUCTS_TOKEN=TOKEN)
     out_file = tmp_path / "pipeline.out"
-    proc = subprocess.Popen([BATCHGATE, "pipeline", "--job", "job.yaml", "--allow-blocked",
-                             "--sample-ids", "P-001", "P-002", "P-003"], cwd=tmp_path, env=env,
-                            stdin=subprocess.DEVNULL, stdout=out_file.open("w"),
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            BATCHGATE,
+            "pipeline",
+            "--job",
+            "job.yaml",
+            "--allow-blocked",
+            "--sample-ids",
+            "P-001",
+            "P-002",
+            "P-003",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out_file.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     approve_when_paused(prefect_api, tmp_path, api, proc, out_file)
     assert proc.wait(300) == 3, out_file.read_text()[-3000:]  # 36/37: partial success
     text = out_file.read_text()
@@ -140,15 +164,19 @@ def test_the_connector_named_by_its_class_path(prefect_api: str, tmp_path: Path,
 @pytest.mark.parametrize(
     ("destination", "expected"),
     [
-        ("{type: python, class: 'batchgate_rest_products:Prodcts', options: {base_url: x}}",
-         "'batchgate_rest_products' has no 'Prodcts'"),
-        ("{type: python, class: 'no_such_pkg.rest:Products'}",
-         "the module 'no_such_pkg' of 'no_such_pkg.rest:Products' cannot be found"),
+        (
+            "{type: python, class: 'batchgate_rest_products:Prodcts', options: {base_url: x}}",
+            "'batchgate_rest_products' has no 'Prodcts'",
+        ),
+        (
+            "{type: python, class: 'no_such_pkg.rest:Products'}",
+            "the module 'no_such_pkg' of 'no_such_pkg.rest:Products' cannot be found",
+        ),
         ("{type: python, class: 'json:dumps'}", "is a function, not a DestinationBase subclass"),
         ("{type: rest-prodcts}", "Did you mean 'rest-products'?"),
         ("{type: python}", "destination.class is missing"),
     ],
-)  # fmt: skip
+)
 def test_a_broken_connector_is_one_clear_line_and_exit_1(
     prefect_api: str, tmp_path: Path, api: Api, destination: str, expected: str
 ) -> None:
