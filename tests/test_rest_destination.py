@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 
 from batchgate.config import LedgerConfig
 from blocks.ledger import open_ledger
@@ -238,3 +241,90 @@ def test_without_versions_a_rollback_refuses_to_restore_an_update_and_says_why(
     assert code == 3, out[-3000:]  # left alone, as a conflict is
     assert "P-002 (P-002): conflict - not restored: the destination declares no versions" in out
     assert api.shop.products["P-002"]["price"] == 99.0
+
+
+# --- the pipeline deployment on a worker ------------------------------------------------------------
+
+FLOW_RUN = re.compile(r"UUID: ([0-9a-f-]{36})")
+
+
+def prefect(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("prefect")), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+def wait_state(api: str, flow_run_id: str, types: set[str], deadline_s: float = 300) -> dict:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        run = httpx.get(f"{api}/flow_runs/{flow_run_id}").json()
+        if run["state"]["type"] in types:
+            return run
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} never reached {types}: {run['state']}")
+
+
+def test_the_pipeline_deployment_on_a_worker_runs_the_installed_connector(
+    prefect_server: str, tmp_path: Path, api: Api
+) -> None:
+    """The job is plain data in the flow run's parameters (its token as ${PRODUCTS_TOKEN}); the
+    worker imports the connector from its own environment and reads the token there."""
+    from tests.test_shards import _kill_tree
+
+    shutil.copy(EXAMPLE / "products.csv", tmp_path / "products.csv")
+    pool = f"rest-{os.getpid()}-{int(time.time())}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_API_URL=prefect_server,
+        BATCHGATE_HOME=str(ROOT),
+        PRODUCTS_TOKEN=TOKEN,
+        PREFECT_WORKER_QUERY_SECONDS="1",
+    )
+    prefect(env, "work-pool", "create", pool, "--type", "process")
+    prefect(env, "--no-prompt", "deploy", "--name", "pipeline", "--pool", pool)
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("prefect")),
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--name",
+            "rest-worker",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        job = yaml.safe_load((EXAMPLE / "job.yaml").read_text())
+        job["source"]["path"] = str(tmp_path / "products.csv")
+        job["destination"]["options"] = {"base_url": api.url, "token": "${PRODUCTS_TOKEN}"}
+        job["ledger"] = {"path": str(tmp_path / "ledger.db")}
+        params = {"job": job, "sample_ids": ["P-001", "P-002", "P-003"], "allow_blocked": True}
+        started = prefect(
+            env, "deployment", "run", "pipeline/pipeline", "--params", json.dumps(params)
+        )
+        flow_run_id = FLOW_RUN.search(started).group(1)
+        wait_state(prefect_server, flow_run_id, {"PAUSED"})
+        assert api.skus == ["P-001", "P-002", "P-003"]
+        code, said = run(prefect_server, tmp_path, api, "approve", flow_run_id)
+        assert code == 0, said
+        done = wait_state(prefect_server, flow_run_id, {"COMPLETED", "FAILED", "CRASHED"})
+    finally:
+        _kill_tree(worker.pid, signal.SIGTERM)
+    assert len(api.skus) == 36 and "P-033" not in api.skus, (tmp_path / "worker.log").read_text()
+    flow_run = httpx.get(f"{prefect_server}/flow_runs/{flow_run_id}").json()
+    assert TOKEN not in json.dumps(flow_run["parameters"]) and done["state"]["type"] == "COMPLETED"
+    ledger = open_ledger(LedgerConfig(path=str(tmp_path / "ledger.db")))
+    (full,) = [r for r in ledger.runs() if r["mode"] == "full"]
+    assert full["outcome"] == "partial-success" and full["succeeded"] == 36  # 3 from the sample
