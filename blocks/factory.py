@@ -85,12 +85,12 @@ def _saved(name: str, kinds: tuple[type, ...], section: str) -> Any:
             "save it first (Prefect UI > Blocks, or the block's .save(name) in Python), and name "
             "it as <block type slug>/<block name>."
         ) from None
-    if isinstance(block, DestinationBase | SourceBase):  # a connector of the user's own
-        registry.checked(section, f"block {name!r}", type(block), block)
     if not isinstance(block, kinds):
         slugs = [k.get_block_type_slug() for k in kinds if issubclass(k, Block)]
         base = kinds[-1].__name__
         wanted = f"{' or '.join(slugs)} block, or a block of a connector derived from {base}"
         raise ConfigError(f"{section}.name {name!r} is a {type(block).__name__}, not a {section}: "
                           f"use a {wanted}.")  # fmt: skip
+    if isinstance(block, kinds[-1]):  # a connector's block: its required core is there
+        registry.checked(section, f"block {name!r}", type(block), block)
     return block
