@@ -419,3 +419,20 @@ def test_a_saved_block_of_an_own_connector_works_with_type_block(
     assert "its block class cannot be imported on this machine" in result.stderr
     assert "Fix: install the package that defines it" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.prefect
+def test_a_source_of_ones_own_feeds_a_dry_run(prefect_api: str, tmp_path: Path) -> None:
+    from flows.dry_run import dry_run
+
+    job = parse_job(
+        {
+            "source": {"type": "python", "class": f"{HERE}:Numbers", "options": {"count": 7}},
+            "fields": {"id": "string", "n": "integer"},
+            "validation": {"add": [{"rule": "min", "field": "n", "value": 1}]},
+            "ledger": {"path": str(tmp_path / "ledger.db")},
+        }
+    )
+    checked = dry_run(job)
+    assert (checked["total"], checked["ready"], checked["blocked"]) == (7, 6, 1)  # n = 0 is blocked
+    assert "Source: numbers:7" in checked["report"]
