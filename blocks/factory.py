@@ -42,9 +42,7 @@ def source_for(job: Job) -> FileSource | NotionSource:
 def destination_for(job: Job) -> Destination:
     """The job's destination, told the shape of the job's records before it checks or writes."""
     destination = _destination(job)
-    bind = getattr(destination, "bind", None)
-    if bind is not None:
-        bind(model_for(job).spec)
+    destination.bind(model_for(job).spec)  # every destination has bind (DestinationBase's, SQL's)
     return destination
 
 
