@@ -248,21 +248,22 @@ class DestinationBase:
 
 
 def capabilities_of(destination: Any) -> Capabilities:
-    """A destination's capabilities. The bridge for the shipped SqlDestination, which does not
-    declare them yet: derived from its old attributes (it keeps snapshots and versions)."""
+    """A destination's capabilities: those it declares (every DestinationBase does); for an
+    object that only follows the Destination protocol (a test double), what its attributes say,
+    and nothing it does not name."""
     declared = getattr(destination, "capabilities", None)
     if isinstance(declared, Capabilities):
         return declared
     return Capabilities(
-        publish=bool(destination.needs_publish),
+        publish=bool(getattr(destination, "needs_publish", False)),
         live=bool(getattr(destination, "publish_live", False)),
-        snapshots=True,
-        versions=True,
-        restore=True,
-        rate_per_s=destination.rate_per_s,
-        group_size=destination.group_size,
+        snapshots=hasattr(destination, "snapshot_many"),
+        versions=hasattr(destination, "versions"),
+        restore=hasattr(destination, "restore_many"),
+        rate_per_s=getattr(destination, "rate_per_s", None),
+        group_size=getattr(destination, "group_size", 1),
         max_writers=getattr(destination, "max_writers", None),
-        idempotent_upsert=bool(destination.idempotent),
+        idempotent_upsert=bool(getattr(destination, "idempotent", False)),
     )
 
 

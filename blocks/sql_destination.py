@@ -17,13 +17,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, S
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from batchgate.config import SqlDestinationConfig
+from batchgate.connectors import Capabilities, DestinationBase
 from batchgate.destinations import DestinationCheck, WriteResult
 from batchgate.errors import FatalError, PermanentError, RetryableError, WriteError
 from batchgate.identity import sql_key
 from batchgate.ledger import tune_sqlite
 from batchgate.records import RecordSpec
 from batchgate.secrets import mask_credentials
-from batchgate.sqltable import Layout, Misfit, layout_for, version_of
+from batchgate.sqltable import Layout, Misfit, adapt, layout_for, version_of
 from batchgate.transform import BLOG_RECORD_FIELDS
 from blocks.ledger import connector_for, parse_url
 
@@ -32,7 +33,7 @@ SQL_GROUP = 500  # items per transaction: one multi-row upsert and one read of t
 DEFAULT_SPEC = RecordSpec("source_id", dict(BLOG_RECORD_FIELDS), "title", True)
 
 
-class SqlDestination(Block):
+class SqlDestination(DestinationBase, Block):
     """Writes items into a SQL table, keyed by the source id: a rerun updates, never duplicates."""
 
     _block_type_name = "Batchgate SQL Destination"
@@ -98,6 +99,14 @@ class SqlDestination(Block):
                     f"the SQL destination {url}#{self.table} cannot be reached: {_reason(exc)}"
                 ) from None
         return self._key
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Rows are written with their final draft flag (no publish call); every row can be read
+        back, versioned and restored, and an upsert by key never duplicates."""
+        return Capabilities(live=self.publish_live, snapshots=True, versions=True, restore=True,
+                            group_size=SQL_GROUP, max_writers=self.max_writers,
+                            idempotent_upsert=True)  # fmt: skip
 
     @property
     def rate_per_s(self) -> float | None:
@@ -346,7 +355,8 @@ class SqlDestination(Block):
         """A snapshot as the values an UPDATE puts back (never the key or the creation time)."""
         layout = self.layout
         names = {c.name for c in layout.table.columns} - {layout.key_column, "created_at"}
-        values = {k: v for k, v in previous.items() if k in names}
+        # the snapshot was kept as JSON: dates come back as text, and go in as their column's type
+        values = {k: _restored(layout.table.c[k], v) for k, v in previous.items() if k in names}
         if "updated_at" in layout.bookkeeping:
             values["updated_at"] = datetime.now(UTC)
         return values
@@ -402,6 +412,13 @@ def _restorable(row: Any) -> dict[str, Any]:
     if isinstance(previous.get("created_at"), datetime):
         previous["created_at"] = previous["created_at"].isoformat()
     return {k: _jsonable(v) for k, v in previous.items()}
+
+
+def _restored(column: Column, value: Any) -> Any:
+    try:
+        return adapt(column, value)
+    except Misfit:
+        return value  # as it was read: the database takes back what it gave
 
 
 def _jsonable(value: Any) -> Any:

@@ -174,7 +174,19 @@ class WebflowDestination(DestinationBase, Block):
             missing_required=sorted(
                 s for s, f in slugs.items() if f.get("isRequired") and s not in mapped
             ),
+            notes=self._unsent_fields(),
         )
+
+    def _unsent_fields(self) -> list[str]:
+        """The record's fields that no field_map entry sends: said, never dropped unsaid."""
+        spec = self.record_spec
+        if spec is None:
+            return []
+        unsent = [f for f in spec.fields if f not in self.field_map and f != spec.key]
+        if not unsent:
+            return []
+        return [f"Record fields not sent to the collection (no destination.field_map entry): "
+                f"{', '.join(unsent)}. Map them to collection fields to send them."]  # fmt: skip
 
     def find(self, record: dict[str, Any]) -> str | None:
         """A retry's look-up. In group mode a create whose answer was lost is reconciled with the

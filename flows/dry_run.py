@@ -56,7 +56,7 @@ def dry_run(
         check = check_destination(quote(destination)) if destination is not None else None
         # the frozen plan, a chunk at a time: what a sample shows and the full run after an
         # approval writes
-        description, filtered_out, source_notes = validate_into_ledger(
+        description, filtered_out, _, source_notes = validate_into_ledger(
             quote(ledger), run_id, quote(source), job, check
         )
     except (BatchgateError, WriteError) as exc:

@@ -268,7 +268,7 @@ def prepare_run(
             check = check_destination(quote(destination))
             ledger.drop_abandoned_plans()  # what runs killed before their end left
             own = own_plan_id(run_id)
-            _, filtered_out, _ = validate_into_ledger(quote(ledger), own, quote(source), job,
+            _, filtered_out, _, _ = validate_into_ledger(quote(ledger), own, quote(source), job,
                                                       check, since=since)  # fmt: skip
             candidates = FrozenSlices(ledger, own)
         destination.prepare()

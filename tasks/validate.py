@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -43,13 +43,13 @@ def validate_into_ledger(
     check: DestinationCheck | None = None,
     since: datetime | None = None,
     chunk_size: int | None = None,
-) -> tuple[str, int, int]:
+) -> Validated:
     """Read, validate and record a chunk at a time, each writable item with its frozen data, so
     no more than a chunk of items is ever held; then give every owner of a value a unique rule
     found shared its issue. What the unique rules have seen is kept in the ledger
     (batchgate_seen), not in memory, and dropped at the end, whether the source ended or failed.
-    Returns the source's description, the rows filtered out, and what the report should say
-    of the source's columns."""
+    Returns the source's description, the rows filtered out, the items, and what the report
+    should say of the source's columns."""
     model = model_for(job)
     rules = build_rules(job.validation, check, id_field=model.schema.id_field)
     validator = StreamValidator(
@@ -57,7 +57,7 @@ def validate_into_ledger(
         make_context(job, check=check),
         keys=lambda rule: StoredKeys(ledger, run_id, rule.name),
     )
-    description, filtered_out, columns = source.path, 0, {}
+    description, filtered_out, count, columns = source.path, 0, 0, {}
     size = chunk_size or CHUNK_SIZE
     done = False
     try:
@@ -69,7 +69,7 @@ def validate_into_ledger(
             results, records = make_records(model, chunk.items, results, check)
             frozen = frozen_rows(from_source(chunk.items, results, records))
             ledger.record_validation(run_id, results, frozen)
-            description = chunk.description
+            description, count = chunk.description, count + len(results)
             filtered_out += chunk.filtered_out
         validator.amend(
             lambda seqs: ledger.items_by_seq(run_id, seqs),
@@ -82,7 +82,16 @@ def validate_into_ledger(
         except LedgerError:
             if done:  # else the error that stopped the run is the one to tell
                 raise
-    return description, filtered_out, source_notes(model, list(columns))
+    return Validated(description, filtered_out, count, source_notes(model, list(columns)))
+
+
+class Validated(NamedTuple):
+    """What a validation into the ledger read: for the reports."""
+
+    description: str  # the source's, e.g. "posts.csv (CSV)"
+    filtered_out: int
+    count: int  # items validated
+    notes: list[str]  # what the report should say of the source's columns
 
 
 def fields_of(model: ItemModel, chunk: SourceBatch) -> list[str]:

@@ -79,7 +79,7 @@ def test_reading_and_validating_is_chunked_and_matches_one_pass(
     ledger, run_id = open_ledger(job.ledger), new_run_id("dry-run")
     ledger.start_run(run_id, job_name=job.name, job_fingerprint=job.fingerprint(),
                      mode="dry-run", source=source.path)  # fmt: skip
-    _, _, count = validate_into_ledger.fn(ledger, run_id, source, job, chunk_size=CHUNK)
+    _, _, count, _ = validate_into_ledger.fn(ledger, run_id, source, job, chunk_size=CHUNK)
 
     assert count == ITEMS and len(alive) == ITEMS // CHUNK
     assert max(alive) <= 2 * CHUNK, f"items alive per chunk: {alive}"
@@ -387,7 +387,7 @@ def test_a_dry_runs_unique_keys_live_in_the_ledger_and_are_gone_when_it_has_amen
     calls = _keys_in_the_ledger(ledger, run_id, monkeypatch)
     if collide:
         monkeypatch.setattr(batchgate.validation.stream, "_key", lambda value: 2**64 - 1)
-    _, _, count = validate_into_ledger.fn(ledger, run_id, source, job, chunk_size=CHUNK)
+    _, _, count, _ = validate_into_ledger.fn(ledger, run_id, source, job, chunk_size=CHUNK)
 
     assert count == ITEMS
     assert [n for n, _ in calls] == [CHUNK] * (2 * ITEMS // CHUNK)  # id and slug, per chunk
