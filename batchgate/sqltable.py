@@ -60,6 +60,8 @@ class Layout:
     bookkeeping: tuple[str, ...] = ()
     exists: bool = True
     notes: list[str] = field(default_factory=list)
+    required: frozenset[str] = frozenset()  # NOT NULL columns a record must fill (no default)
+    wide_integers: bool = False  # SQLite: every INTEGER holds 64 bits
 
     @property
     def content_columns(self) -> list[str]:
@@ -78,7 +80,7 @@ class Layout:
         for name, value in record.items():
             column = self.columns.get(name)
             if column is not None and column != self.key_column:
-                values[column] = adapt(self.table.c[column], value)
+                values[column] = adapt(self.table.c[column], value, self.wide_integers)
         return values
 
     def problems(self, record: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -93,9 +95,14 @@ class Layout:
                             _no_column_fix(name)))  # fmt: skip
                 continue
             try:
-                adapt(self.table.c[column], value)
+                adapt(self.table.c[column], value, self.wide_integers)
             except Misfit as exc:
                 out.append((name, f"field '{name}' {exc.args[0]} (column {column})", exc.args[1]))
+        filled = {self.columns[n] for n in record if n in self.columns and record[n] is not None}
+        out += [(column, f"column {column} is NOT NULL with no default, and the record has no "
+                 f"'{column}'", f"Give the record a {column} (the transform's output), or let "
+                 "the column accept NULL or have a default.")
+                for column in sorted(self.required - filled)]  # fmt: skip
         return out
 
 
@@ -116,9 +123,12 @@ def layout_for(
                           f"records do not have (their fields: {', '.join(spec.fields)}). Fix: "
                           "correct the names, or remove them.")  # fmt: skip
     key_column = key or columns.get(spec.key, spec.key)
+    wide = engine is None or engine.dialect.name == "sqlite"  # None: a SQLite file not made yet
     if engine is not None and inspect(engine).has_table(table):
         reflected = Table(table, MetaData(), autoload_with=engine)
-        return _reflected(reflected, spec, key_column, columns, ignore)
+        layout = _reflected(reflected, spec, key_column, columns, ignore)
+        layout.wide_integers = wide
+        return layout
     if create == "never":
         raise ConfigError(f"destination.table {table} does not exist, and destination.create is "
                           "never. Fix: create the table, correct destination.table, or set "
@@ -128,7 +138,9 @@ def layout_for(
                           "declare the records' fields (no fields:, or a transform decides them), "
                           "so its columns cannot be made. Fix: create the table yourself (then "
                           "create: never), or declare fields: with their types.")  # fmt: skip
-    return _created(table, spec, key_column, columns, ignore)
+    layout = _created(table, spec, key_column, columns, ignore)
+    layout.wide_integers = wide
+    return layout
 
 
 def _created(
@@ -193,7 +205,8 @@ def _reflected(
         mapping.update(columns)
         mapping[spec.key] = key_column
     mapping[spec.key] = key_column
-    keep = tuple(b for b in BOOKKEEPING if b in names and b not in mapping.values()
+    mapped = set(mapping.values()) if spec.fields else set(columns.values()) | {key_column}
+    keep = tuple(b for b in BOOKKEEPING if b in names and b not in mapped
                  and _bookkeeping_fits(table.c[b]))  # fmt: skip
     unfilled = [c.name for c in table.columns if _needs_value(c) and c.name not in
                 mapping.values() and c.name not in keep]  # fmt: skip
@@ -201,12 +214,20 @@ def _reflected(
         raise ConfigError(f"{where} has NOT NULL column(s) {', '.join(unfilled)} with no default "
                           "that no field fills: every insert would be refused. Fix: map a field "
                           "to each under destination.columns, or give the column a default.")  # fmt: skip
+    required: frozenset[str] = frozenset()
+    if not spec.fields:  # each record must fill what the table needs
+        required = frozenset(c.name for c in table.columns if _needs_value(c)
+                             and c.name != key_column and c.name not in keep)  # fmt: skip
     notes = [f"Writes the existing table {table.name}, keyed by {key_column}."]
     if keep:
         notes.append(f"batchgate also sets the table's {', '.join(keep)} column(s).")
+    if "draft" not in keep:
+        notes.append("The table has no draft column: a sample's rows are ordinary rows, visible "
+                     "as written, until the sample is approved or rolled back.")  # fmt: skip
     if not spec.fields:
         mapping = {f: c for f, c in mapping.items() if f not in ignore}
-    return Layout(table, spec.key, key_column, mapping, frozenset(ignore), keep, True, notes)
+    return Layout(table, spec.key, key_column, mapping, frozenset(ignore), keep, True, notes,
+                  required)  # fmt: skip
 
 
 def _unique(table: Table, column: str) -> bool:
@@ -237,7 +258,7 @@ def _bookkeeping_fits(column: Column) -> bool:
 # --- values ------------------------------------------------------------------------------------
 
 
-def adapt(column: Column, value: Any) -> Any:
+def adapt(column: Column, value: Any, wide_integers: bool = False) -> Any:
     """The value as its column stores it; Misfit when the column cannot hold it."""
     if value is None:
         if not column.nullable and not column.primary_key:
@@ -253,15 +274,15 @@ def adapt(column: Column, value: Any) -> Any:
         raise Misfit(f"is {_show(value)}, not true or false", "Write true or false.")
     if isinstance(kind, sa_types.Integer):
         if isinstance(value, int) and not isinstance(value, bool):
-            return _in_range(kind, value)
+            return _in_range(kind, value, wide_integers)
         if isinstance(value, float) and value.is_integer():
-            return _in_range(kind, int(value))
+            return _in_range(kind, int(value), wide_integers)
         raise Misfit(f"is {_show(value)}, not a whole number", "Write a whole number.")
     if isinstance(kind, sa_types.Numeric | sa_types.Float):
         if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
                 raise Misfit(f"is {value!r}", "Write a finite number.")
-            return value
+            return _within_precision(kind, value)
         raise Misfit(f"is {_show(value)}, not a number", "Write a number.")
     if isinstance(kind, sa_types.DateTime):
         return _as_datetime(value)
@@ -270,14 +291,24 @@ def adapt(column: Column, value: Any) -> Any:
     return _as_text(kind, value)
 
 
-def _in_range(kind: Any, value: int) -> int:
-    bits = 16 if isinstance(kind, sa_types.SmallInteger) else 64
-    bits = 32 if type(kind) is sa_types.Integer or type(kind).__name__ == "INTEGER" else bits
-    if isinstance(kind, sa_types.BigInteger):
+def _in_range(kind: Any, value: int, wide: bool) -> int:
+    if wide or isinstance(kind, sa_types.BigInteger):
         bits = 64
+    else:
+        bits = 16 if isinstance(kind, sa_types.SmallInteger) else 32
     if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
         raise Misfit(f"is {value}, too large for a {bits}-bit integer column",
                      "Use a bigger column type, or correct the value.")  # fmt: skip
+    return value
+
+
+def _within_precision(kind: Any, value: int | float | Decimal) -> int | float | Decimal:
+    """numeric(p, s) holds p - s digits before the point: more is refused by the database."""
+    precision, scale = getattr(kind, "precision", None), getattr(kind, "scale", None) or 0
+    fixed = isinstance(kind, sa_types.Numeric) and not isinstance(kind, sa_types.Float)
+    if fixed and precision and abs(Decimal(str(value))) >= Decimal(10) ** (precision - scale):
+        raise Misfit(f"is {value}, too large for numeric({precision}, {scale})",
+                         f"Keep it under {10 ** (precision - scale):,}, or widen the column.")  # fmt: skip
     return value
 
 

@@ -368,3 +368,46 @@ def test_the_products_example_end_to_end_through_the_cli(
     left = table_rows(pg_schema_url)
     assert len(left) == 3  # the approved sample's rows, written by the sample run, stay
     assert textwrap.dedent("") == ""
+
+
+SHAPES = '''\
+def to_record(fields):
+    if fields["sku"] == "P002":  # no note: the row's note column must keep what it holds
+        return {"sku": fields["sku"], "qty": fields["stock"]}
+    if fields["sku"] == "P004":  # no qty, which the table needs
+        return {"sku": fields["sku"], "note": "x"}
+    return {"sku": fields["sku"], "qty": fields["stock"], "note": fields["name"],
+            "price": fields["price"] * 1000}
+'''
+
+
+def test_a_transforms_records_are_checked_one_by_one_and_never_blank_a_column_they_lack(
+    prefect_api: str, tmp_path: Path, db_url: str
+) -> None:
+    """A transform decides the fields item by item: a record missing a NOT NULL column or with
+    a number its numeric(p, s) cannot hold is blocked in the dry-run, and a record without a
+    column leaves that column as it was."""
+    from flows.dry_run import dry_run
+    from flows.full import full
+
+    (tmp_path / "shapes.py").write_text(SHAPES)
+    own_table(db_url, "CREATE TABLE catalog (sku varchar(20) PRIMARY KEY, qty integer NOT NULL, "
+                      "note text, price numeric(7, 2))")  # fmt: skip
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO catalog VALUES ('P002', 1, 'kept', NULL)"))
+    engine.dispose()
+    rows = products(5)
+    rows[4]["price"] = "99999.5"  # x 1000: over numeric(7, 2)
+    write(tmp_path, rows)
+    job = load_job(job_file(tmp_path, db_url, ", create: never", extra="transform: shapes:to_record\n"))
+    checked = dry_run(job)
+    report = " ".join(checked["report"].split())
+    assert (checked["ready"], checked["blocked"]) == (3, 2), report
+    assert "column qty is NOT NULL with no default, and the record has no 'qty'" in report
+    assert "too large for numeric(7, 2)" in report
+    assert full(job, plan_id=checked["run_id"])["succeeded"] == 3
+    table = table_rows(db_url)
+    assert sorted(table) == ["P001", "P002", "P003"]
+    assert (table["P002"]["qty"], table["P002"]["note"]) == (6, "kept")
+    assert (table["P001"]["note"], stored(table["P001"]["price"])) == ("Product 1", 1250.0)
