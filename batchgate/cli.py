@@ -233,6 +233,9 @@ def cmd_full(args: argparse.Namespace) -> int:
     json_path = str(Path(args.json).resolve()) if args.json else None
     state = full(job, json_path=json_path, job_ref=args.job, run_id=run_id, console_progress=True,
                  return_state=True)  # fmt: skip
+    if state.is_failed() and (state.message or "").startswith("error: "):
+        print(state.message, file=sys.stderr)  # the job's error, found before anything was sent
+        return EXIT_ERROR
     run = open_ledger(job.ledger).run(run_id)
     outcome = run.get("outcome") if run else None
     if outcome not in OUTCOME_EXIT:

@@ -52,6 +52,7 @@ class Capabilities:
     group_size: int = 1  # items one write (a request, a transaction) carries at most
     max_writers: int | None = None  # writes worth running at once; None: the engine's default
     idempotent_upsert: bool = False  # an upsert by key can never duplicate an item
+    drafts: bool = False  # keeps an item written as a draft out of sight until it is published
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,10 @@ class Destination(Protocol):
         """Get ready to write (e.g. create the table); called by writing runs only."""
         ...
 
+    def find_many(self, keys: list[str]) -> dict[str, str]:
+        """{key: dest_id} of the items the destination holds already, by record key."""
+        ...
+
     def find(self, record: dict[str, Any]) -> str | None:
         """The destination id of an item written before (by source id or slug), if any."""
         ...

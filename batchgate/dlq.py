@@ -32,7 +32,8 @@ RECOMMENDATIONS: dict[str, list[str]] = {
     "validation": [
         "Review the item's fields against the destination's schema (the message names the field)",
         "Fix the item in the source system and run dry-run again",
-        "A duplicate slug must be made unique in the source, or the existing item removed",
+        "A value that must be unique at the destination (a slug, a name) and clashes must be "
+        "made unique in the source, or the existing item removed",
     ],
     "auth": [
         "Check the API token: it must be valid and allowed to write to this collection",

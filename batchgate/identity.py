@@ -79,7 +79,7 @@ def is_old_style(key: str) -> bool:
 
 
 def sqlite_key(url: URL, table: str) -> str:
-    return fit(f"sql:sqlite:{sqlite_path(url)}#{table.lower()}")
+    return fit(f"sql:sqlite:{sqlite_path(url)}#{table.lower().removeprefix('main.')}")
 
 
 def sqlite_path(url: URL) -> str:
@@ -107,8 +107,9 @@ def _old_sqlite_key(old: str) -> str | None:
 SYSTEM_ID = text("SELECT system_identifier FROM pg_control_system()")
 _WHERE = text(
     "SELECT current_database(), coalesce((SELECT n.nspname FROM pg_class c JOIN pg_namespace n "
-    "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(quote_ident(:table))), "
-    "current_schema(), '-')"
+    "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(CASE WHEN :schema = '' THEN "
+    "quote_ident(:table) ELSE quote_ident(:schema) || '.' || quote_ident(:table) END)), "
+    "nullif(:schema, ''), current_schema(), '-')"
 )
 
 
@@ -123,8 +124,9 @@ def postgresql_key(engine: Engine, table: str) -> str:
             conn.rollback()
             host, port = _pg_place(engine.url)[:2]
             server = f"{host}:{port}"
-        database, schema = conn.execute(_WHERE, {"table": table}).one()
-    return fit(f"sql:postgresql:{server}/{database}/{schema}#{table}")
+        named, _, name = table.rpartition(".")  # schema.table: that schema, whatever the path
+        database, schema = conn.execute(_WHERE, {"table": name, "schema": named}).one()
+    return fit(f"sql:postgresql:{server}/{database}/{schema}#{name}")
 
 
 def normal_host(host: str | None) -> str:

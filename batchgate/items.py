@@ -12,13 +12,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from batchgate.errors import ConfigError
 from batchgate.models import Issue, Item
 from batchgate.plugins import load_object
 from batchgate.records import META, RecordSpec
-from batchgate.schema import BLOG, Schema, declared, untyped
+from batchgate.schema import BLOG, CONTROL, Schema, declared, untyped
 from batchgate.transform import BLOG_RECORD_FIELDS, blog_record
 
 # what a source may attach to an item for the run's bookkeeping (never written)
@@ -123,12 +124,20 @@ def _user_transform(
 
 def _check_value(name: str, value: Any, depth: int) -> None:
     if depth > MAX_DEPTH:
-        raise TransformError(f"field '{name}' nests deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, str | bool | int | date | datetime):
+        raise TransformError(f"returned field '{name}' nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        found = CONTROL.search(value)
+        if found:
+            raise TransformError(f"returned field '{name}' holding the control character "
+                                 f"U+{ord(found.group()):04X}, which no report or database "
+                                 "should receive")  # fmt: skip
         return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise TransformError(f"field '{name}' is {value!r}, which no destination can store")
+    if value is None or isinstance(value, bool | int | date | datetime):
+        return
+    if isinstance(value, float | Decimal):
+        if not value.is_finite() if isinstance(value, Decimal) else not math.isfinite(value):
+            raise TransformError(f"returned field '{name}' as {value!r}, which no destination "
+                                 "can store")  # fmt: skip
         return
     if isinstance(value, list | tuple):
         for part in value:
@@ -137,11 +146,11 @@ def _check_value(name: str, value: Any, depth: int) -> None:
     if isinstance(value, dict):
         for k, part in value.items():
             if not isinstance(k, str):
-                raise TransformError(f"field '{name}' has the key {k!r}; keys are text")
+                raise TransformError(f"returned field '{name}' with the key {k!r}; keys are text")
             _check_value(name, part, depth + 1)
         return
-    raise TransformError(f"field '{name}' is a {type(value).__name__}; a record holds text, "
-                         "numbers, booleans, dates, lists and mappings")  # fmt: skip
+    raise TransformError(f"returned field '{name}' as a {type(value).__name__}; a record holds "
+                         "text, numbers, booleans, dates, lists and mappings")  # fmt: skip
 
 
 def _line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from batchgate.models import Item, ItemResult
@@ -87,6 +88,8 @@ def _tag(value: Any) -> Any:
         return {"$datetime": value.isoformat()}
     if isinstance(value, date):
         return {"$date": value.isoformat()}
+    if isinstance(value, Decimal):  # a price of a transform's: kept exact, never a float
+        return {"$decimal": str(value)}
     raise TypeError(f"cannot freeze {type(value).__name__}")
 
 
@@ -96,6 +99,8 @@ def _untag(obj: dict[str, Any]) -> Any:
             return datetime.fromisoformat(obj["$datetime"])
         if "$date" in obj:
             return date.fromisoformat(obj["$date"])
+        if "$decimal" in obj:
+            return Decimal(obj["$decimal"])
     return obj
 
 

@@ -150,6 +150,8 @@ class SampleReport:
     duration_s: float = 0.0
     approve_hint: list[str] = field(default_factory=list)  # the commands after review
     note: str | None = None
+    drafts: bool = True  # the destination keeps the sample out of sight (drafts)
+    body: bool = True  # the items have a body (words, images, formatting to look at)
 
     @property
     def succeeded(self) -> int:
@@ -175,13 +177,15 @@ class SampleReport:
         lines += [
             f"{bullet}Processed: {self.succeeded}/{len(self.entries)} successful",
             f"{bullet}Duration: {self.duration_s:.1f} seconds",
-            f"{bullet}Mode: Draft (not live)",
+            f"{bullet}Mode: Draft (not live)" if self.drafts else f"{bullet}Mode: Written as they "
+            "are (this destination keeps no drafts: a rejection rolls them back)",
             f"{bullet}Run: {self.run_id}",
             f"{bullet}Destination: {self.destination}",
             "",
             "" if md else RULE,
             "",
-            "PUBLISHED ITEMS (drafts for review):" if not md else "**Drafts for review:**",
+            ("PUBLISHED ITEMS (drafts for review):" if self.drafts else "ITEMS WRITTEN FOR REVIEW:")
+            if not md else ("**Drafts for review:**" if self.drafts else "**Items for review:**"),
             "",
         ]
         # item text is escaped: a title cannot add a heading to the approval form or a line here
@@ -189,12 +193,13 @@ class SampleReport:
         for n, e in enumerate(self.entries, 1):
             images = f"{e.images} image{'s' if e.images != 1 else ''}"
             title = f"**{md_text(e.title)}**" if md else f'"{one_line(e.title)}"'
-            lines.append(f"{n}. {title} [{e.size.upper()}] ({code(e.item_id)})")
+            size = f" [{e.size.upper()}]" if self.body else ""
+            lines.append(f"{n}. {title}{size} ({code(e.item_id)})")
             if e.status == "succeeded":
                 link = md_link(e.link) if md and e.link else code(e.link)
                 details = [
                     f"✅ Destination ID: {code(e.dest_id)} ({e.action})",
-                    f"📝 Draft: {link}",
+                    f"📝 Draft: {link}" if self.drafts else f"🔗 Written: {link}",
                 ]
             else:
                 details = [f"❌ Failed after {e.attempts} attempt(s): {text(e.error)}"]
@@ -209,15 +214,22 @@ class SampleReport:
             "",
             "**MANUAL REVIEW REQUIRED:**" if md else "MANUAL REVIEW REQUIRED:",
             "",
-            "Please verify the draft items before the full batch:",
-            "1. Content formatting (headings, images, structure)",
-            "2. Data accuracy (fields mapped correctly)",
-            "3. Visual quality (images render correctly)",
+            *(self._checklist()),
             "",
             "After review:",
         ]
         lines += [f"- {hint}" if md else hint for hint in self.approve_hint]
         return lines
+
+    def _checklist(self) -> list[str]:
+        if self.body:
+            return ["Please verify the draft items before the full batch:",
+                    "1. Content formatting (headings, images, structure)",
+                    "2. Data accuracy (fields mapped correctly)",
+                    "3. Visual quality (images render correctly)"]  # fmt: skip
+        return ["Please verify the items written before the full batch:",
+                "1. Data accuracy: every field in its column, with the value the source holds",
+                "2. Types and formats: numbers, dates and lists as the destination expects them"]  # fmt: skip
 
     def as_text(self) -> str:
         return "\n".join(self._lines(md=False)).rstrip() + "\n"

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -76,16 +76,41 @@ class Layout:
 
     def row(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record as column values (each adapted to its column)."""
-        values = {self.key_column: str(record[self.key_field])}
+        values = {self.key_column: self.key_value(record)}
         for name, value in record.items():
             column = self.columns.get(name)
             if column is not None and column != self.key_column:
                 values[column] = adapt(self.table.c[column], value, self.wide_integers)
         return values
 
+    def key_value(self, record: dict[str, Any]) -> Any:
+        """The item's key as its column stores it (text, or a number in an integer column)."""
+        key = str(record[self.key_field])
+        column = self.table.c[self.key_column]
+        if isinstance(column.type, sa_types.Integer):
+            if not _integer_text(key):
+                raise Misfit(f"'{key[:60]}' is not a whole number, as the integer column needs",
+                             "Give the items whole-number keys, or key the table by a text "
+                             "column.")  # fmt: skip
+            return int(key)
+        return _as_text(column.type, key)
+
+    def _key_problem(self, record: dict[str, Any]) -> list[tuple[str, str, str]]:
+        key, name, column = str(record[self.key_field]), self.key_field, self.key_column
+        try:
+            stored = self.key_value(record)
+        except Misfit as exc:
+            return [(name, f"key {exc.args[0]} (key column {column})", exc.args[1])]
+        if str(stored) != key:
+            return [(name, f"key '{key[:60]}' would be stored as {stored!r} in the key column "
+                     f"{column}, and a rerun could not find the item by it",
+                     "Give the items keys the column keeps as they are (no leading zeros or "
+                     "spaces in an integer column), or key the table by a text column.")]  # fmt: skip
+        return []
+
     def problems(self, record: dict[str, Any]) -> list[tuple[str, str, str]]:
         """(field, message, fix) for each value of the record this table cannot take."""
-        out = []
+        out = self._key_problem(record)
         for name, value in record.items():
             if name in self.ignored or name == self.key_field:
                 continue
@@ -106,6 +131,10 @@ class Layout:
         return out
 
 
+def _integer_text(text: str) -> bool:
+    return text.lstrip("-").isdigit() and text.isascii()
+
+
 def _no_column_fix(name: str) -> str:
     return (f"Add a column for it, map it under destination.columns ({name}: <column>), or list "
             f"it under destination.ignore to leave it out on purpose.")  # fmt: skip
@@ -123,9 +152,11 @@ def layout_for(
                           f"records do not have (their fields: {', '.join(spec.fields)}). Fix: "
                           "correct the names, or remove them.")  # fmt: skip
     key_column = key or columns.get(spec.key, spec.key)
+    _distinct_columns(columns, spec, key_column)
     wide = engine is None or engine.dialect.name == "sqlite"  # None: a SQLite file not made yet
-    if engine is not None and inspect(engine).has_table(table):
-        reflected = Table(table, MetaData(), autoload_with=engine)
+    schema, _, name = table.rpartition(".")  # schema.table names a table in another schema
+    if engine is not None and inspect(engine).has_table(name, schema=schema or None):
+        reflected = Table(name, MetaData(schema=schema or None), autoload_with=engine)
         layout = _reflected(reflected, spec, key_column, columns, ignore)
         layout.wide_integers = wide
         return layout
@@ -134,21 +165,23 @@ def layout_for(
                           "never. Fix: create the table, correct destination.table, or set "
                           "create: if-missing.")  # fmt: skip
     if not spec.fields:
-        raise ConfigError(f"destination.table {table} does not exist, and the job does not "
-                          "declare the records' fields (no fields:, or a transform decides them), "
-                          "so its columns cannot be made. Fix: create the table yourself (then "
-                          "create: never), or declare fields: with their types.")  # fmt: skip
-    layout = _created(table, spec, key_column, columns, ignore)
+        raise ConfigError(f"destination.table {table} does not exist, and the records' fields "
+                          "are not known before they are made (a transform decides them, or no "
+                          "fields: are declared), so its columns cannot be made. Fix: create the "
+                          "table yourself (then create: never), or declare fields: with their "
+                          "types and no transform.")  # fmt: skip
+    layout = _created(name, spec, key_column, columns, ignore, schema or None)
     layout.wide_integers = wide
     return layout
 
 
 def _created(
-    name: str, spec: RecordSpec, key_column: str, columns: dict[str, str], ignore: list[str]
-) -> Layout:
+    name: str, spec: RecordSpec, key_column: str, columns: dict[str, str], ignore: list[str],
+    schema: str | None = None,
+) -> Layout:  # fmt: skip
     mapping = {f: columns.get(f, f) for f in spec.fields if f not in ignore}
     mapping[spec.key] = key_column
-    table = Table(name, MetaData())
+    table = Table(name, MetaData(schema=schema))
     blog = spec.key == "source_id" and "body_html" in spec.fields
     for field_name, column in mapping.items():
         kind = spec.fields.get(field_name, "string")
@@ -230,6 +263,20 @@ def _reflected(
                   required)  # fmt: skip
 
 
+def _distinct_columns(columns: dict[str, str], spec: RecordSpec, key_column: str) -> None:
+    """Two fields into one column would keep one of them: a job error, never a silent loss."""
+    owners: dict[str, list[str]] = {}
+    for name in dict.fromkeys([*spec.fields, *columns]):
+        column = key_column if name == spec.key else columns.get(name, name)
+        owners.setdefault(column, []).append(name)
+    shared = {c: names for c, names in owners.items() if len(names) > 1}
+    if shared:
+        shown = "; ".join(f"{', '.join(n)} -> {c}" for c, n in shared.items())
+        raise ConfigError(f"destination.columns sends several fields into one column ({shown}): "
+                          "only one value could be kept. Fix: give each field its own column, or "
+                          "list the others under destination.ignore.")  # fmt: skip
+
+
 def _unique(table: Table, column: str) -> bool:
     if [c.name for c in table.primary_key.columns] == [column]:
         return True
@@ -275,15 +322,17 @@ def adapt(column: Column, value: Any, wide_integers: bool = False) -> Any:
     if isinstance(kind, sa_types.Integer):
         if isinstance(value, int) and not isinstance(value, bool):
             return _in_range(kind, value, wide_integers)
-        if isinstance(value, float) and value.is_integer():
+        if isinstance(value, float | Decimal) and value == int(value):
             return _in_range(kind, int(value), wide_integers)
-        raise Misfit(f"is {_show(value)}, not a whole number", "Write a whole number.")
+        raise Misfit(f"is {_show(value)}, not a whole number",
+                     "Write a whole number (declare the field as integer under fields:).")  # fmt: skip
     if isinstance(kind, sa_types.Numeric | sa_types.Float):
         if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
                 raise Misfit(f"is {value!r}", "Write a finite number.")
             return _within_precision(kind, value)
-        raise Misfit(f"is {_show(value)}, not a number", "Write a number.")
+        raise Misfit(f"is {_show(value)}, not a number",
+                     "Write a number (declare the field as number under fields:).")  # fmt: skip
     if isinstance(kind, sa_types.DateTime):
         return _as_datetime(value)
     if isinstance(kind, sa_types.Date):
@@ -321,6 +370,8 @@ def _as_text(kind: Any, value: Any) -> str:
         text = value.isoformat()
     else:
         text = str(value).lower() if isinstance(value, bool) else str(value)
+    if "\x00" in text:  # PostgreSQL refuses it in text; no report should carry it either
+        raise Misfit("holds a NUL character (U+0000)", "Remove the NUL character from the value.")
     length = getattr(kind, "length", None)
     if length and len(text) > length:
         raise Misfit(f"is {len(text):,} characters, longer than the column's {length} "
@@ -343,6 +394,12 @@ def _as_date(value: Any) -> date:
 
 
 def _as_datetime(value: Any) -> datetime:
+    """A timestamp, in UTC when it has an offset (SQLite would drop the offset, not convert)."""
+    moment = _parsed_datetime(value)
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment
+
+
+def _parsed_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
     if isinstance(value, date):

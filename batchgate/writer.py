@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchgate.backoff import backoff_delays, jittered
+from batchgate.connectors import capabilities_of
 from batchgate.destinations import Destination, WriteResult
 from batchgate.dlq import recommendations, redact
 from batchgate.errors import (
@@ -128,10 +129,8 @@ def write_group(
         raise  # the run's own bookkeeping failed: never the items' fault (see flows/full.py)
     except Exception as exc:  # noqa: BLE001 - a snapshot read: the whole group
         return {**results, **{w.seq: exc for w, _, _ in ready}}
-    answers = ctx.destination.upsert_many(
-        [(record, dest_ids[w.seq], (w.write_ahead or {}).get("previous"))
-         for w, record, _ in ready], ctx.draft,
-    )  # fmt: skip
+    answers = _upserted(ctx, [(record, dest_ids[w.seq], (w.write_ahead or {}).get("previous"))
+                              for w, record, _ in ready])  # fmt: skip
     ms = int(1000 * (time.monotonic() - started) / len(ready))
     for (work, _, _), answer in zip(ready, answers, strict=True):
         if (isinstance(answer, AlreadyExists) and dest_ids[work.seq] is None
@@ -147,6 +146,27 @@ def write_group(
             answer if isinstance(answer, Exception) else _succeeded(work, answer, attempt, ms)
         )
     return results
+
+
+def _upserted(ctx: RunContext, entries: list[Any]) -> list[WriteResult | WriteError]:
+    """The group's answers; a connector that raises instead of answering per item fails the
+    group with its error, tried again where an upsert by key is safe to repeat."""
+    try:
+        answers = ctx.destination.upsert_many(entries, ctx.draft)
+    except LedgerError:
+        raise
+    except WriteError as exc:
+        return [exc] * len(entries)
+    except Exception as exc:  # noqa: BLE001 - a connector of the user's: never a traceback
+        message = f"the destination's connector raised {type(exc).__name__}: {exc}"[:500]
+        again = capabilities_of(ctx.destination).idempotent_upsert
+        kind = RetryableError if again else WriteError
+        return [kind(message, error_type="unknown")] * len(entries)
+    if len(answers) != len(entries):
+        error = WriteError(f"the destination's connector answered {len(answers)} results for "
+                           f"{len(entries)} items", error_type="unknown")  # fmt: skip
+        return [error] * len(entries)
+    return list(answers)
 
 
 def _prepare(work: WorkItem, ctx: RunContext, attempt: int) -> tuple[dict[str, Any], str | None]:
@@ -189,6 +209,8 @@ def _write_ahead(
     need = [(work, dest_id) for work, dest_id in pairs if work.write_ahead is None]
     if not need:
         return dest_ids
+    need = _found(need, ctx)
+    dest_ids.update((work.seq, dest_id) for work, dest_id in need)
     snapshots = ctx.destination.snapshot_many([d for _, d in need if d])
     entries = []
     for work, dest_id in need:
@@ -203,6 +225,19 @@ def _write_ahead(
     for work, _ in need:
         work.write_ahead = in_force[work.item_id]
     return dest_ids
+
+
+def _found(
+    need: list[tuple[WorkItem, str | None]], ctx: RunContext
+) -> list[tuple[WorkItem, str | None]]:
+    """Items the map does not know, looked up at a destination whose upsert overwrites by key (a
+    table, a PUT): one there already (the user's own row) is snapshotted and recorded as an
+    update, so a rollback restores it instead of deleting it. One query for the group."""
+    unknown = [work.item_id for work, dest_id in need if dest_id is None]
+    if not unknown or not capabilities_of(ctx.destination).idempotent_upsert:
+        return need
+    found = ctx.destination.find_many(unknown)
+    return [(work, dest_id or found.get(work.item_id)) for work, dest_id in need]
 
 
 def _succeeded(work: WorkItem, result: WriteResult, attempt: int, ms: int) -> Outcome:

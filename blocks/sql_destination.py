@@ -106,7 +106,12 @@ class SqlDestination(DestinationBase, Block):
         back, versioned and restored, and an upsert by key never duplicates."""
         return Capabilities(live=self.publish_live, snapshots=True, versions=True, restore=True,
                             group_size=SQL_GROUP, max_writers=self.max_writers,
-                            idempotent_upsert=True)  # fmt: skip
+                            idempotent_upsert=True, drafts=self._keeps_drafts())  # fmt: skip
+
+    def _keeps_drafts(self) -> bool:
+        """A table of the user's own may have no draft flag: its rows are live once written."""
+        layout = self._layout
+        return layout is None or "draft" in layout.bookkeeping
 
     @property
     def rate_per_s(self) -> float | None:
@@ -126,7 +131,8 @@ class SqlDestination(DestinationBase, Block):
         return self._layout
 
     def _has_table(self) -> bool:
-        return sa_inspect(self.engine).has_table(self.table)
+        schema, _, name = self.table.rpartition(".")
+        return sa_inspect(self.engine).has_table(name, schema=schema or None)
 
     @property
     def _table(self) -> Table:
@@ -189,7 +195,7 @@ class SqlDestination(DestinationBase, Block):
             return {}
         pk = self._pk
         with self._errors("looking up"), self.engine.connect() as conn:
-            return {k: k for k in conn.execute(select(pk).where(pk.in_(keys))).scalars()}
+            return {str(k): str(k) for k in conn.execute(select(pk).where(pk.in_(keys))).scalars()}
 
     def snapshot(self, dest_id: str) -> dict[str, Any] | None:
         """The row as it is now (what a rollback would restore), or None if there is none."""
@@ -251,14 +257,15 @@ class SqlDestination(DestinationBase, Block):
         layout, now = self.layout, datetime.now(UTC)
         table, pk = layout.table, self._pk
         rows = self._rows(layout, records, draft, now)
-        ids = [r[pk.name] for r in rows]
+        keys = [r[pk.name] for r in rows]
+        ids = [str(k) for k in keys]
         columns = layout.content_columns
         with self._errors("writing"), self.engine.begin() as conn:
-            existed = set(conn.execute(select(pk).where(pk.in_(ids))).scalars())
+            existed = {str(k) for k in conn.execute(select(pk).where(pk.in_(keys))).scalars()}
             for same in _by_columns(rows).values():  # a record never blanks a column it lacks
                 conn.execute(self._upsert(layout, same[0]), same)
             written = {str(r._mapping[pk.name]): version_of(r._mapping, columns)
-                       for r in conn.execute(select(table).where(pk.in_(ids)))}  # fmt: skip
+                       for r in conn.execute(select(table).where(pk.in_(keys)))}  # fmt: skip
         return [WriteResult(i, "updated" if i in existed else "created", version=written[i])
                 for i in ids]  # fmt: skip
 

@@ -145,6 +145,7 @@ class WebflowDestination(DestinationBase, Block):
             publish=self.publish_live, live=self.publish_live, snapshots=True, versions=True,
             restore=True, rate_per_s=self.rate_per_s, group_size=self.items_per_request,
             idempotent_upsert=False,
+            drafts=True,
         )  # fmt: skip
 
     def record_key(self, record: Mapping[str, Any]) -> str:

@@ -31,7 +31,14 @@ from batchgate.breaker import CircuitBreaker, evaluate, threshold_value
 from batchgate.config import Job, Layout
 from batchgate.connectors import capabilities_of, refresher
 from batchgate.destinations import Destination
-from batchgate.errors import BatchgateError, FatalError, LedgerError, WriteError
+from batchgate.errors import (
+    BatchgateError,
+    ConfigError,
+    FatalError,
+    LedgerError,
+    SourceError,
+    WriteError,
+)
 from batchgate.hold import DestinationHold
 from batchgate.ledger import OWN_PLAN, Ledger, new_run_id
 from batchgate.planner import (
@@ -209,6 +216,13 @@ class _Stopped:
 
     def __call__(self, exc: Exception, destination: str = "?") -> State:
         self.logger.error(str(exc))
+        if isinstance(exc, ConfigError | SourceError):  # the job's error: nothing was attempted
+            if self.console:
+                print(f"❌ Run {self.run_id} did not start: the job needs a fix.", flush=True)
+            if self.json_path:
+                _write_json(Path(self.json_path), {"run_id": self.run_id, "status": "error",
+                                                   "reason": str(exc)})  # fmt: skip
+            return Failed(message=f"error: {exc}")
         report = FullReport(
             run_id=self.run_id, status=_outcome_of(exc), total=0, succeeded=0, failed=0,
             skipped=0, pending=0, unchanged=0, duration_s=time.monotonic() - self.started,

@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
 from batchgate.config import Job
-from batchgate.connectors import refresher
+from batchgate.connectors import capabilities_of, refresher
 from batchgate.errors import BatchgateError, WriteError
 from batchgate.items import model_for
 from batchgate.ledger import new_run_id
@@ -107,9 +107,10 @@ def sample(
     finally:
         discard_own_plan(prepared, run_id)  # a sample given no reviewed plan made one of its own
 
-    report = SampleReport(run_id, destination.key,
-                          approve_hint=_hints(run_id, job_ref, review_flow_run_id))  # fmt: skip
     body = model_for(job).spec.body
+    report = SampleReport(run_id, destination.key,
+                          approve_hint=_hints(run_id, job_ref, review_flow_run_id),
+                          drafts=capabilities_of(destination).drafts, body=body)  # fmt: skip
     for pick in picks:
         outcome, record = outcomes[pick.work.seq], written(pick.work.data)
         report.entries.append(SampleEntry(

@@ -178,7 +178,7 @@ CATALOG = """CREATE TABLE catalog (sku varchar(20) PRIMARY KEY, name varchar(12)
         # a field with nowhere to go: the table has no image_url column
         ("", "", None),
         (", warehouse text NOT NULL", "", "NOT NULL column(s) warehouse"),
-        ("", ", create: never, key: name", "neither its primary key nor unique"),
+        (", code text", ", create: never, key: code", "neither its primary key nor unique"),
     ],
     ids=["too-long-name", "not-null-unfilled", "key-not-unique"],
 )  # fmt: skip
@@ -411,3 +411,78 @@ def test_a_transforms_records_are_checked_one_by_one_and_never_blank_a_column_th
     assert sorted(table) == ["P001", "P002", "P003"]
     assert (table["P002"]["qty"], table["P002"]["note"]) == (6, "kept")
     assert (table["P001"]["note"], stored(table["P001"]["price"])) == ("Product 1", 1250.0)
+
+
+def test_a_row_of_the_users_own_is_recorded_as_updated_and_a_rollback_restores_it(
+    prefect_api: str, tmp_path: Path, db_url: str
+) -> None:
+    """A row the table held before batchgate ever wrote it is looked up before the first write:
+    snapshotted, recorded as an update, and put back by a rollback, never deleted."""
+    from flows.full import full
+    from flows.rollback import rollback
+
+    own_table(db_url, CATALOG.format(extra=""))
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO catalog (sku, name, price, stock) "
+                             "VALUES ('P002', 'precious', 99.5, 1)"))  # fmt: skip
+    engine.dispose()
+    write(tmp_path, products(3))
+    job = load_job(job_file(tmp_path, db_url, ", create: never"))
+    summary = full(job)
+    assert summary["succeeded"] == 3 and table_rows(db_url)["P002"]["name"] == "Product 2"
+    ledger = open_ledger(job.ledger)
+    actions = {r["item_id"]: r["action"] for r in ledger.item_rows(summary["run_id"])}
+    assert actions == {"P001": "created", "P002": "updated", "P003": "created"}
+    rollback(summary["run_id"], job=job)
+    table = table_rows(db_url)
+    assert sorted(table) == ["P002"]
+    assert (table["P002"]["name"], stored(table["P002"]["price"]), table["P002"]["stock"]) == (
+        "precious", 99.5, 1)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ddl", "destination", "rows", "said"),
+    [
+        ("sku varchar(20) PRIMARY KEY, name text, alt text", ", columns: {alt: name}", None,
+         "sends several fields into one column (name, alt -> name)"),
+        ("sku varchar(4) PRIMARY KEY, name text, alt text", "", None,
+         "key is 7 characters, longer than the column's 4 (varchar(4)) (key column sku)"),
+        ("sku integer PRIMARY KEY, name text, alt text", "", ["007", "8"],
+         "key '007' would be stored as 7 in the key column sku"),
+    ],
+    ids=["two-fields-one-column", "key-too-long", "key-changed-by-its-column"],
+)  # fmt: skip
+def test_a_key_or_a_mapping_the_table_would_change_is_said_before_any_write(
+    prefect_api: str, tmp_path: Path, db_url: str, ddl: str, destination: str,
+    rows: list[str] | None, said: str,
+) -> None:  # fmt: skip
+    skus = rows or ["P1", "P2-LONG"]
+    write(tmp_path, [{"sku": s, "name": f"n{s}", "alt": f"a{s}"} for s in skus])
+    own_table(db_url, f"CREATE TABLE catalog ({ddl})")
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "source: {type: file, path: products.csv}\n"
+        "fields: {sku: string, name: string, alt: string}\nid_field: sku\n"
+        f"destination: {{type: sql, url: '{db_url}', table: catalog, create: never{destination}}}\n"
+        f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
+    )
+    result = dry(prefect_api, tmp_path)
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode in (1, 2) and said in out, out
+    assert "Traceback" not in out and table_rows(db_url) == {}
+
+
+def test_a_full_run_whose_job_needs_a_fix_exits_1_with_the_fix_and_no_report_of_success(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    write(tmp_path, products(3))
+    job_file(tmp_path, f"sqlite:///{tmp_path / 'shop.db'}", ", create: never")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    result = subprocess.run([BATCHGATE, "full", "--job", "job.yaml"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "destination.table catalog does not exist, and destination.create is never" in out
+    assert "Success Rate" not in out and "SUCCESSFULLY PROCESSED" not in out
+    assert "Traceback" not in out

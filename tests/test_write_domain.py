@@ -113,6 +113,9 @@ class FlakyDestination:
     def find(self, record):  # noqa: ANN001, ANN201
         return None
 
+    def find_many(self, keys):  # noqa: ANN001, ANN201
+        return {}
+
     def snapshot_many(self, dest_ids):  # noqa: ANN001, ANN201
         return dict.fromkeys(dest_ids)
 

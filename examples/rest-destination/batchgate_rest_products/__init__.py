@@ -71,8 +71,12 @@ class Products(DestinationBase):
         answer = self._send("PUT", f"/products/{sku}", json=_fields(record), headers=headers)
         if isinstance(answer, WriteError):
             return answer
+        body = _json(answer)
+        if not isinstance(body, dict) or not body.get("version"):
+            # it may have landed: retried, the look-up finds it and the PUT is an update
+            return RetryableError(f"PUT /products/{sku}: HTTP {answer.status_code} without a version")
         action = "created" if answer.status_code == 201 else "updated"
-        return WriteResult(sku, action, version=answer.json()["version"])
+        return WriteResult(sku, action, version=str(body["version"]))
 
     def _listed(self, skus: list[str]) -> dict[str, dict[str, Any]]:
         """The products of a group (at most group_size skus), in one request."""
@@ -81,25 +85,37 @@ class Products(DestinationBase):
         answer = self._send("GET", "/products", params={"sku": ",".join(skus)})
         if isinstance(answer, WriteError):
             raise answer
-        return {p["sku"]: p for p in answer.json()["products"]}
+        listed = _json(answer)
+        if not isinstance(listed, dict) or not isinstance(listed.get("products"), list):
+            raise RetryableError("GET /products: the answer is not a product listing")
+        return {p["sku"]: p for p in listed["products"] if isinstance(p, dict) and "sku" in p}
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response | WriteError:
         try:
             answer = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:  # no answer: the writer tries again
-            return RetryableError(f"{method} {path}: {type(exc).__name__}", error_type="timeout")
+        except httpx.TimeoutException:  # no answer in time: the writer tries again
+            return RetryableError(f"{method} {path}: no answer in time", error_type="timeout")
+        except httpx.HTTPError as exc:  # not reached: the writer tries again
+            return RetryableError(f"{method} {path}: {type(exc).__name__}", error_type="api-error")
         if answer.is_success:
             return answer
         status = answer.status_code
         kind = STATUS.get(status, RetryableError if status >= 500 else PermanentError)
-        return kind(
-            f"{method} {path}: HTTP {status} {answer.json().get('error', '')}",
-            status_code=status,
-            error_type="validation" if status == 422 else None,
-        )
+        error = _json(answer)
+        reason = error.get("error", "") if isinstance(error, dict) else ""
+        return kind(f"{method} {path}: HTTP {status} {str(reason)[:200]}".rstrip(),
+                    status_code=status, error_type="validation" if status == 422 else None)
 
     def close(self) -> None:
         self._http.close()
+
+
+def _json(answer: httpx.Response) -> Any:
+    """The answer's JSON, or None when it is not JSON (a proxy's HTML page, a cut body)."""
+    try:
+        return answer.json()
+    except ValueError:
+        return None
 
 
 def _fields(product: dict[str, Any]) -> dict[str, Any]:
