@@ -231,6 +231,7 @@ def test_the_shipped_webflow_destination_declares_its_capabilities() -> None:
         rate_per_s=2.0,
         group_size=50,
         idempotent_upsert=False,
+        drafts=True,
     )
 
 
