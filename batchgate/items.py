@@ -23,7 +23,7 @@ from batchgate.schema import BLOG, CONTROL, Schema, declared, untyped
 from batchgate.transform import BLOG_RECORD_FIELDS, blog_record
 
 # what a source may attach to an item for the run's bookkeeping (never written)
-_BOOKKEEPING = ("source_url", "media_expires_at", "content_key")
+_BOOKKEEPING = ("source_url", "media_expires_at", "content_key", "lost_blocks")
 MAX_DEPTH = 20  # a record nests a few levels; more is a transform gone wrong
 
 

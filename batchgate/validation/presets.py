@@ -33,6 +33,8 @@ BLOG = (
         {"ratio": "16:9", "tolerance": 0.05},
     ),
     RuleSpec("title_length", "title_length", "title", "warning", {"max": 100}),
+    # what the source could not render into the destination (Notion blocks Webflow cannot keep)
+    RuleSpec("notion_lost_content", "lost_content", "lost_blocks", "warning"),
 )
 
 PRESETS: dict[str, tuple[RuleSpec, ...]] = {"blog": BLOG, "none": ()}

@@ -572,6 +572,30 @@ class TitleLength(MaxLength):
     impact = "Long titles wrap or are cut off in listings, feeds and search results."
 
 
+class LostContent(Rule):
+    """Blocks of a page the destination cannot keep (`lost_blocks`, recorded by the source as
+    it renders the body: each a type and a reason): the page is written without them."""
+
+    kind = "lost_content"
+    impact = "The published post lacks that content."
+
+    def check(self, item: Item, context: Context) -> Iterable[Issue]:
+        lost = item.data.get(self.field)
+        if not isinstance(lost, list) or not lost:
+            return
+        shown = "; ".join(f"{entry.get('type')} ({entry.get('reason')})" for entry in lost[:10]
+                          if isinstance(entry, dict))  # fmt: skip
+        more = f"; and {len(lost) - 10} more" if len(lost) > 10 else ""
+        page = f"Page {item.title!r}" if item.title else f"Page {item.id}"
+        count = f"{len(lost)} Notion block{'s' if len(lost) != 1 else ''}"
+        yield self.issue(
+            f"{page}: {count} cannot be kept by the destination and will be missing: {shown}{more}",
+            f"Change those blocks in {item.location} (e.g. link a file by an external URL, move a "
+            "database to its own collection), or accept the loss; a job that must lose nothing "
+            f"sets validation.rules.{self.name}: {{severity: blocked}}.",
+        )
+
+
 KINDS: dict[str, type[Rule]] = {
     cls.kind: cls
     for cls in (
@@ -589,6 +613,7 @@ KINDS: dict[str, type[Rule]] = {
         Category,
         AspectRatio,
         TitleLength,
+        LostContent,
     )
 }
 
