@@ -331,9 +331,11 @@ class WebflowDestinationConfig(_Section):
         description="API token with CMS write access; ${WEBFLOW_TOKEN}. Unset: read from the "
         "WEBFLOW_TOKEN environment variable where the flow runs.",
     )
-    rate_per_minute: int = Field(
-        default=60, ge=1, le=100_000, description="Requests per minute the plan allows (60 or 120)."
-    )
+    rate_per_minute: int | None = Field(
+        default=None, ge=1, le=100_000,
+        description="Requests per minute to send at most. Unset: the limit Webflow states in "
+        "X-RateLimit-Limit (120 on CMS plans, 60 on Basic), 60 until its first answer.",
+    )  # fmt: skip
     publish: bool = Field(default=False, description="Publish items live; drafts unless true.")
     items_per_request: int = Field(
         default=100, ge=1, le=100,

@@ -27,6 +27,7 @@ class Pacer:
         self._hold_lock = threading.Lock()
         self._last = float("-inf")
         self._hold_until = 0.0
+        self.stated_limit: int | None = None  # requests/min the API said it allows (if it says)
 
     def acquire(self) -> float:
         """Wait for the next slot; returns how long this caller waited in all."""
@@ -54,6 +55,13 @@ class Pacer:
             with self._hold_lock:
                 self.interval = max(self.interval * factor, self.base_interval)
 
+    def set_rate(self, rate_per_s: float) -> None:
+        """A new configured rate (e.g. the limit an API states), keeping holds and history."""
+        with self._hold_lock:
+            factor = self.interval / self.base_interval
+            self.base_interval = 1.0 / rate_per_s
+            self.interval = self.base_interval * factor
+
     def hold(self, seconds: float) -> None:
         """Give no slot for the next `seconds` (a 429's Retry-After, or an empty quota)."""
         with self._hold_lock:
@@ -65,9 +73,18 @@ _PACERS_LOCK = threading.Lock()
 
 
 def pacer_for(key: str, rate_per_s: float) -> Pacer:
-    """The process-wide pacer for one destination (created on first use)."""
+    """The process-wide pacer for one key (a destination, or an API token; created on first
+    use). A new rate is taken in place, so the writers it is holding stay held."""
     with _PACERS_LOCK:
         pacer = _PACERS.get(key)
-        if pacer is None or abs(pacer.base_interval - 1.0 / rate_per_s) > 1e-9:
+        if pacer is None:
             pacer = _PACERS[key] = Pacer(rate_per_s)
+        elif abs(pacer.base_interval - 1.0 / rate_per_s) > 1e-9:
+            pacer.set_rate(rate_per_s)
         return pacer
+
+
+def existing_pacer(key: str) -> Pacer | None:
+    """The pacer of this key if one was made in this process."""
+    with _PACERS_LOCK:
+        return _PACERS.get(key)

@@ -71,6 +71,9 @@ class RollbackReport:
     counts: Counter[str] = field(default_factory=Counter)
     shown: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, entry)
     already: bool = False
+    live_before: int = 0  # items undone that the live site showed before the run
+    # a destination with a live site: {dest_id: (live when the rollback started, live after)}
+    live: dict[str, tuple[bool, bool]] = field(default_factory=dict)
 
     def add(self, entry: dict[str, Any]) -> None:
         self.counts[entry["outcome"]] += 1
@@ -111,6 +114,12 @@ class RollbackReport:
             RULE,
             "",
         ]
+        if self.live:
+            during, after = (sum(states[k] for states in self.live.values()) for k in (0, 1))
+            was = "was" if self.live_before == 1 else "were"
+            lines[5:5] = [f"Live site: {self.live_before:,} of these {len(self.live):,} items {was} "
+                          f"live before the run, {during:,} when the rollback started, "
+                          f"{after:,} now"]  # fmt: skip
         icons = {"failed": "❌", "conflict": "⚠️ "}
         for n, o in self.shown:
             lines.append(f"{n}. {icons.get(o['outcome'], '✅')} {o['item_id']} ({o['dest_id']}): "
@@ -150,6 +159,7 @@ def roll_back(run_id: str, destination: Destination, ledger: Ledger) -> Rollback
         for start in range(0, len(rows), size):
             _undo_group(run_id, rows[start : start + size], targets, destination, ledger, report)
     report.already = not report.total
+    report.live = dict(getattr(destination, "live_changes", None) or {})  # a live site (Webflow)
     return report
 
 
@@ -210,6 +220,8 @@ def _undo_group(
             entry["error"] = why
         if outcome in ("deleted", "restored"):
             undone.append((row, version))
+            previous = row["previous"] if row["action"] != "created" else None
+            report.live_before += bool(isinstance(previous, dict) and previous.get("live"))
         report.add(entry)
     ledger.mark_rolled_back(run_id, undone, destination.key)  # the group's marks, one transaction
 

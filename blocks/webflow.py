@@ -30,7 +30,7 @@ from batchgate.errors import (
     RetryableError,
     WriteError,
 )
-from batchgate.pacer import Pacer, pacer_for
+from batchgate.pacer import Pacer, existing_pacer, pacer_for
 from batchgate.secrets import require_token_url
 
 # HTTP status -> (what to do, DLQ error type). Unknown 4xx are permanent, unknown 5xx retryable.
@@ -54,6 +54,15 @@ SNAPSHOT_FRESH_S = 10.0  # a group's write-ahead snapshots are at most this old 
 FEW_ITEMS = 10  # a group this small reads its items by id, not the listing
 CLOCK_MARGIN_S = 2.0  # the server's timestamps have 1 s resolution: read a little further back
 ITEM_INDEX = re.compile(r"^items\[(\d+)\]\.?")
+# a duplicate slug is named by `param: "slug"` and the slug itself, never by `items[n]` (apis.md)
+SLUG_TAKEN = re.compile(r"already in database: '(?P<slug>[^']*)'", re.IGNORECASE)
+DEFAULT_RATE_PER_MINUTE = 60  # until an answer's X-RateLimit-Limit says the plan's limit
+# An invalid or unreachable file fails the write instead of being skipped (skipInvalidFiles
+# defaults to true: openapi/v2.yml, item create/update), so a refused image fails its item.
+WRITE_PARAMS = {"skipInvalidFiles": "false"}
+# A multi-item write waits longer than a read: WRITE_BASE_S plus WRITE_PER_ITEM_S an item
+# (a 100-item create with bodies and images: 50 s; README, "Webflow: write timeouts").
+WRITE_BASE_S, WRITE_PER_ITEM_S = 20.0, 0.3
 
 
 class WebflowDestination(DestinationBase, Block):
@@ -69,7 +78,11 @@ class WebflowDestination(DestinationBase, Block):
     base_url: str = Field(default="https://api.webflow.com/v2", description="API base URL.")
     collection_id: str = Field(description="The CMS collection that receives the items.")
     token: SecretStr = Field(description="API token with CMS read and write access.")
-    rate_per_minute: int = Field(default=60, description="Requests per minute the plan allows.")
+    rate_per_minute: int | None = Field(
+        default=None,
+        description="Requests per minute to send at most; unset: the limit the API states "
+        "(X-RateLimit-Limit: 120 on CMS plans, 60 on Basic), 60 until its first answer.",
+    )
     publish_live: bool = Field(default=False, description="Publish items; drafts unless true.")
     field_map: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_FIELD_MAP),
@@ -80,6 +93,11 @@ class WebflowDestination(DestinationBase, Block):
         default=None, description="Item link with {slug}, {id}, {collection_id} (for reviewers)."
     )
     timeout_s: float = Field(default=10.0, description="Timeout of one HTTP request.")
+    write_timeout_s: float | None = Field(
+        default=None,
+        description="Timeout of one multi-item write. Unset: fitted to its items (20 s + 0.3 s "
+        "an item, at least timeout_s): a 100-item create with bodies and images gets 50 s.",
+    )
     items_per_request: int = Field(
         default=MAX_GROUP, ge=1, le=MAX_GROUP,
         description="Items one create, update or delete request carries (1-100); 1: one request per item.",
@@ -88,6 +106,10 @@ class WebflowDestination(DestinationBase, Block):
     _client: httpx.Client | None = PrivateAttr(default=None)
     _schema: dict[str, Any] | None = PrivateAttr(default=None)
     _quota_low: int | None = PrivateAttr(default=None)
+    _stated_limit: int | None = PrivateAttr(default=None)  # X-RateLimit-Limit, per minute
+    _site_cache: dict[str, Any] | None = PrivateAttr(default=None)  # {} once known to be unknown
+    # what a rollback found and left on the live site: id -> (live when it started, live after)
+    _live_changes: dict[str, tuple[bool, bool]] = PrivateAttr(default_factory=dict)
     _lock: threading.RLock = PrivateAttr(default_factory=threading.RLock)
     # What the collection holds, from list requests and our own answers (group mode only)
     _index: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)  # id -> item
@@ -102,13 +124,15 @@ class WebflowDestination(DestinationBase, Block):
 
     @classmethod
     def from_config(
-        cls, config: WebflowDestinationConfig, timeout_s: float = 10.0
-    ) -> WebflowDestination:
+        cls, config: WebflowDestinationConfig, timeout_s: float = 10.0,
+        write_timeout_s: float | None = None,
+    ) -> WebflowDestination:  # fmt: skip
         token = config.token or _env_token()
         return cls(
             base_url=config.base_url.rstrip("/"), collection_id=config.collection_id, token=token,
             rate_per_minute=config.rate_per_minute, publish_live=config.publish,
             field_map=dict(config.field_map), site_url=config.site_url, timeout_s=timeout_s,
+            write_timeout_s=write_timeout_s,
             link_template=config.link_template, items_per_request=config.items_per_request,
         )  # fmt: skip
 
@@ -119,13 +143,27 @@ class WebflowDestination(DestinationBase, Block):
         return f"webflow:{self.collection_id}"
 
     @property
+    def rate_per_minute_in_use(self) -> int:
+        """The job's own limit if it set one, else the API's (X-RateLimit-Limit), else 60."""
+        shared = existing_pacer(self.pacer_key)  # another destination of the token may know it
+        stated = self._stated_limit or (shared.stated_limit if shared is not None else None)
+        return self.rate_per_minute or stated or DEFAULT_RATE_PER_MINUTE
+
+    @property
     def rate_per_s(self) -> float:
-        return self.rate_per_minute / 60.0
+        return self.rate_per_minute_in_use / 60.0
+
+    @property
+    def pacer_key(self) -> str:
+        """Webflow limits requests per API key (reference/rate-limits): one pacer per token,
+        whatever the collection; named by a hash, never the token."""
+        digest = hashlib.sha256(self.token.get_secret_value().encode()).hexdigest()[:16]
+        return f"webflow-token:{digest}"
 
     @property
     def pacer(self) -> Pacer:
         # 1% under the plan's rate: a late send must not push a window over the limit
-        return pacer_for(self.key, self.rate_per_s * PACE_MARGIN)
+        return pacer_for(self.pacer_key, self.rate_per_s * PACE_MARGIN)
 
     # --- protocol ---------------------------------------------------------------------------
 
@@ -159,10 +197,13 @@ class WebflowDestination(DestinationBase, Block):
 
     def prepare(self) -> None:
         self._collection()
+        self._require_live_collection()
 
     def check(self) -> DestinationCheck:
-        """Read the collection schema: category options, mapped fields it lacks, required ones unmapped."""
+        """Read the collection schema: category options, mapped fields it lacks, required ones
+        unmapped; a publishing job needs a collection that was published once."""
         schema = self._collection()
+        self._require_live_collection()
         slugs = {f["slug"]: f for f in schema.get("fields", [])}
         mapped = set(self.field_map.values())
         category = slugs.get(self.field_map.get("category", ""))
@@ -177,6 +218,46 @@ class WebflowDestination(DestinationBase, Block):
             ),
             notes=self._unsent_fields(),
         )
+
+    def _require_live_collection(self) -> None:
+        """A brand-new collection must be published once (a site publish) before its items can
+        be (docs/working-with-the-cms/publishing): a publishing job stops before any write. The
+        site's lastPublished older than the collection (or none) means it never was."""
+        if not self.publish_live:
+            return
+        site = self._site_of_collection()
+        if site is None:
+            return  # the token cannot read sites: the publish itself will say
+        published, created = _stamp(site.get("lastPublished")), _stamp(
+            self._collection().get("createdOn")
+        )
+        if published is None or (created is not None and created > published + CLOCK_MARGIN_S):
+            raise FatalError(
+                f"Webflow collection {self.collection_id} has never been published, so its items "
+                "cannot be published. Fix: publish the site once (Webflow Designer: Publish, or "
+                f"POST /sites/{site.get('id')}/publish), then run again; or set "
+                "destination.publish: false to write drafts.",
+                error_type="validation",
+            )
+
+    def _site_of_collection(self) -> dict[str, Any] | None:
+        """The site holding the collection (GET /sites, then each site's collections)."""
+        with self._lock:
+            cached = self._site_cache
+        if cached is not None:
+            return cached or None
+        found: dict[str, Any] = {}
+        try:
+            for site in self._request("GET", "/sites").json().get("sites") or []:
+                listed = self._request("GET", f"/sites/{site['id']}/collections").json()
+                if any(c.get("id") == self.collection_id for c in listed.get("collections") or []):
+                    found = site
+                    break
+        except (PermanentError, FatalError):
+            found = {}
+        with self._lock:
+            self._site_cache = found
+        return found or None
 
     def _unsent_fields(self) -> list[str]:
         """The record's fields that no field_map entry sends: said, never dropped unsaid."""
@@ -214,10 +295,7 @@ class WebflowDestination(DestinationBase, Block):
         return None
 
     def snapshot(self, dest_id: str) -> dict[str, Any] | None:
-        item = self._item(dest_id)
-        if item is None:
-            return None
-        return {"isDraft": item.get("isDraft"), "fieldData": item.get("fieldData", {})}
+        return _snapshot(self._item(dest_id))
 
     def version(self, dest_id: str) -> str | None:
         item = self._item(dest_id)
@@ -234,14 +312,21 @@ class WebflowDestination(DestinationBase, Block):
         path = f"/collections/{self.collection_id}/items"
         if dest_id is None:
             body = {"isArchived": False, "isDraft": draft, "fieldData": field_data}
-            item = self._request("POST", path, json=body).json()
+            item = self._request("POST", path, json=body, params=WRITE_PARAMS).json()
             self._remember([item])  # a later find or version answers from the listing
+            problem = self._stray(body, item) or _files_lost(body, item)
+            if problem is not None:
+                raise problem
             return WriteResult(str(item["id"]), "created", version=_version(item))
-        # a live item stays live; `current` is the write-ahead snapshot (no GET needed)
-        was_draft = bool((current or {}).get("isDraft", True))
-        body = {"isDraft": draft and was_draft, "fieldData": field_data}
-        item = self._request("PATCH", f"{path}/{dest_id}", json=body).json()
+        # isDraft true on a live item keeps it live with the change held as a draft; false would
+        # queue it for the next site publish by anyone (changelog 2025-06-23): a draft write
+        # never goes live unapproved, a publishing run publishes explicitly after it
+        body = {"isDraft": draft, "fieldData": field_data}
+        item = self._request("PATCH", f"{path}/{dest_id}", json=body, params=WRITE_PARAMS).json()
         self._remember([item])
+        lost = _files_lost(body, item)
+        if lost is not None:
+            raise lost
         return WriteResult(dest_id, "updated", current, version=_version(item))
 
     @property
@@ -269,7 +354,7 @@ class WebflowDestination(DestinationBase, Block):
         results: list[WriteResult | WriteError | None] = [None] * len(entries)
         creates: list[tuple[int, dict[str, Any]]] = []
         updates: list[tuple[int, dict[str, Any]]] = []
-        for n, (record, dest_id, current) in enumerate(entries):
+        for n, (record, dest_id, _current) in enumerate(entries):
             try:
                 field_data = self._field_data(record)
             except WriteError as exc:
@@ -279,10 +364,8 @@ class WebflowDestination(DestinationBase, Block):
                 creates.append(
                     (n, {"isArchived": False, "isDraft": draft, "fieldData": field_data})
                 )
-            else:  # a live item stays live; `current` is the write-ahead snapshot (no GET needed)
-                was_draft = bool((current or {}).get("isDraft", True))
-                updates.append((n, {"id": dest_id, "isDraft": draft and was_draft,
-                                    "fieldData": field_data}))  # fmt: skip
+            else:  # isDraft as the run writes: a draft over a live item stays a draft (upsert)
+                updates.append((n, {"id": dest_id, "isDraft": draft, "fieldData": field_data}))
         size = self.items_per_request
         for start in range(0, len(creates), size):
             self._write_group("POST", creates[start : start + size], results, entries)
@@ -312,9 +395,10 @@ class WebflowDestination(DestinationBase, Block):
         pending = list(group)
         while pending:
             try:
-                answer = self._request(method, path, json={"items": [b for _, b in pending]})
+                answer = self._request(method, path, json={"items": [b for _, b in pending]},
+                                       params=WRITE_PARAMS, timeout=self._write_timeout(len(pending)))  # fmt: skip
             except PermanentError as exc:
-                named = _named(exc, len(pending))
+                named = _named(exc, [b for _, b in pending])
                 if named:  # those fail alone; the rest is sent again
                     for k, detail in named.items():
                         results[pending[k][0]] = _item_error(exc, detail)
@@ -355,19 +439,68 @@ class WebflowDestination(DestinationBase, Block):
         key = "slug" if method == "POST" else "id"
         by_key = {(i.get("fieldData") or {}).get("slug") if key == "slug" else i.get("id"): i
                   for i in items}  # fmt: skip
+        strays: list[str] = []
         for k, (n, body) in enumerate(pending):
             wanted = body["fieldData"].get("slug") if key == "slug" else body["id"]
             item = by_key.get(wanted) or (items[k] if len(items) == len(pending) else None)
+            problem = None if item is None else (
+                self._stray(body, item, strays) if method == "POST" else None
+            ) or _files_lost(body, item)  # fmt: skip
             if item is None:
                 results[n] = RetryableError(f"{method} {self.collection_id}/items: the answer "
                                             "lacks this item", error_type="api-error")  # fmt: skip
                 if method == "POST":
                     self._note_unanswered([body], None)
+            elif problem is not None:
+                results[n] = problem
             elif method == "POST":
                 results[n] = WriteResult(str(item["id"]), "created", version=_version(item))
             else:
                 results[n] = WriteResult(body["id"], "updated", entries[n][2],
                                          version=_version(item))  # fmt: skip
+        self._clean_up(strays, results)
+
+    def _write_timeout(self, items: int) -> float:
+        """A multi-item write's timeout: the job's own, else one that fits a 100-item create."""
+        if items <= 1:
+            return self.timeout_s
+        if self.write_timeout_s is not None:
+            return self.write_timeout_s
+        return max(self.timeout_s, WRITE_BASE_S + WRITE_PER_ITEM_S * items)
+
+    def _stray(self, body: dict[str, Any], item: dict[str, Any],
+               strays: list[str] | None = None) -> WriteError | None:  # fmt: skip
+        """A create answered with another slug than the one sent: Webflow suffixed a clashing
+        slug (its migration skill: "silently appends a random suffix"). The item is a stray, not
+        this record's write: it is deleted (now, or with its group's strays) and the record
+        fails as a collision, so nothing is counted as written under a slug it does not have."""
+        sent = (body.get("fieldData") or {}).get("slug")
+        got = (item.get("fieldData") or {}).get("slug")
+        if not sent or got == sent:
+            return None
+        stray_id = str(item.get("id"))
+        self._forget([stray_id])
+        if strays is not None:
+            strays.append(stray_id)
+        else:
+            self._clean_up([stray_id], [])
+        return AlreadyExists(
+            f"POST {self.collection_id}/items: slug {sent!r} is already in database: Webflow "
+            f"created the item as {got!r} instead (a suffixed slug), which was deleted again",
+            status_code=400, error_type="validation",
+        )  # fmt: skip
+
+    def _clean_up(self, strays: list[str], results: list[Any]) -> None:
+        """Delete the strays a suffixing create made; one that stays is named in its error."""
+        if not strays:
+            return
+        failed = self.delete_many(strays)
+        for n, result in enumerate(results):
+            named = [s for s in failed if isinstance(result, AlreadyExists) and s in result.message]
+            if named:
+                results[n] = AlreadyExists(f"{result.message}; deleting the stray item {named[0]} "
+                                           f"failed: {failed[named[0]].message}",
+                                           status_code=400, error_type="validation")  # fmt: skip
 
     # --- what the collection holds (group mode) ------------------------------------------------
 
@@ -467,6 +600,7 @@ class WebflowDestination(DestinationBase, Block):
             raise
 
     def publish(self, dest_ids: list[str]) -> dict[str, str]:
+        """The explicit publish after approval (`POST .../items/publish`, up to 100 ids)."""
         failed: dict[str, str] = {}
         for start in range(0, len(dest_ids), PUBLISH_GROUP):
             group = dest_ids[start : start + PUBLISH_GROUP]
@@ -474,6 +608,7 @@ class WebflowDestination(DestinationBase, Block):
                 "POST", f"/collections/{self.collection_id}/items/publish", json={"itemIds": group}
             ).json()
             published = set(answer.get("publishedItemIds", group))
+            self._note_published(published)
             for dest_id in group:
                 if dest_id not in published:
                     failed[dest_id] = "not published"
@@ -481,9 +616,40 @@ class WebflowDestination(DestinationBase, Block):
                 _note_publish_error(failed, group, error)
         return failed
 
+    def _note_published(self, dest_ids: set[str]) -> None:
+        """The index knows these items are live now (a rollback in this process reads it)."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        with self._index_lock:
+            for dest_id in dest_ids:
+                if dest_id in self._index:
+                    self._index[dest_id] = {**self._index[dest_id], "lastPublished": stamp,
+                                            "isDraft": False}  # fmt: skip
+
     def delete(self, dest_id: str) -> None:
         self._request("DELETE", f"/collections/{self.collection_id}/items/{dest_id}")
         self._forget([dest_id])
+
+    @property
+    def live_changes(self) -> dict[str, tuple[bool, bool]]:
+        """What this destination's deletes and restores found on the live site and left there:
+        {id: (live before, live after)} (the rollback report's live line)."""
+        return dict(self._live_changes)
+
+    def _live(self, dest_ids: list[str]) -> set[str]:
+        """Which of these items the live site shows (lastPublished set), from the index the
+        rollback's versions read made, else by id."""
+        with self._index_lock:
+            known = {d: self._index.get(d) for d in dest_ids}
+        items = {d: item if item is not None else self._item(d) for d, item in known.items()}
+        return {d for d, item in items.items() if item and item.get("lastPublished")}
+
+    def _unpublish(self, dest_ids: list[str]) -> None:
+        """`DELETE .../items/live`: off the live site, a draft again; a staged delete alone would
+        leave the live copy until the next site publish (apis.md)."""
+        for start in range(0, len(dest_ids), PUBLISH_GROUP):
+            group = dest_ids[start : start + PUBLISH_GROUP]
+            self._request("DELETE", f"/collections/{self.collection_id}/items/live",
+                          json={"items": [{"id": d} for d in group]})  # fmt: skip
 
     def versions(self, dest_ids: list[str]) -> dict[str, str | None]:
         """From the shared listing (refreshed with its changes), no GET per item, with one item
@@ -504,6 +670,10 @@ class WebflowDestination(DestinationBase, Block):
         for start in range(0, len(dest_ids), size):
             group = dest_ids[start : start + size]
             try:
+                live = self._live(group)
+                if live:  # taken off the live site first: unpublished, then deleted
+                    self._unpublish(sorted(live))
+                self._live_changes.update((d, (d in live, False)) for d in group)
                 if size == 1:
                     raise PermanentError("one at a time", status_code=404)
                 self._request("DELETE", f"/collections/{self.collection_id}/items",
@@ -532,6 +702,7 @@ class WebflowDestination(DestinationBase, Block):
     ) -> dict[str, str | None | WriteError]:
         """`PATCH /items` with up to items_per_request snapshots each (see `restore`); an item the
         server no longer has is None (nothing restored), alone."""
+        live = self._live([dest_id for dest_id, _ in entries])
         if self.items_per_request == 1:
             out: dict[str, str | None | WriteError] = {}
             for dest_id, previous in entries:
@@ -541,7 +712,7 @@ class WebflowDestination(DestinationBase, Block):
                     )
                 except WriteError as exc:
                     out[dest_id] = exc
-            return out
+            return self._restore_live(entries, live, out)
         bodies = [(n, {"id": dest_id, **self._restore_body(previous)})
                   for n, (dest_id, previous) in enumerate(entries)]  # fmt: skip
         results: list[Any] = [None] * len(entries)
@@ -557,14 +728,43 @@ class WebflowDestination(DestinationBase, Block):
                 out[dest_id] = None
             else:
                 out[dest_id] = result
+        return self._restore_live(entries, live, out)
+
+    def _restore_live(self, entries: list[tuple[str, dict[str, Any]]], live: set[str],
+                      out: dict[str, str | None | WriteError]) -> dict[str, str | None | WriteError]:  # fmt: skip
+        """The live site as before the run: an item live then gets its restored version
+        published again; one the run put live is unpublished. An item that failed is left."""
+        done = [(d, p) for d, p in entries if isinstance(out.get(d), str)]
+        again = [d for d, previous in done if previous.get("live")]
+        down = [d for d, previous in done if not previous.get("live") and d in live]
+        failures: dict[str, str] = {}
+        try:
+            failures.update(self.publish(again) if again else {})
+        except WriteError as exc:
+            failures.update(dict.fromkeys(again, exc.message))
+        try:
+            if down:
+                self._unpublish(down)
+        except WriteError as exc:
+            failures.update(dict.fromkeys(down, exc.message))
+        for dest_id, reason in failures.items():
+            out[dest_id] = RetryableError(f"restored, but the live site was not: {reason}",
+                                          error_type="api-error")  # fmt: skip
+        for dest_id, previous in done:
+            after = bool(previous.get("live")) if dest_id not in failures else dest_id in live
+            self._live_changes[dest_id] = (dest_id in live, after)
         return out
 
     def _restore_body(self, previous: dict[str, Any]) -> dict[str, Any]:
         """PATCH merges field data, so a field the snapshot lacks is cleared explicitly (null):
-        the item is put back as it was, not as the snapshot merged over the newer version."""
+        the item is put back as it was, not as the snapshot merged over the newer version. An
+        item live before is written isDraft false, then published (`_restore_live`)."""
         slugs = [f["slug"] for f in self._collection().get("fields", [])]
         fields = previous.get("fieldData") or {}
-        return {**previous, "fieldData": {**{s: None for s in slugs if s not in fields}, **fields}}
+        body = {k: v for k, v in previous.items() if k in ("isDraft", "isArchived")}
+        if previous.get("live"):
+            body["isDraft"] = False
+        return {**body, "fieldData": {**{s: None for s in slugs if s not in fields}, **fields}}
 
     def _read_one_by_one(self, dest_ids: list[str]) -> bool:
         """A few items (at most FEW_ITEMS) are read by id, unless the run already holds the
@@ -586,7 +786,7 @@ class WebflowDestination(DestinationBase, Block):
                 self._by_slug.pop((item.get("fieldData") or {}).get("slug", ""), None)
 
     def restore(self, dest_id: str, previous: dict[str, Any]) -> bool:
-        """One item back as it was (see `_restore_body`)."""
+        """One item back as it was (see `_restore_body`; `restore_many` restores the live site)."""
         body = self._restore_body(previous)
         try:
             answer = self._request(
@@ -658,7 +858,7 @@ class WebflowDestination(DestinationBase, Block):
                 )
             return self._client
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:  # noqa: C901
         """One paced request; every failure is mapped into the write-error split."""
         self.pacer.acquire()
         try:
@@ -685,10 +885,17 @@ class WebflowDestination(DestinationBase, Block):
             self._server_now = parsedate_to_datetime(response.headers["Date"]).timestamp()
 
     def _watch_quota(self, response: httpx.Response) -> None:
-        """Read X-RateLimit-Remaining and keep the lowest seen (logged at the end of a run). No pause on an
+        """Take the plan's limit from X-RateLimit-Limit (per API key, per minute: 120 on CMS
+        plans, reference/rate-limits) unless the job set its own; the pacer follows it.
+        Read X-RateLimit-Remaining and keep the lowest seen (logged at the end of a run). No pause on an
         empty quota: our own pace spends exactly a window's quota, so empty is normal (a short
         hold here cost 3-5% of the rate, measured). When another client shares the key, the
         server's 429 and its Retry-After make every writer wait."""
+        limit = response.headers.get("X-RateLimit-Limit", "").strip()
+        if limit.isdigit() and int(limit) > 0 and int(limit) != self._stated_limit:
+            with self._lock:
+                self._stated_limit = int(limit)
+            self.pacer.stated_limit = int(limit)  # and the token's pacer takes its rate now
         remaining = response.headers.get("X-RateLimit-Remaining", "").strip()
         if remaining.isdigit():
             with self._lock:
@@ -732,6 +939,21 @@ class WebflowDestination(DestinationBase, Block):
             self._client = None
 
 
+def _files_lost(body: dict[str, Any], item: dict[str, Any]) -> WriteError | None:
+    """An Image sent that the answer lacks was skipped (skipInvalidFiles): the item fails."""
+    sent = body.get("fieldData") or {}
+    kept = item.get("fieldData") or {}
+    lost = [slug for slug, value in sent.items()
+            if isinstance(value, dict) and "url" in value and not kept.get(slug)]  # fmt: skip
+    if not lost:
+        return None
+    return PermanentError(
+        f"Webflow did not keep the image of {', '.join(lost)} (an invalid or unreachable file, "
+        "or over 4 MB): the item is not counted as written",
+        status_code=400, error_type="validation",
+    )  # fmt: skip
+
+
 def _options(field: dict[str, Any]) -> list[dict[str, Any]] | None:
     return (field.get("validations") or {}).get("options")
 
@@ -749,22 +971,27 @@ def _note_publish_error(failed: dict[str, str], group: list[str], error: Any) ->
 
 
 def _details(response: httpx.Response) -> list[tuple[str, str]]:
-    """The error body's details as (param, description)."""
+    """The error body's details as (param, description); an entry may be a string (apis.md)."""
     try:
         body = response.json()
     except ValueError:
         return []
-    return [(str(d.get("param", "")), str(d.get("description", "")))
-            for d in (body.get("details") if isinstance(body, dict) else None) or []
-            if isinstance(d, dict)]  # fmt: skip
+    entries = (body.get("details") if isinstance(body, dict) else None) or []
+    return [(str(d.get("param", "")), str(d.get("description", ""))) if isinstance(d, dict)
+            else ("", str(d)) for d in entries if isinstance(d, (dict, str))]  # fmt: skip
 
 
-def _named(exc: WriteError, size: int) -> dict[int, str]:
-    """The items of a group a 400 names (`items[n].field: description`), by index."""
+def _named(exc: WriteError, bodies: list[dict[str, Any]]) -> dict[int, str]:
+    """The items of a group a 400 names, by index: a duplicate by its slug (`param: "slug"`,
+    `Unique value is already in database: '<slug>'`), else `items[n].field` where given."""
     named: dict[int, str] = {}
+    slugs = {(b.get("fieldData") or {}).get("slug"): k for k, b in enumerate(bodies)}
     for param, description in getattr(exc, "details", []):
+        taken = SLUG_TAKEN.search(description)
         match = ITEM_INDEX.match(param)
-        if match and int(match.group(1)) < size:
+        if taken and taken.group("slug") in slugs:
+            named[slugs[taken.group("slug")]] = f"slug: {description}"
+        elif match and int(match.group(1)) < len(bodies):
             field = param[match.end() :]
             named[int(match.group(1))] = f"{field}: {description}".strip(": ")
     return named
@@ -786,9 +1013,11 @@ def _duplicate(text: str) -> bool:
 
 
 def _snapshot(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a rollback puts back: the staged item, and whether the live site showed it."""
     if item is None:
         return None
-    return {"isDraft": item.get("isDraft"), "fieldData": item.get("fieldData", {})}
+    return {"isDraft": item.get("isDraft"), "fieldData": item.get("fieldData", {}),
+            "live": bool(item.get("lastPublished"))}  # fmt: skip
 
 
 def _stamp(value: Any) -> float | None:
@@ -806,9 +1035,10 @@ def _describe(response: httpx.Response) -> str:
         return response.reason_phrase or ""
     code, message = body.get("code", ""), body.get("message", "")
     details = "; ".join(
-        f"{d.get('param', '')}: {d.get('description', '')}".strip(": ")
+        f"{d.get('param', '')}: {d.get('description', '')}".strip(": ") if isinstance(d, dict)
+        else str(d)
         for d in body.get("details") or []
-        if isinstance(d, dict)
+        if isinstance(d, (dict, str))
     )
     return " - ".join(p for p in (code, message, details) if p)
 

@@ -302,9 +302,11 @@ def share_rate(ledger: Ledger, destination: Any) -> None:
     rate = 1.0 / local.base_interval
     if isinstance(local, SharedPacer):
         return
-    shared = SharedPacer(ledger, destination.key, rate, block=max(1, int(rate * BLOCK_S)))
+    key = getattr(destination, "pacer_key", destination.key)  # Webflow paces per API token
+    shared = SharedPacer(ledger, key, rate, block=max(1, int(rate * BLOCK_S)))
+    shared.stated_limit = local.stated_limit
     with pacers._PACERS_LOCK:
-        pacers._PACERS[destination.key] = shared
+        pacers._PACERS[key] = shared
 
 
 class _Slice:

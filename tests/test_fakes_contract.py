@@ -164,7 +164,7 @@ def test_webflow_errors_in_the_sdk_models(webflow: tuple[WebflowServer, Webflow]
         items.create_item(cid, request=post(1), request_options=NO_RETRY)
     body = Error.model_validate(duplicate.value.body)  # ...and it is Webflow's error shape
     assert body.code == "validation_error" and "externalReference" in duplicate.value.body
-    assert body.details == [{"param": "fieldData.slug",
+    assert body.details == [{"param": "slug",  # as seen in the wild (apis.md), never items[n]
                              "description": "Unique value is already in database: 'post-1'"}]  # fmt: skip
     with pytest.raises(UnauthorizedError) as refused:
         sdk(server, "wrong").collections.get(cid, request_options=NO_RETRY)
@@ -177,7 +177,7 @@ def test_webflow_429_with_retry_after() -> None:
     with WebflowServer(rate_limit=1, window_s=1.0) as server:
         client = sdk(server)
         first = client.collections.with_raw_response.get(server.state.collection_id)
-        assert first.headers["x-ratelimit-limit"] == "1"
+        assert first.headers["x-ratelimit-limit"] == "60"  # per minute: 1 a second
         assert first.headers["x-ratelimit-remaining"] == "0"
         with pytest.raises(TooManyRequestsError) as limited:
             client.collections.get(server.state.collection_id, request_options=NO_RETRY)
@@ -441,3 +441,36 @@ def test_notion_429_with_retry_after() -> None:
         started = time.monotonic()  # the SDK's retry honours Retry-After, then succeeds
         assert is_full_database(patient.databases.retrieve(database_id=server.state.database_id))
         assert time.monotonic() - started >= 0.5
+
+
+def test_webflow_sites_and_the_site_publish(webflow: tuple[WebflowServer, Webflow]) -> None:
+    """GET /sites, GET /sites/{id} and POST /sites/{id}/publish in the SDK's models; a second
+    site publish within a minute is a 429 (reference/rate-limits)."""
+    server, client = webflow
+    (site,) = client.sites.list().sites or []
+    assert site.id == server.state.site_id and site.last_published is not None  # a datetime
+    assert client.sites.get(server.state.site_id).id == server.state.site_id
+    answer = client.sites.publish(server.state.site_id, publish_to_webflow_subdomain=True)
+    assert answer.publish_to_webflow_subdomain is True
+    with pytest.raises(TooManyRequestsError):
+        client.sites.publish(server.state.site_id, request_options=NO_RETRY)
+
+
+def test_webflow_live_copy_and_a_never_published_collection() -> None:
+    """The live copy moves only on publish (isDraft true keeps a live item live, 2025-07-07);
+    a collection never published refuses item publishes until a site publish."""
+    with WebflowServer(collection_published=False) as server:
+        client = sdk(server)
+        cid, items = server.state.collection_id, client.collections.items
+        assert client.sites.get(server.state.site_id).last_published is None
+        created = items.create_item(cid, request=post(1, isDraft=True))
+        with pytest.raises(ApiError) as refused:
+            items.publish_item(cid, request=ItemIDs(itemIds=[created.id]), request_options=NO_RETRY)  # type: ignore[list-item]
+        assert refused.value.status_code == 409
+        client.sites.publish(server.state.site_id)
+        items.publish_item(cid, request=ItemIDs(itemIds=[created.id]))  # type: ignore[list-item]
+        items.update_item(cid, created.id, field_data={"name": "Draft change"}, is_draft=True)  # type: ignore[arg-type]
+        live = items.get_item_live(cid, created.id)  # type: ignore[arg-type]
+        assert dict(live.field_data)["name"] == "Post 1"  # type: ignore[arg-type]
+        staged = items.get_item(cid, created.id)  # type: ignore[arg-type]
+        assert staged.is_draft is True and staged.last_published is not None

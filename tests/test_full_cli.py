@@ -81,5 +81,6 @@ def test_sigkill_then_resume_leaves_exactly_one_copy_of_every_item(
         slugs = Counter(server.state.slugs())
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert len(slugs) == 30 and max(slugs.values()) == 1  # every item, exactly once
+    assert max(server.state.creates.values()) == 1  # one create each, from the fake's log
     summary = json.loads((tmp_path / "out.json").read_text())
     assert summary["succeeded"] == 30 and summary["pending"] == 0

@@ -121,6 +121,7 @@ def test_webflow_with_faults_every_item_ends_written_once_or_in_the_dlq(
         after = Counter(server.state.slugs())
     assert rerun["succeeded"] == 39 and rerun["failed"] == 1  # only the invalid item still fails
     assert len(after) == 39 and max(after.values()) == 1  # the rerun duplicated nothing
+    assert max(server.state.creates.values()) == 1  # one create each, from the fake's log
     ledger = open_ledger(job.ledger)
     run_id = ledger.runs()[-1]["run_id"]  # the first of the two runs
     counts = ledger.status_counts(run_id)

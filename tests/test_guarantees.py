@@ -65,8 +65,13 @@ def run(prefect_api: str | None, cwd: Path, *args: str, **extra: str) -> tuple[i
 
 
 def once_each(server: WebflowServer, expected: int) -> None:
+    """Every item held once, and created by one create: the fake's request log counts every
+    create of a slug it judged, so a second create fails here whether the fake refuses it
+    (the default) or suffixes it (BATCHGATE_FAKE_SLUG_CLASH=suffix)."""
     slugs = Counter(server.state.slugs())
     assert len(slugs) == expected and max(slugs.values()) == 1, slugs.most_common(3)
+    creates = server.state.creates
+    assert max(creates.values(), default=0) == 1, creates.most_common(3)
 
 
 # --- one writer per destination --------------------------------------------------------------------

@@ -380,6 +380,7 @@ def test_4_shards_into_webflow_keep_one_shared_rate_with_no_429(
     assert result["status"] == "complete" and result["succeeded"] == count, result
     assert not refused, f"{len(refused)} requests got 429"
     assert len(slugs) == count and set(slugs.values()) == {1}
+    assert max(server.state.creates.values()) == 1  # one create each, from the fake's log
     _exactly_once(pg_schema_url, result["run_id"], count)
     times = sorted(r[0] for r in writes)
     rate = WEBFLOW_RATE / 60
@@ -423,6 +424,7 @@ def test_a_worker_killed_part_way_loses_nothing(
     assert "starting it again; it resumes from the ledger" in result["said"], result["said"][-3000:]
     assert result["status"] == "complete" and result["succeeded"] == count, result
     assert len(slugs) == count and set(slugs.values()) == {1}, slugs.most_common(3)
+    assert max(server.state.creates.values()) == 1  # one create each, from the fake's log
     _exactly_once(pg_schema_url, result["run_id"], count)
 
 
@@ -628,6 +630,7 @@ def test_a_shard_cancelled_in_prefect_is_never_started_again_and_the_run_stops(
     assert result["pending"] > 0, result
     assert result["succeeded"] + result["failed"] + result["pending"] == count, result
     assert set(slugs.values()) == {1} and len(slugs) >= result["succeeded"], slugs.most_common(3)
+    assert max(server.state.creates.values()) == 1  # one create each, from the fake's log
 
 
 # --- one clock: the ledger database's ----------------------------------------------------------

@@ -154,6 +154,7 @@ def test_two_syncs_started_together_one_writes_one_is_cancelled_and_a_manual_syn
     assert f"0 written, {ITEMS} unchanged" in said, said[-2000:]
     # the destination has each item once, created by one request each
     assert len(slugs) == ITEMS and max(slugs.values()) == 1 and len(posts) == ITEMS
+    assert max(server.state.creates.values()) == 1  # one create each, from the fake's log
     # the ledger: two syncs (the deployment's and the manual one), each item written once
     ledger = open_ledger(load_job(job_file).ledger)
     syncs = [r for r in ledger.runs(20) if r["mode"] == "sync"]

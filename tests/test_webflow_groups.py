@@ -53,8 +53,13 @@ def item_gets(server: WebflowServer) -> list[tuple]:
 
 
 def once_each(server: WebflowServer, expected: int) -> None:
+    """Every item held once, and created by one create: the fake's request log counts every
+    create of a slug it judged, so a second create fails here whether the fake refuses it
+    (the default) or suffixes it (BATCHGATE_FAKE_SLUG_CLASH=suffix)."""
     slugs = Counter(server.state.slugs())
     assert len(slugs) == expected and max(slugs.values()) == 1, slugs.most_common(3)
+    creates = server.state.creates
+    assert max(creates.values(), default=0) == 1, creates.most_common(3)
 
 
 # --- the full flow -----------------------------------------------------------------------------
@@ -184,7 +189,8 @@ def works(count: int) -> list[WorkItem]:
 
 
 def destination(server: WebflowServer, **extra: object) -> WebflowDestination:
-    settings = {"rate_per_minute": 60000, "items_per_request": 100, "timeout_s": 0.5, **extra}
+    settings = {"rate_per_minute": 60000, "items_per_request": 100, "timeout_s": 0.5,
+                "write_timeout_s": 0.5, **extra}  # fmt: skip
     return WebflowDestination(
         base_url=server.base_url,
         collection_id=server.state.collection_id,
@@ -425,6 +431,8 @@ def test_a_create_that_lands_after_its_lookup_is_found_again_not_failed_as_a_dup
         outcomes = write_with_retries(works(3), ctx, RetryPolicy(3, 0.01, 0.0), sleep=pause)
         assert [o.status for o in outcomes] == ["succeeded"] * 3, [o.message for o in outcomes]
         assert all(o.action == "created" for o in outcomes)
-        once_each(server, 3)
+        slugs = Counter(server.state.slugs())  # each held once; a second create was sent (below)
+        assert len(slugs) == 3 and max(slugs.values()) == 1, slugs.most_common(3)
         refused = [r for r in requests(server, "POST") if r[3] == 400]
-        assert refused  # the duplicate was met, and looked up again
+        assert refused or server.state.slug_clash == "suffix"  # the duplicate was met
+        assert max(server.state.creates.values()) == 2  # ... and looked up again

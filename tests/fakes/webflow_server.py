@@ -7,6 +7,13 @@ create (202) / update (200) / delete (204) / publish (202), one at a time or man
 offset pagination, a per-window rate limit with X-RateLimit-* headers and 429 + Retry-After,
 duplicate slugs as 400 validation_error. Faults can be injected: 500s, answers slower than the
 client's timeout (the write is still applied), dropped connections, and latency.
+
+The publish model is Webflow's since 2025-07-07 (changelog 2025-06-23 "Breaking changes for CMS
+publishing"; developers.webflow.com docs/working-with-the-cms/publishing): each item has a live
+copy apart from the staged one (`state.live`), changed only by a publish and taken down only by
+`DELETE .../items/live`; see `_publish_now`, `_apply`, `_remove` and `_publish_site` for each rule.
+Open questions of the documents are switches: `slug_clash` (does a multi-item create refuse a
+clashing slug, or suffix it as Webflow's migration skill says?), `string_details`.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +38,15 @@ from tests.fakes.base import JsonHandler, ThreadedServer
 CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
 MAX_GROUP = 100  # items per list, multi-item write and publish
 SORT_KEYS = {"lastPublished", "name", "slug", "createdOn", "lastUpdated"}
+# X-RateLimit-Limit per API key: 60 requests/min on Starter/Basic, 120 on CMS, eCommerce and
+# Business (developers.webflow.com reference/rate-limits); a site with a CMS collection is CMS+.
+PLAN_LIMITS = {"cms": 120, "basic": 60}
+SITE_PUBLISH_EVERY_S = 60.0  # POST /sites/{id}/publish: once a minute (reference/rate-limits)
+SLUG_CLASH = ("refuse", "suffix")
+# RichText: "The API doesn't currently support code blocks in Rich Text fields. Passing code
+# blocks will result in an empty string." (reference/field-types-item-values): a <pre> block's
+# content is dropped (inline <code> in a paragraph is not a code block and is kept)
+CODE_BLOCK = re.compile(r"(<pre\b[^>]*>).*?(</pre>)", re.IGNORECASE | re.DOTALL)
 
 
 def _now() -> str:
@@ -84,6 +101,10 @@ class Faults:
     slow_while: str | None = None
     slow_while_s: float = 3.0
     publish_errors: int = 0  # the first N publish requests answer 500 (nothing is published)
+    # with skipInvalidFiles (default true) an invalid or unreachable file is skipped and the item
+    # written without it; false fails the request (openapi/v2.yml, the `skipInvalidFiles` query
+    # parameter of item create/update). These slugs' Image fields are such files.
+    skip_image_slugs: set[str] = field(default_factory=set)
     seed: int = 7
 
 
@@ -92,10 +113,23 @@ class WebflowState:
 
     def __init__(self, collection_id: str, token: str, fields: list[dict[str, Any]],
                  rate_limit: int, window_s: float, faults: Faults,
-                 site_id: str | None = None) -> None:  # fmt: skip
+                 site_id: str | None = None, collection_published: bool = True,
+                 slug_clash: str | None = None, string_details: bool = False) -> None:  # fmt: skip
         self.collection_id, self.token, self.fields = collection_id, token, fields
         self.site_id = site_id or uuid.uuid4().hex[:24]
         self.created = _now()
+        # a brand-new collection must be published once (a site publish) before its items can be
+        # published (docs/working-with-the-cms/publishing); the site's lastPublished says so: a
+        # collection created after it was never published
+        self.collection_published = collection_published
+        self.site_published = _now() if collection_published else None
+        self.site_publish_at = float("-inf")  # monotonic time of the last site publish
+        # the open question (Webflow's skill wfu-migrate-cms: a bulk create "silently appends a
+        # random suffix" to a clashing slug; the API reference documents only the refusal);
+        # BATCHGATE_FAKE_SLUG_CLASH=suffix runs any test file under the other answer
+        self.slug_clash = slug_clash or os.environ.get("BATCHGATE_FAKE_SLUG_CLASH") or "refuse"
+        assert self.slug_clash in SLUG_CLASH, self.slug_clash
+        self.string_details = string_details  # details entries may be strings (apis.md)
         self.rate_limit, self.window_s, self.faults = rate_limit, window_s, faults
         self.items: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
@@ -105,7 +139,22 @@ class WebflowState:
         self.born: dict[str, float] = {}  # when each item was created (for listing_lag_s)
         self.window_count = 0
         self.requests: list[tuple[float, str, str, int]] = []  # (time, method, path, status)
-        self.published: set[str] = set()
+        self.live: dict[str, dict[str, Any]] = {}  # id -> the item as the live site shows it
+        # the request log of creates: every item create the fake judged (applied, suffixed, or
+        # refused because its own slug was taken), by the slug sent. A client that creates an
+        # item twice shows a count of 2 whichever way the fake answers the clash
+        self.creates: Counter[str] = Counter()
+
+    @property
+    def published(self) -> set[str]:
+        """The ids the live site shows."""
+        with self.lock:
+            return set(self.live)
+
+    def live_site(self) -> dict[str, dict[str, Any]]:
+        """What the live site shows: {slug: fieldData} of every live copy."""
+        with self.lock:
+            return {i["fieldData"].get("slug"): dict(i["fieldData"]) for i in self.live.values()}
 
     def take_quota(self) -> tuple[bool, int, float]:
         """(allowed, remaining, seconds until the window resets)."""
@@ -145,10 +194,16 @@ class WebflowServer(ThreadedServer):
     def __init__(self, collection_id: str | None = None, token: str = "test-token",
                  fields: list[dict[str, Any]] | None = None, rate_limit: int = 1000,
                  window_s: float = 60.0, faults: Faults | None = None,
-                 site_id: str | None = None) -> None:  # fmt: skip
+                 site_id: str | None = None, plan: str | None = None,
+                 collection_published: bool = True, slug_clash: str | None = None,
+                 string_details: bool = False) -> None:  # fmt: skip
+        """`plan` ("cms" or "basic") sets the real limit per 60 s; else `rate_limit` per window."""
         collection_id = collection_id or uuid.uuid4().hex[:24]
+        if plan is not None:
+            rate_limit, window_s = PLAN_LIMITS[plan], 60.0
         state = WebflowState(collection_id, token, fields or blog_fields(), rate_limit,
-                             window_s, faults or Faults(), site_id)  # fmt: skip
+                             window_s, faults or Faults(), site_id, collection_published,
+                             slug_clash, string_details)  # fmt: skip
         super().__init__(_Handler, state)
 
     @property
@@ -195,6 +250,9 @@ class _Handler(JsonHandler):
         url_path, _, query = path.partition("?")
         one = r"/(?P<item>(?!live$|bulk$|publish$)[^/]+)"
         routes = [  # the /live variants publish (or unpublish) what they write
+            ("GET", r"/v2/sites", self._list_sites),
+            ("GET", rf"/v2/sites/{site}", self._get_site),
+            ("POST", rf"/v2/sites/{site}/publish", self._publish_site),
             ("GET", rf"/v2/sites/{site}/collections", self._list_collections),
             ("GET", rf"/v2/collections/{cid}", self._get_collection),
             ("GET", rf"{items}(?P<live>/live)?", self._list_items),
@@ -219,16 +277,23 @@ class _Handler(JsonHandler):
     ) -> None:
         data = b"" if status == 204 else json.dumps(payload).encode()
         remaining, _ = getattr(self, "_quota", (self.state.rate_limit, 0))
-        quota = {"X-RateLimit-Limit": str(self.state.rate_limit),
+        # X-RateLimit-Limit is per minute (reference/rate-limits): a test's shorter window says
+        # what it allows in a minute
+        per_minute = round(self.state.rate_limit * 60.0 / self.state.window_s)
+        quota = {"X-RateLimit-Limit": str(per_minute),
                  "X-RateLimit-Remaining": str(remaining)}  # fmt: skip
         self._reply(method, status, data, {**quota, **(headers or {})})
 
     def _error(self, status: int, code: str, message: str, method: str,
                details: list[dict[str, str]] | None = None) -> None:  # fmt: skip
         where = getattr(self, "_where", "")  # in a multi-item write, the item's index: items[n].
-        details = [{**d, "param": where + d["param"]} for d in details or []]
+        details = [{**d, "param": where + d["param"]} if d["param"] != "slug" else d
+                   for d in details or []]  # fmt: skip
+        shown: list[Any] = details
+        if self.state.string_details:  # `details` entries may be strings (apis.md, Webflow's Error)
+            shown = [f"{d['param']}: {d['description']}" for d in details]
         self._send(status, {"code": code, "message": message, "externalReference": None,
-                            "details": details}, method)  # fmt: skip
+                            "details": shown}, method)  # fmt: skip
 
     def _write_faults(self, method: str, slug: str | None) -> bool:
         """Inject a fault before a write; True if the answer was already sent."""
@@ -263,6 +328,46 @@ class _Handler(JsonHandler):
                 "singularName": "Blog Post", "slug": "blog", "createdOn": self.state.created,
                 "lastUpdated": self.state.created}  # fmt: skip
 
+    def _site(self) -> dict[str, Any]:
+        """The Site object (openapi/v2.yml `Site`): lastPublished null until a site publish."""
+        return {"id": self.state.site_id, "workspaceId": "ws", "displayName": "Blog",
+                "shortName": "blog", "createdOn": self.state.created,
+                "lastUpdated": self.state.created, "lastPublished": self.state.site_published,
+                "previewUrl": None, "timeZone": "UTC", "customDomains": [], "locales": None}  # fmt: skip
+
+    def _list_sites(self, method: str, body: dict, query: str) -> None:
+        self._send(200, {"sites": [self._site()]}, method)
+
+    def _get_site(self, method: str, body: dict, query: str) -> None:
+        self._send(200, self._site(), method)
+
+    def _publish_site(self, method: str, body: dict, query: str) -> None:
+        """Once a minute (reference/rate-limits). Publishes every item queued (isDraft false with
+        changes since its last publish), drops the live copy of an item deleted while staged
+        (a staged delete leaves the live site until the next site publish: community evidence,
+        apis.md), and publishes the collection itself (docs/working-with-the-cms/publishing)."""
+        with self.state.lock:
+            wait = self.state.site_publish_at + SITE_PUBLISH_EVERY_S - time.monotonic()
+            if wait <= 0:
+                self.state.site_publish_at = time.monotonic()
+                self._publish_queued()
+        if wait > 0:
+            self._send(429, {"message": "Too Many Requests", "code": "too_many_requests",
+                             "externalReference": None, "details": []}, method,
+                       {"Retry-After": str(math.ceil(wait))})  # fmt: skip
+            return
+        self._send(202, {"customDomains": [], "publishToWebflowSubdomain": True}, method)
+
+    def _publish_queued(self) -> None:
+        """Under the lock: a site publish."""
+        state = self.state
+        state.collection_published, state.site_published = True, _now()
+        for item_id in [i for i in state.live if i not in state.items]:
+            del state.live[item_id]
+        for item in state.items.values():
+            if not item["isDraft"] and _queued(item, state.live.get(item["id"])):
+                self._publish_now(item)
+
     def _list_collections(self, method: str, body: dict, query: str) -> None:
         self._send(200, {"collections": [self._collection()]}, method)
 
@@ -280,9 +385,9 @@ class _Handler(JsonHandler):
             return
         lag = self.state.faults.listing_lag_s
         with self.state.lock:
-            items = [i for i in self.state.items.values()
-                     if (not live or i["id"] in self.state.published)
-                     and not (lag and time.monotonic() - self.state.born.get(i["id"], 0) < lag)]  # fmt: skip
+            source = self.state.live if live else self.state.items  # the live site's copies
+            items = [dict(i) for i in source.values()
+                     if not (lag and time.monotonic() - self.state.born.get(i["id"], 0) < lag)]  # fmt: skip
         for key in ("slug", "name"):
             if key in params:
                 items = [i for i in items if i["fieldData"].get(key) == params[key]]
@@ -293,8 +398,9 @@ class _Handler(JsonHandler):
                                                        "total": len(items)}}, method)  # fmt: skip
 
     def _validate(self, field_data: dict[str, Any], method: str, item_id: str | None,
-                  taken_too: Collection[str] = ()) -> bool:  # fmt: skip
-        """Unknown fields, missing required ones (on create), duplicate slugs: 400 sent, False."""
+                  taken_too: Collection[str] = (), many: bool = False) -> bool:  # fmt: skip
+        """Unknown fields, missing required ones (on create), duplicate slugs: 400 sent, False.
+        A clashing slug of a multi-item create is suffixed instead when `slug_clash` says so."""
         known = {f["slug"]: f for f in self.state.fields}
         for slug in field_data:
             if slug not in known:
@@ -311,8 +417,16 @@ class _Handler(JsonHandler):
             taken = any(i["fieldData"].get("slug") == slug and i["id"] != item_id
                         for i in self.state.items.values())  # fmt: skip
         if slug and (taken or slug in taken_too):
+            if item_id is None:
+                with self.state.lock:
+                    self.state.creates[slug] += 1
+            if item_id is None and many and self.state.slug_clash == "suffix":
+                field_data["slug"] = f"{slug}-{self.state.rng.getrandbits(24):06x}"
+                field_data["_sent_slug"] = slug
+                return True
+            # the error seen in the wild names `param: "slug"` (apis.md), never `items[n]`
             self._error(400, "validation_error", "Validation Error", method,
-                        [{"param": "fieldData.slug",
+                        [{"param": "slug",
                           "description": f"Unique value is already in database: '{slug}'"}])  # fmt: skip
             return False
         return True
@@ -344,7 +458,7 @@ class _Handler(JsonHandler):
             self._where = f"items[{n}]." if many else ""
             field_data = entry.get("fieldData") or {}
             if not isinstance(field_data, dict) or not self._validate(
-                field_data, method, old["id"] if old else None, seen
+                field_data, method, old["id"] if old else None, seen, many
             ):
                 if not isinstance(field_data, dict):
                     self._error(400, "validation_error", "Validation Error", method,
@@ -354,26 +468,61 @@ class _Handler(JsonHandler):
         return True
 
     def _publish_now(self, item: dict[str, Any]) -> None:
-        """Under the lock: the item is live as of now."""
+        """Under the lock: the item is live as of now, its live copy the staged item's."""
         item["isDraft"], item["lastPublished"] = False, _now()
-        self.state.published.add(item["id"])
+        self.state.live[item["id"]] = json.loads(json.dumps(item))
 
     def _new(self, entry: dict[str, Any], live: bool) -> dict[str, Any]:
         now = _now()
+        field_data = dict(entry.get("fieldData") or {})
+        sent = field_data.pop("_sent_slug", None)
         item = {"id": uuid.uuid4().hex[:24], "cmsLocaleId": "loc", "lastPublished": None,
                 "lastUpdated": now, "createdOn": now, "isArchived": bool(entry.get("isArchived")),
                 "isDraft": bool(entry.get("isDraft", False)),
-                "fieldData": dict(entry.get("fieldData") or {})}  # fmt: skip
+                "fieldData": self._stored(field_data, entry)}  # fmt: skip
         with self.state.lock:
+            if sent is None:  # a suffixed create was counted when its clash was judged
+                self.state.creates[field_data.get("slug") or ""] += 1
             self.state.items[item["id"]] = item
             self.state.born[item["id"]] = time.monotonic()
             if live:
                 self._publish_now(item)
         return item
 
+    def _stored(self, field_data: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+        """What Webflow keeps of written field data: RichText without its code blocks, an Image
+        the fetch refused left out (skipInvalidFiles true, the default)."""
+        kinds = {f["slug"]: f["type"] for f in self.state.fields}
+        kept = {}
+        for slug, value in field_data.items():
+            if kinds.get(slug) == "RichText" and isinstance(value, str):
+                value = CODE_BLOCK.sub(r"\1\2", value)
+            if kinds.get(slug) == "Image" and entry.get("_skip_image"):
+                continue
+            kept[slug] = value
+        return kept
+
+    def _files_refused(self, entries: list[dict[str, Any]], query: str, method: str) -> bool:
+        """Entries whose Image cannot be fetched: skipped (default), or the request fails with
+        skipInvalidFiles=false (openapi/v2.yml); True if the 400 was sent."""
+        strict = parse_qs(query).get("skipInvalidFiles", ["true"])[0] == "false"
+        bad = [e for e in entries if (e.get("fieldData") or {}).get("slug")
+               in self.state.faults.skip_image_slugs]  # fmt: skip
+        if bad and strict:
+            self._error(400, "validation_error", "Validation Error", method,
+                        [{"param": "fieldData.main-image", "description": "Invalid file"}])  # fmt: skip
+            return True
+        for entry in bad:
+            entry["_skip_image"] = True
+        return False
+
     def _create_item(self, method: str, body: dict, query: str, live: str | None = None) -> None:
         """One item, or several with an `items` list (answered as a list)."""
         entries = body["items"] if isinstance(body.get("items"), list) else [body]
+        if live and not self._collection_live(method):
+            return
+        if self._files_refused(entries, query, method):
+            return
         if not self._accept(entries, method, many="items" in body):
             return
         created = [self._new(entry, bool(live)) for entry in entries]
@@ -385,7 +534,7 @@ class _Handler(JsonHandler):
         flags = {k: body[k] for k in ("isDraft", "isArchived") if k in body}
         entries = [{**flags, "fieldData": data}
                    for data in (body.get("fieldData") if many else [body.get("fieldData")])]  # fmt: skip
-        if not self._accept(entries, method, many=many):
+        if self._files_refused(entries, query, method) or not self._accept(entries, method, many=many):
             return
         created = [self._new(entry, False) for entry in entries]
         for item in created:  # a bulk item names every locale it was written in
@@ -403,8 +552,11 @@ class _Handler(JsonHandler):
         return found  # type: ignore[return-value]
 
     def _apply(self, item: dict[str, Any], entry: dict[str, Any], live: bool) -> None:
+        """A staged write. Since 2025-07-07 (changelog 2025-06-23) isDraft true on a live item
+        keeps it live with the change held as a draft, and isDraft false leaves the change
+        queued for the next site publish: only a publish (or a /live write) changes the live copy."""
         with self.state.lock:
-            merged = {**item["fieldData"], **(entry.get("fieldData") or {})}
+            merged = {**item["fieldData"], **self._stored(entry.get("fieldData") or {}, entry)}
             # a field set to null is cleared, as the real API does
             item["fieldData"] = {k: v for k, v in merged.items() if v is not None}
             for flag in ("isDraft", "isArchived"):
@@ -419,15 +571,19 @@ class _Handler(JsonHandler):
         found = self._found([item], method)
         if found is None:
             return
-        if live and item not in self.state.published:
+        with self.state.lock:
+            copy = self.state.live.get(item)
+        if live and copy is None:
             self._error(404, "resource_not_found", "Live item not found", method)
             return
-        self._send(200, found[0], method)
+        self._send(200, copy if live else found[0], method)
 
     def _update_item(self, method: str, body: dict, query: str, item: str,
                      live: str | None = None) -> None:  # fmt: skip
         found = self._found([item], method)
-        if found is None or not self._accept([body], method, found):
+        if found is None or (live and not self._collection_live(method)):
+            return
+        if self._files_refused([body], query, method) or not self._accept([body], method, found):
             return
         self._apply(found[0], body, bool(live))
         self._after_write(200, found[0], method)
@@ -435,20 +591,26 @@ class _Handler(JsonHandler):
     def _update_items(self, method: str, body: dict, query: str, live: str | None = None) -> None:
         entries = body.get("items") if isinstance(body.get("items"), list) else []
         found = self._found([e.get("id") for e in entries], method) if entries else []
-        if found is None or not self._accept(entries, method, found, many=True):
+        if found is None or (live and not self._collection_live(method)):
+            return
+        if self._files_refused(entries, query, method) or not self._accept(
+            entries, method, found, many=True
+        ):
             return
         for item, entry in zip(found, entries, strict=True):
             self._apply(item, entry, bool(live))
         self._after_write(200, {"items": found}, method)
 
     def _remove(self, ids: list[Any], live: bool) -> None:
-        """Delete these items, or (live) take them off the site: unpublished, drafts again."""
+        """Delete these staged items, or (live) take them off the site: `DELETE .../items/live`
+        unpublishes and sets isDraft true (apis.md, openapi/v2.yml). A staged delete leaves the
+        live copy on the site until the next site publish (community evidence, apis.md)."""
         with self.state.lock:
             for item_id in map(str, ids):
-                self.state.published.discard(item_id)
                 if not live:
                     del self.state.items[item_id]
                 else:
+                    self.state.live.pop(item_id, None)
                     self.state.items[item_id].update(isDraft=True, lastPublished=None)
 
     def _delete_item(self, method: str, body: dict, query: str, item: str,
@@ -481,12 +643,30 @@ class _Handler(JsonHandler):
         if len(ids) > MAX_GROUP:
             self._error(400, "validation_error", "Too many items", method)
             return
+        if not self._collection_live(method):
+            return
         with self.state.lock:
             ok = [i for i in ids if i in self.state.items]
             for i in ok:
                 self._publish_now(self.state.items[i])
         errors = [f"Item not found: {i}" for i in ids if i not in ok]
         self._send(202, {"publishedItemIds": ok, "errors": errors}, method)
+
+
+    def _collection_live(self, method: str) -> bool:
+        """A brand-new collection must be published once (a site publish) before its items can be
+        published (docs/working-with-the-cms/publishing); the error's status is undocumented:
+        409 conflict here. False if it was sent."""
+        if self.state.collection_published:
+            return True
+        self._error(409, "conflict", "Collection has not been published yet: publish the site "
+                    "once before publishing its items", method)  # fmt: skip
+        return False
+
+
+def _queued(item: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """Changes not on the live site yet (the 'Queued to publish' state when isDraft is false)."""
+    return live is None or live.get("fieldData") != item.get("fieldData")
 
 
 def _sorted(items: list[dict[str, Any]], key: str, descending: bool) -> list[dict[str, Any]]:
