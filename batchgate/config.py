@@ -176,6 +176,11 @@ class NotionSourceConfig(_Section):
         default_factory=lambda: dict(NOTION_PROPERTIES),
         description="Item field -> Notion property name (the blog template's names by default).",
     )
+    page_url: str = Field(
+        default="/post/{slug}",
+        description="A migrated page's URL on the site, {slug} its slug: links between migrated "
+        "pages are written so (a Webflow collection's template pages live at /<collection slug>/).",
+    )
     timeout_s: float = Field(default=30.0, gt=0, le=300, description="Per-request timeout.")
     requests_per_second: float = Field(
         default=3.0, gt=0, description="Notion's limit per integration: an average of 3 requests/s."

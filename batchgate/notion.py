@@ -23,7 +23,7 @@ import httpx
 
 from batchgate.backoff import parse_retry_after
 from batchgate.errors import SourceError
-from batchgate.notion_html import blocks_html, blocks_text, file_expiry, file_url, hosted_expiries
+from batchgate.notion_html import PageLinks, file_expiry, file_url, hosted_expiries, render
 from batchgate.notion_html import plain_text as rich_plain
 from batchgate.pacer import Pacer, pacer_for
 from batchgate.secrets import require_token_url
@@ -271,9 +271,13 @@ def check_properties(mapping: dict[str, str], schema: dict[str, Any]) -> dict[st
 
 
 def page_row(
-    page: dict[str, Any], blocks: list[dict[str, Any]], mapping: dict[str, str]
+    page: dict[str, Any],
+    blocks: list[dict[str, Any]],
+    mapping: dict[str, str],
+    links: PageLinks | None = None,
 ) -> dict[str, Any]:
-    """A page as the raw row the blog preset types: its properties, its body as HTML."""
+    """A page as the raw row the blog preset types: its properties, its body as HTML (links
+    to migrated pages resolved by `links`), the text it publishes and the blocks it loses."""
     properties = page.get("properties") or {}
     row: dict[str, Any] = {"id": str(page["id"])}
     expiries: list[str] = []
@@ -291,8 +295,8 @@ def page_row(
                 expiries.append(expiry)
     if row.get("last_edited") is None:
         row["last_edited"] = page.get("last_edited_time")
-    row["body_html"] = blocks_html(blocks)
-    row["body_text"] = blocks_text(blocks)
+    body = render(blocks, links)
+    row["body_html"], row["body_text"], row["lost_blocks"] = body.html, body.text, body.lost
     row["source_url"] = page.get("url")
     expiries += hosted_expiries(blocks)
     row["media_expires_at"] = min(expiries) if expiries else None

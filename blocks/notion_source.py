@@ -13,7 +13,8 @@ from pydantic import Field, SecretStr
 from batchgate.config import NOTION_PROPERTIES, NotionSourceConfig
 from batchgate.connectors import SourceBase, SourceCapabilities
 from batchgate.errors import ConfigError, RetryableError, SourceError
-from batchgate.notion import NotionReader, build_filter, check_properties, page_row
+from batchgate.notion import NotionReader, build_filter, check_properties, page_row, property_value
+from batchgate.notion_links import DEFAULT_PAGE_URL, PageLinks
 from batchgate.schema import Schema, build_items
 from batchgate.sources import SourceBatch
 
@@ -44,6 +45,8 @@ class NotionSource(SourceBase, Block):
         default_factory=lambda: dict(NOTION_PROPERTIES),
         description="Item field -> Notion property name.",
     )
+    page_url: str = Field(default=DEFAULT_PAGE_URL,
+                          description="A migrated page's URL on the site ({slug}: its slug).")
     timeout_s: float = Field(default=30.0, description="Per-request timeout in seconds.")
     requests_per_second: float = Field(default=3.0, description="Average request rate allowed.")
     workers: int = Field(default=4, description="Pages read at once.")
@@ -55,6 +58,7 @@ class NotionSource(SourceBase, Block):
             base_url=config.base_url, database_id=config.database_id,
             data_source_id=config.data_source_id, token=token, filter=dict(config.filter),
             properties=dict(config.properties), timeout_s=config.timeout_s, workers=config.workers,
+            page_url=config.page_url,
             requests_per_second=config.requests_per_second,
         )  # fmt: skip
 
@@ -88,24 +92,26 @@ class NotionSource(SourceBase, Block):
             source = reader.data_source(self.database_id, self.data_source_id)
             check_properties(self.properties, source)
             query = build_filter(self.filter, source, since)
+            links = self.links(reader, str(source["id"]))
             pages: list[dict[str, Any]] = []
             seq = 0
             for page in reader.query(str(source["id"]), query):
                 if not page.get("archived") and not page.get("in_trash"):
                     pages.append(page)
+                    links.add(page)
                 if len(pages) >= chunk_size:
-                    yield self._chunk(reader, pages, schema, seq, since)
+                    yield self._chunk(reader, pages, schema, seq, since, links)
                     seq, pages = seq + len(pages), []
             if pages:
-                yield self._chunk(reader, pages, schema, seq, since)
+                yield self._chunk(reader, pages, schema, seq, since, links)
         finally:
             reader.close()
 
     def _chunk(self, reader: NotionReader, pages: list[dict[str, Any]], schema: Schema,
-               seq: int, since: datetime | None) -> SourceBatch:  # fmt: skip
+               seq: int, since: datetime | None, links: PageLinks) -> SourceBatch:  # fmt: skip
         bodies = reader.bodies([str(p["id"]) for p in pages])
         rows = [(p.get("url") or str(p["id"]), page_row(p, bodies[str(p["id"])],
-                                                        self.properties)) for p in pages]  # fmt: skip
+                                                        self.properties, links)) for p in pages]  # fmt: skip
         items = build_items(rows, schema)
         for item in items:  # numbered across chunks, as one read numbers them
             if seq:
@@ -113,6 +119,16 @@ class NotionSource(SourceBase, Block):
                 if not item.data.get(schema.id_field):
                     item.id = f"row-{item.seq + 1}"
         return SourceBatch(items, len(items), 0, self._describe(since))
+
+    def links(self, reader: NotionReader, data_source_id: str) -> PageLinks:
+        """Links to the pages this job migrates, as their URL on the site (`page_url`)."""
+        return PageLinks(self.page_url, self._slug_of, data_source_id, reader.page)
+
+    def _slug_of(self, page: dict[str, Any]) -> str | None:
+        name = self.properties.get("slug", "")
+        prop = (page.get("properties") or {}).get(name)
+        value = property_value(name, prop) if prop else None
+        return str(value) if value else None
 
     def _describe(self, since: datetime | None) -> str:
         edited = f", edited since {since:%Y-%m-%d %H:%M:%S}" if since else ""
@@ -130,7 +146,9 @@ class NotionSource(SourceBase, Block):
         reader = self.reader()
         try:
             page = reader.page(item_id)
-            row = page_row(page, reader.blocks(item_id), self.properties)
+            parent = str((page.get("parent") or {}).get("data_source_id") or "")
+            row = page_row(page, reader.blocks(item_id), self.properties,
+                           self.links(reader, parent))  # fmt: skip
         except SourceError as exc:  # a write attempt that can be tried again
             raise RetryableError(
                 f"re-reading Notion page {item_id} before the write (its file URLs expire): {exc}",
