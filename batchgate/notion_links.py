@@ -51,8 +51,8 @@ class PageLinks:
             page = self.fetch(key)
         except SourceError:  # not shared with the integration, or gone: not migrated
             return None
-        parent = page.get("parent") or {}
-        if _key(str(parent.get("data_source_id") or "")) != self.data_source_id:
+        parent = _key(str((page.get("parent") or {}).get("data_source_id") or ""))
+        if not self.data_source_id or parent != self.data_source_id:
             return None
         if page.get("archived") or page.get("in_trash"):
             return None

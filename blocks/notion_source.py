@@ -146,7 +146,7 @@ class NotionSource(SourceBase, Block):
         reader = self.reader()
         try:
             page = reader.page(item_id)
-            parent = str((page.get("parent") or {}).get("data_source_id") or "")
+            parent = (page.get("parent") or {}).get("data_source_id") or self.data_source_id or ""
             row = page_row(page, reader.blocks(item_id), self.properties,
                            self.links(reader, parent))  # fmt: skip
         except SourceError as exc:  # a write attempt that can be tried again

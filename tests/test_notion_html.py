@@ -5,6 +5,7 @@ counts of what is published, and the dry-run's warning (or block) for what is lo
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,11 +14,13 @@ from batchgate.config import ValidationConfig
 from batchgate.models import Item
 from batchgate.notion_html import html_text, render, video_player
 from batchgate.notion_links import PageLinks
+from batchgate.schema import BLOG
 from batchgate.transform import blog_record
 from batchgate.validation import build_rules, validate_items
 from batchgate.validation.rules import Context
+from blocks.notion_source import NotionSource
 from tests.fakes.notion_blocks import LOST_TYPES, attached, every_block_type, external, raw, table
-from tests.fakes.notion_server import block, hosted_file, text
+from tests.fakes.notion_server import NotionServer, NotionState, block, blog_page, hosted_file, text
 
 OTHER = "1429989f-e8ac-4eff-bc8f-57f56486db54"  # a migrated page the body links to
 
@@ -389,3 +392,29 @@ def test_a_strict_job_blocks_a_page_that_would_lose_content() -> None:
     config = {"preset": "blog", "rules": {"notion_lost_content": {"severity": "blocked"}}}
     (issue,) = lost_issues(config, lost)
     assert issue.severity == "blocked" and "file (x.zip" in issue.message
+
+
+def test_a_page_read_again_before_its_write_keeps_its_links() -> None:
+    """A page whose file URLs expire soon is read again before its write (NotionSource.refresh):
+    its links to migrated pages are resolved again, by one look-up of the linked page."""
+    state = NotionState(rate_per_s=1000, burst=1000)
+    with NotionServer(state) as server:
+        files = server.base_url.removesuffix("/v1")
+        soon = timedelta(minutes=5)
+        pages = [blog_page(n, state, hosted=True, files=files, expires_in=soon) for n in (1, 2)]
+        for page, other in zip(pages, reversed(pages), strict=True):
+            page["parent"] = {"type": "data_source_id", "data_source_id": state.data_source_id}
+            link = text("see", link=f"/{other['id'].replace('-', '')}")
+            image = raw("image", {**hosted_file(f"{files}/files/b.png", soon), "caption": []})
+            server.add(page, [block("paragraph", [link]), image])
+        source = NotionSource(
+            base_url=server.base_url,
+            database_id=state.database_id,
+            token=state.token,
+            requests_per_second=1000,
+        )
+        first = source.read(BLOG).items[0]
+        assert '<p><a href="/post/post-2">see</a></p>' in first.data["body_html"]
+        fresh = source.refresh(first.id, first.data)
+    assert fresh["body_html"] != first.data["body_html"]  # signed again
+    assert '<p><a href="/post/post-2">see</a></p>' in fresh["body_html"]
