@@ -418,3 +418,12 @@ def test_a_page_read_again_before_its_write_keeps_its_links() -> None:
         fresh = source.refresh(first.id, first.data)
     assert fresh["body_html"] != first.data["body_html"]  # signed again
     assert '<p><a href="/post/post-2">see</a></p>' in fresh["body_html"]
+
+
+def test_the_warning_names_each_block_type_once() -> None:
+    lost = [{"type": "file", "reason": f"f{n}.zip: hosted by Notion"} for n in range(3)]
+    (issue,) = lost_issues({"preset": "blog"}, [*lost, {"type": "breadcrumb", "reason": "nav"}])
+    assert issue.message.endswith(
+        "4 Notion blocks cannot be kept by the destination and will be missing: "
+        "file (f0.zip: hosted by Notion; 3 blocks); breadcrumb (nav)"
+    )

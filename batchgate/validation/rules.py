@@ -583,13 +583,16 @@ class LostContent(Rule):
         lost = item.data.get(self.field)
         if not isinstance(lost, list) or not lost:
             return
-        shown = "; ".join(f"{entry.get('type')} ({entry.get('reason')})" for entry in lost[:10]
-                          if isinstance(entry, dict))  # fmt: skip
-        more = f"; and {len(lost) - 10} more" if len(lost) > 10 else ""
+        reasons: dict[str, list[str]] = {}  # block type -> why, in the page's order
+        for entry in lost:
+            if isinstance(entry, dict):
+                reasons.setdefault(str(entry.get("type")), []).append(str(entry.get("reason")))
+        shown = "; ".join(f"{kind} ({why[0]}" + (f"; {len(why)} blocks" if len(why) > 1 else "")
+                          + ")" for kind, why in reasons.items())  # fmt: skip
         page = f"Page {item.title!r}" if item.title else f"Page {item.id}"
         count = f"{len(lost)} Notion block{'s' if len(lost) != 1 else ''}"
         yield self.issue(
-            f"{page}: {count} cannot be kept by the destination and will be missing: {shown}{more}",
+            f"{page}: {count} cannot be kept by the destination and will be missing: {shown}",
             f"Change those blocks in {item.location} (e.g. link a file by an external URL, move a "
             "database to its own collection), or accept the loss; a job that must lose nothing "
             f"sets validation.rules.{self.name}: {{severity: blocked}}.",
