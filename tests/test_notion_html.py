@@ -427,3 +427,18 @@ def test_the_warning_names_each_block_type_once() -> None:
         "4 Notion blocks cannot be kept by the destination and will be missing: "
         "file (f0.zip: hosted by Notion; 3 blocks); breadcrumb (nav)"
     )
+
+
+def test_inline_equations_and_code_stay_inline() -> None:
+    equation = {
+        "type": "equation",
+        "equation": {"expression": "x < 2"},
+        "plain_text": "x < 2",
+        "annotations": {},
+        "href": None,
+    }
+    out = rendered(
+        block("paragraph", [text("if "), equation, text(" run "), text("f()", code=True)])
+    )
+    assert out.html == "<p>if <code>x &lt; 2</code> run <code>f()</code></p>"
+    assert out.text == "if x < 2 run f()" and out.lost == []
