@@ -1,9 +1,12 @@
 """Reading a Notion database politely: its data source, every page, every block.
 
-Notion allows an average of 3 requests/s per integration. Every request here goes through one
-pacer (2.94/s), a 429's Retry-After holds every reader, and 500/503/529 (and timeouts) are
-retried: every call made here is a read. Page bodies are read with a few threads, so the pace,
-not the latency, sets the speed.
+Notion gives each connection a budget of 180 requests per fixed 60-second window (an average of
+3/s; developers.notion.com request-limits). Every request here goes through one pacer per token
+that keeps 98% of that budget in every 60 seconds; a 429's Retry-After and the backoff after a
+500/502/503/504/529 hold every reader (all retried: every call made here is a read); a blocked
+integration (`public_api_request_blocked`) stops at once. A query is capped at 10,000 results
+(query-large-data-sources): past the cap the query is read again from the last `created_time`
+seen. Page bodies are read with a few threads, so the pace, not the latency, sets the speed.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -25,15 +28,22 @@ from batchgate.backoff import parse_retry_after
 from batchgate.errors import SourceError
 from batchgate.notion_html import PageLinks, file_expiry, file_url, hosted_expiries, render
 from batchgate.notion_html import plain_text as rich_plain
-from batchgate.pacer import Pacer, pacer_for
 from batchgate.secrets import require_token_url
+from batchgate.window_pacer import WindowPacer, window_pacer_for
 
 NOTION_VERSION = "2025-09-03"
-RATE_PER_S = 3.0
-PACE = 0.98  # a little under the average Notion allows
-RETRY_STATUSES = {429, 500, 503, 529}
+RATE_PER_S = 3.0  # 180 requests per 60-second window (600 on Business and Enterprise: 10)
+WINDOW_S = 60.0  # request-limits: the budget is per fixed 60-second window
+PACE = 0.98  # a little under the budget Notion allows
+BURST = 4.0  # within the window, requests leave at most 4x the average rate
+# request-limits: retry 429 and 529 (pause new requests), and 500, 502, 503, 504 for reads
+RETRY_STATUSES = {429, 500, 502, 503, 504, 529}
+BLOCKED = "public_api_request_blocked"  # request-limits: never retry
 PAGE_SIZE = 100
 THROTTLE_BUDGET = 30  # 429 answers one request may wait out
+RETRY_AFTER_MAX_S = 120.0  # the connection limit's is at most 60; the workspace's can be longer
+BACKOFF_MAX_S = 30.0
+CREATED_ASCENDING = {"timestamp": "created_time", "direction": "ascending"}
 
 # Which Notion property types each blog field can be read from (the names: config.NOTION_PROPERTIES).
 FIELD_TYPES = {
@@ -51,6 +61,24 @@ FIELD_TYPES = {
 REQUIRED = {"title", "slug", "category", "hero_image_url"}
 
 
+class NotionRefused(SourceError):
+    """Notion refused one request for good (its status and code kept): the caller decides
+    whether that stops the read or fails one item."""
+
+    def __init__(self, message: str, status: int, code: str, where: str = "") -> None:
+        super().__init__(message)
+        self.status, self.code, self.where = status, code, where
+
+
+def retry_after_s(value: str | None, default: float) -> float:
+    """A Retry-After header's wait (seconds or an HTTP-date), `default` when it is missing or not
+    a number (`nan`, garbage), clamped to 0..RETRY_AFTER_MAX_S."""
+    wait = parse_retry_after(value)
+    if wait is None or not math.isfinite(wait):
+        wait = default
+    return min(max(wait, 0.0), RETRY_AFTER_MAX_S)
+
+
 class NotionReader:
     """The Notion API calls a source needs, with pacing, retries and clear errors."""
 
@@ -63,13 +91,20 @@ class NotionReader:
         retries: int = 6,
         workers: int = 4,
         rate_per_s: float = RATE_PER_S,
-        sleep: Callable[[float], None] = time.sleep,
+        window_s: float = WINDOW_S,
+        backoff_base_s: float = 0.5,
     ) -> None:
         self.base_url = require_token_url(base_url, "source.base_url").rstrip("/")
-        self.retries, self.workers, self.sleep = retries, workers, sleep
-        self.pacer: Pacer = pacer_for(f"notion:{self.base_url}", rate_per_s * PACE)
+        self.retries, self.workers = retries, workers
+        self.backoff_base_s = backoff_base_s
+        budget = max(1, math.floor(rate_per_s * window_s * PACE))
+        self.pacer: WindowPacer = window_pacer_for(
+            f"notion:{self.base_url}", token, budget, window_s, 1.0 / (rate_per_s * BURST)
+        )
         self.requests = 0
         self.throttled = 0  # 429 answers received
+        self.faults = 0  # 5xx answers and timeouts received
+        self.notes: list[str] = []  # what a report should say of the source (several sources)
         self._lock = threading.Lock()
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -87,10 +122,11 @@ class NotionReader:
     # --- one request --------------------------------------------------------------------------
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """One read, retried on 429 (after Retry-After), 500, 503, 529 and timeouts.
+        """One read, retried on 429 (after Retry-After), 500, 502, 503, 504, 529 and timeouts.
 
-        429s have their own, larger budget: the server said when to come back, and every reader
-        of this integration waits until then (the pacer's hold)."""
+        Every wait is the pacer's hold, so every reader of this integration waits (a shared
+        backoff, not one thread's sleep). 429s have their own, larger budget: the server said
+        when to come back. A blocked integration is never retried."""
         last, failures, throttled = "", 0, 0
         while failures <= self.retries and throttled <= THROTTLE_BUDGET:
             self.pacer.acquire()
@@ -101,7 +137,8 @@ class NotionReader:
             except httpx.TimeoutException:
                 failures += 1
                 last = "no answer in time"
-                self.sleep(min(2**failures, 30))
+                self._fault()
+                self.pacer.hold(self._backoff(failures))
                 continue
             except httpx.TransportError as exc:
                 raise SourceError(
@@ -110,25 +147,36 @@ class NotionReader:
                 ) from None
             if response.is_success:
                 self.pacer.recover()
-                return dict(response.json())
+                return _json(response, method, path)
             if response.status_code not in RETRY_STATUSES:
-                raise SourceError(self._explain(method, path, response))
-            last = f"HTTP {response.status_code} {_code(response)}"
-            wait = parse_retry_after(response.headers.get("Retry-After"))
+                raise NotionRefused(self._explain(method, path, response), response.status_code,
+                                    _code(response), f"{method} {path}")  # fmt: skip
+            last = f"HTTP {response.status_code} {_code(response)}".rstrip()
+            header = response.headers.get("Retry-After")
             if response.status_code == 429:
+                if _reason(response) == BLOCKED:
+                    raise NotionRefused(_blocked(method, path), 429, "rate_limited")
                 throttled += 1
                 with self._lock:
                     self.throttled += 1
-                self.pacer.hold(wait if wait is not None else 1.0)
+                self.pacer.hold(retry_after_s(header, 1.0))
                 self.pacer.slow_down()
             else:
                 failures += 1
-                self.sleep(wait if wait is not None else min(0.5 * 2**failures, 30))
+                self._fault()
+                self.pacer.hold(retry_after_s(header, self._backoff(failures)))
         raise SourceError(
             f"Notion kept failing on {method} {path}: {last} ({failures} errors, {throttled} "
             "rate-limit answers). Fix: try again later (Notion may be overloaded, or another "
             "client shares this integration's rate limit), or check status.notion.so."
         )
+
+    def _backoff(self, failures: int) -> float:
+        return float(min(self.backoff_base_s * 2 ** (failures - 1), BACKOFF_MAX_S))
+
+    def _fault(self) -> None:
+        with self._lock:
+            self.faults += 1
 
     def _explain(self, method: str, path: str, response: httpx.Response) -> str:
         status, code = response.status_code, _code(response)
@@ -147,7 +195,8 @@ class NotionReader:
     # --- the database ---------------------------------------------------------------------------
 
     def data_source(self, database_id: str, data_source_id: str | None = None) -> dict[str, Any]:
-        """The data source to query (the database's first unless named) and its property schema."""
+        """The data source to query (the database's first unless named) and its property schema;
+        a database of several data sources, none named, is noted in `notes`, naming them."""
         if not data_source_id:
             database = self.call("GET", f"/databases/{database_id}")
             sources = database.get("data_sources") or []
@@ -155,14 +204,36 @@ class NotionReader:
                 raise SourceError(f"Notion database {database_id} has no data source. Fix: check "
                                   "source.database_id (it must be a database, not a page).")  # fmt: skip
             data_source_id = str(sources[0]["id"])
+            if len(sources) > 1:
+                self.notes.append(_several_sources(database_id, sources))
         return self.call("GET", f"/data_sources/{data_source_id}")
 
     def query(
         self, data_source_id: str, filter_: dict[str, Any] | None
     ) -> Iterator[dict[str, Any]]:
-        """Every page matching the filter, following next_cursor to the end."""
-        body = {"filter": filter_} if filter_ else {}
-        return self._list("POST", f"/data_sources/{data_source_id}/query", body)
+        """Every page matching the filter, oldest first. A query stops at 10,000 results and says
+        so only in `request_status` (query-large-data-sources): the query is then asked again
+        for what was created at or after the last page read, and pages seen are not repeated."""
+        path = f"/data_sources/{data_source_id}/query"
+        seen: set[str] = set()
+        after: str | None = None
+        while True:
+            body = {"sorts": [CREATED_ASCENDING], "result_type": "page",
+                    **({"filter": f} if (f := _created_since(filter_, after)) else {})}  # fmt: skip
+            capped, last = False, after
+            for answer in self._answers("POST", path, body):
+                capped = capped or _incomplete(answer)
+                for page in answer.get("results") or []:
+                    if page.get("object", "page") != "page" or page["id"] in seen:
+                        continue  # a wiki's data source, or a page read before this window
+                    seen.add(page["id"])
+                    last = page.get("created_time") or last
+                    yield page
+            if not capped:
+                return
+            if last == after:
+                raise SourceError(_stuck(data_source_id, after))
+            after = last
 
     def page(self, page_id: str) -> dict[str, Any]:
         return self.call("GET", f"/pages/{page_id}")
@@ -178,7 +249,14 @@ class NotionReader:
     def _list(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Every result of a paginated list (the cursor goes in a POST's body, a GET's query);
+        """Every result of a paginated list."""
+        for answer in self._answers(method, path, body):
+            yield from answer.get("results") or []
+
+    def _answers(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every answer of a paginated list (the cursor goes in a POST's body, a GET's query);
         a cursor seen twice is an error, not a loop."""
         seen: set[str] = set()
         cursor: str | None = None
@@ -186,7 +264,7 @@ class NotionReader:
             page = {"page_size": PAGE_SIZE, **({"start_cursor": cursor} if cursor else {})}
             answer = (self.call(method, path, json={**(body or {}), **page}) if method == "POST"
                       else self.call(method, path, params=page))  # fmt: skip
-            yield from answer.get("results") or []
+            yield answer
             cursor = answer.get("next_cursor")
             if not answer.get("has_more") or not cursor:
                 return
@@ -200,8 +278,28 @@ class NotionReader:
 
     def bodies(self, page_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Every page's blocks, a few pages at a time (the pacer keeps the rate)."""
+        bodies, unreadable = self.readable_bodies(page_ids)
+        if unreadable:
+            raise SourceError(next(iter(unreadable.values())))
+        return bodies
+
+    def readable_bodies(
+        self, page_ids: list[str]
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
+        """Every page's blocks, and why the pages whose blocks Notion refuses (403, 404: not
+        shared with the integration) could not be read: those fail alone, not the read."""
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            return dict(zip(page_ids, pool.map(self.blocks, page_ids), strict=True))
+            read = list(pool.map(self._body_or_reason, page_ids))
+        bodies = {p: r for p, r in zip(page_ids, read, strict=True) if isinstance(r, list)}
+        return bodies, {p: r for p, r in zip(page_ids, read, strict=True) if isinstance(r, str)}
+
+    def _body_or_reason(self, page_id: str) -> list[dict[str, Any]] | str:
+        try:
+            return self.blocks(page_id)
+        except NotionRefused as exc:
+            if exc.status not in (403, 404):
+                raise
+            return f"Notion refused reading its blocks ({exc.where}: HTTP {exc.status} {exc.code})"
 
 
 # --- mapping a page to an item --------------------------------------------------------------------
@@ -403,3 +501,65 @@ def _message(response: httpx.Response) -> str:
         return str(response.json().get("message") or "")[:300]
     except ValueError:
         return response.text[:300]
+
+
+def _json(response: httpx.Response, method: str, path: str) -> dict[str, Any]:
+    try:
+        return dict(response.json())
+    except ValueError:
+        raise SourceError(
+            f"Notion answered {method} {path} with HTTP {response.status_code} but no JSON. Fix: "
+            "check source.base_url (it must be the API's, e.g. https://api.notion.com/v1)."
+        ) from None
+
+
+def _reason(response: httpx.Response) -> str:
+    """A 429's `additional_data.rate_limit_reason` (request-limits), or ''."""
+    try:
+        data = response.json().get("additional_data") or {}
+    except (ValueError, AttributeError):
+        return ""
+    return str(data.get("rate_limit_reason") or "") if isinstance(data, dict) else ""
+
+
+def _blocked(method: str, path: str) -> str:
+    return (f"Notion has blocked this integration's requests ({method} {path}: HTTP 429 "
+            f"rate_limited, rate_limit_reason {BLOCKED}); waiting will not lift it, so nothing "
+            "was retried. Fix: check the integration at notion.so/profile/integrations (a "
+            "workspace owner may have disabled it) or ask Notion support, then run again.")  # fmt: skip
+
+
+def _incomplete(answer: dict[str, Any]) -> bool:
+    """A capped query (query-large-data-sources): any page of it may say so."""
+    status = answer.get("request_status") or {}
+    return isinstance(status, dict) and status.get("type") == "incomplete"
+
+
+def _created_since(
+    filter_: dict[str, Any] | None, after: str | None
+) -> dict[str, Any] | None:
+    """The job's filter, and created at or after `after` when given (flattened into an `and`:
+    Notion nests compound filters two levels deep at most)."""
+    if after is None:
+        return filter_
+    window = {"timestamp": "created_time", "created_time": {"on_or_after": after}}
+    if not filter_:
+        return window
+    if set(filter_) == {"and"}:
+        return {"and": [*filter_["and"], window]}
+    return {"and": [filter_, window]}
+
+
+def _stuck(data_source_id: str, after: str | None) -> str:
+    return (f"Notion data source {data_source_id} holds more than 10,000 pages matching the "
+            f"filter created at {after} or later that cannot be told apart by created_time, so "
+            "they cannot all be read (a query returns at most 10,000). Fix: narrow source.filter "
+            "and run one job per part.")  # fmt: skip
+
+
+def _several_sources(database_id: str, sources: list[dict[str, Any]]) -> str:
+    names = ", ".join(f"{s.get('name') or '(untitled)'!r} ({s.get('id')})" for s in sources)
+    first = sources[0].get("name") or sources[0].get("id")
+    return (f"Notion database {database_id} has {len(sources)} data sources: {names}; only the "
+            f"first, {first!r}, is read. Fix: set source.data_source_id to the one to migrate "
+            "(one job per data source).")  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -20,6 +20,7 @@ class SourceBatch:
     filtered_out: int
     description: str  # e.g. "posts.csv (CSV)", for reports
     columns: tuple[str, ...] = ()  # the source's own columns, where it has a header
+    notes: list[str] = field(default_factory=list)  # what the dry-run report should say of it
 
 
 class Source(Protocol):

@@ -19,6 +19,10 @@ from batchgate.schema import Schema, build_items
 from batchgate.sources import SourceBatch
 
 REFRESH_MARGIN = timedelta(minutes=10)  # re-read a page whose hosted files expire sooner than this
+UNREADABLE_FIX = (
+    "Share the page (and the page of any synced block it copies) with the integration: in "
+    "Notion, ••• > Connections > your integration; then run again"
+)
 
 
 class NotionSource(SourceBase, Block):
@@ -78,6 +82,7 @@ class NotionSource(SourceBase, Block):
             batch.items += chunk.items
             batch.total_rows += chunk.total_rows
             batch.description = chunk.description
+            batch.notes += chunk.notes
         if not batch.description:
             batch.description = self._describe(since)
         return batch
@@ -102,23 +107,29 @@ class NotionSource(SourceBase, Block):
                 if len(pages) >= chunk_size:
                     yield self._chunk(reader, pages, schema, seq, since, links)
                     seq, pages = seq + len(pages), []
-            if pages:
+            if pages or reader.notes:
                 yield self._chunk(reader, pages, schema, seq, since, links)
         finally:
             reader.close()
 
     def _chunk(self, reader: NotionReader, pages: list[dict[str, Any]], schema: Schema,
                seq: int, since: datetime | None, links: PageLinks) -> SourceBatch:  # fmt: skip
-        bodies = reader.bodies([str(p["id"]) for p in pages])
-        rows = [(p.get("url") or str(p["id"]), page_row(p, bodies[str(p["id"])],
+        """A chunk of items; a page whose blocks Notion refuses (403, 404) is an item blocked
+        with the reason, not the end of the read."""
+        bodies, unreadable = reader.readable_bodies([str(p["id"]) for p in pages])
+        rows = [(p.get("url") or str(p["id"]), page_row(p, bodies.get(str(p["id"]), []),
                                                         self.properties, links)) for p in pages]  # fmt: skip
         items = build_items(rows, schema)
-        for item in items:  # numbered across chunks, as one read numbers them
-            if seq:
+        for page, item in zip(pages, items, strict=True):
+            reason = unreadable.get(str(page["id"]))
+            if reason:
+                item.type_errors.append(("body_html", reason, UNREADABLE_FIX))
+            if seq:  # numbered across chunks, as one read numbers them
                 item.seq += seq
                 if not item.data.get(schema.id_field):
                     item.id = f"row-{item.seq + 1}"
-        return SourceBatch(items, len(items), 0, self._describe(since))
+        notes, reader.notes = list(reader.notes), []  # said once, by the first chunk
+        return SourceBatch(items, len(items), 0, self._describe(since), notes=notes)
 
     def links(self, reader: NotionReader, data_source_id: str) -> PageLinks:
         """Links to the pages this job migrates, as their URL on the site (`page_url`)."""

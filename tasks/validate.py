@@ -58,6 +58,7 @@ def validate_into_ledger(
         keys=lambda rule: StoredKeys(ledger, run_id, rule.name),
     )
     description, filtered_out, count, columns = source.path, 0, 0, {}
+    said: list[str] = []  # what the source itself says (e.g. a database of several sources)
     size = chunk_size or CHUNK_SIZE
     done = False
     try:
@@ -65,6 +66,7 @@ def validate_into_ledger(
             if not columns:  # a rule on a field the source lacks is the job's error
                 check_rule_fields(rules, fields_of(model, chunk), chunk.description)
             columns.update(dict.fromkeys(chunk.columns or ["?"]))
+            said += [note for note in chunk.notes if note not in said]
             results = validator.validate(chunk.items)
             results, records = make_records(model, chunk.items, results, check)
             frozen = frozen_rows(from_source(chunk.items, results, records))
@@ -82,7 +84,7 @@ def validate_into_ledger(
         except LedgerError:
             if done:  # else the error that stopped the run is the one to tell
                 raise
-    return Validated(description, filtered_out, count, source_notes(model, list(columns)))
+    return Validated(description, filtered_out, count, said + source_notes(model, list(columns)))
 
 
 class Validated(NamedTuple):

@@ -336,7 +336,8 @@ def refused(call: Any, **kwargs: Any) -> APIResponseError:
         call(**kwargs)
     error = caught.value
     body = json.loads(error.body)
-    assert set(body) == {"object", "status", "code", "message", "request_id"}
+    extra = {"additional_data"} if error.status == 429 else set()  # its rate_limit_reason
+    assert set(body) == {"object", "status", "code", "message", "request_id"} | extra
     assert body["object"] == "error" and body["status"] == error.status and error.request_id
     return error
 
@@ -437,6 +438,8 @@ def test_notion_429_with_retry_after() -> None:
         limited = refused(client.databases.retrieve, database_id=server.state.database_id)
         assert (limited.status, limited.code) == (429, APIErrorCode.RateLimited)
         assert int(limited.headers["retry-after"]) >= 1
+        reason = limited.additional_data["rate_limit_reason"]  # type: ignore[index]
+        assert reason == "public_api_request_rate_limit"  # request-limits
         patient = notion_sdk(server, retry=RetryOptions(max_retries=3))
         started = time.monotonic()  # the SDK's retry honours Retry-After, then succeeds
         assert is_full_database(patient.databases.retrieve(database_id=server.state.database_id))

@@ -127,14 +127,15 @@ def test_query_and_blocks_paginate_and_nest() -> None:
         assert [c["type"] for c in nested["children"]] == ["bulleted_list_item"] * 2
 
 
-def test_429_retry_after_and_5xx_are_retried() -> None:
-    state = NotionState(rate_per_s=20, burst=2, faults=NotionFaults(error_rate=0.15))
-    asked: list[float] = []  # the waits the reader asked for after a 5xx (recorded, not slept)
+def test_429_retry_after_holds_every_reader() -> None:
+    """Against a token bucket (an average with bursts, the limit's older description); the fixed
+    window, 5xx faults and a blocked integration: tests/test_notion_limits.py."""
+    state = NotionState(rate_per_s=20, burst=2)
     sent: list[float] = []  # when each request left
     throttled: list[tuple[float, float]] = []  # when each 429 came back, and its Retry-After
     with NotionServer(state) as server:
-        server.add_pages(30)
-        notion = reader(server, rate=60, sleep=asked.append)  # 3x what the server allows
+        server.add_pages(12)
+        notion = reader(server, rate=60)  # 3x what the server allows
         notion._client.event_hooks = {
             "request": [lambda request: sent.append(time.monotonic())],
             "response": [lambda answer: answer.status_code == 429 and throttled.append(
@@ -143,16 +144,13 @@ def test_429_retry_after_and_5xx_are_retried() -> None:
         pages = list(notion.query(server.state.data_source_id, None))
         bodies = notion.bodies([p["id"] for p in pages])
     statuses = Counter(status for _, _, _, status in state.requests)
-    assert len(pages) == 30 and all(bodies.values())
+    assert len(pages) == 12 and all(bodies.values())
     assert statuses[429] > 0 and notion.throttled == statuses[429] == len(throttled)
     # every 429 waited out, by every reader: nothing left within its Retry-After (a request
     # given its slot just before the 429 came back may still leave in the first moments)
     for came_back, retry_after in throttled:
         early = [t - came_back for t in sent if came_back + 0.3 < t < came_back + retry_after]
         assert not early, f"sent {early} s after a 429 with Retry-After {retry_after}"
-    # every 5xx retried after its own backoff wait (0.5 s doubling); a 429 asked for none
-    assert statuses[500] + statuses[503] + statuses[529] == len(asked) > 0
-    assert set(asked) <= {1.0, 2.0, 4.0, 8.0, 16.0}, asked
 
 
 def test_a_repeated_cursor_is_an_error_not_a_loop() -> None:
@@ -165,8 +163,9 @@ def test_a_repeated_cursor_is_an_error_not_a_loop() -> None:
 
 
 def test_pace_stays_under_the_limit_without_429() -> None:
-    """At the default pace (3 requests/s), a server allowing 3/s never says 429."""
-    state = NotionState(rate_per_s=3, burst=3)
+    """At the default pace (180 requests per 60 s window), Notion's default limit never says 429
+    (over several windows, scaled down: tests/test_notion_limits.py)."""
+    state = NotionState()
     with NotionServer(state) as server:
         server.add_pages(2)
         notion = NotionReader(server.base_url, TOKEN)

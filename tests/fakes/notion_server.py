@@ -1,19 +1,27 @@
 """A real HTTP server on 127.0.0.1 that behaves like the Notion API (version 2025-09-03).
 
 Bearer auth; a required Notion-Version header (400 missing_version); ids with or without dashes;
-a database (with its title) and its one data source with the property schema; data source queries
-(and the legacy database query) with filters (the conditions of each property type, timestamp
-conditions, and/or), sorts, page_size (at most 100) and opaque cursors (a bad one is a 400);
-pages; blocks and their children with pagination and nesting (none is an empty list); Notion's
-error bodies; a rate limit of an average of 3 requests/s with bursts (a token bucket), answered
-with 429 rate_limited and Retry-After. Faults: 500/503/529 at a given rate, and a query that
-repeats its cursor. tests/test_fakes_contract.py checks it with Notion's own SDK.
+a database (with its title) and its data sources (one by default, more when asked) with the
+property schema; data source queries (and the legacy database query) with filters (the conditions
+of each property type, timestamp conditions, and/or), sorts, page_size (at most 100), opaque
+cursors (a bad one is a 400), `result_type` and the 10,000-result cap; pages; blocks and their
+children with pagination and nesting (none is an empty list); Notion's error bodies; Notion's
+per-connection limit, a budget of requests per fixed window (180 per 60 s), answered with 429
+rate_limited, `additional_data.rate_limit_reason` and Retry-After (or, when `rate_per_s` is given,
+a token bucket averaging that rate). Faults: 500/502/503/504/529 at a given rate, a blocked
+integration, pages whose blocks the integration may not read, and a query that repeats its cursor.
+tests/test_fakes_contract.py checks it with Notion's own SDK.
+
+Sources, as ../shared/reference/apis.md names them: developers.notion.com request-limits (the
+fixed window, rate_limit_reason, 529), query-large-data-sources (the cap, request_status),
+the data source query reference (result_type), the error codes of the API reference.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import re
 import threading
@@ -32,8 +40,16 @@ CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
 
 @dataclass
 class NotionFaults:
-    error_rate: float = 0.0  # share of requests answered 500, 503 or 529
+    error_rate: float = 0.0  # share of requests answered with one of `statuses`
+    # developers.notion.com request-limits: retry 500, 502, 503, 504 for reads, and 529
+    # service_overload ("whether Notion sends 529 is unconfirmed": it may, so the fake does)
+    statuses: tuple[int, ...] = (500, 503, 529)
     repeat_cursor: bool = False  # a query answers its first cursor forever
+    # request-limits: `rate_limit_reason: public_api_request_blocked` is never lifted by waiting
+    blocked: bool = False
+    # block ids (pages too) whose children the integration may not read: 403 restricted_resource,
+    # or 404 object_not_found for a page (or a synced block's original) not shared with it
+    forbidden: dict[str, int] = field(default_factory=dict)
     latency: tuple[float, float] = (0.0, 0.0)
     seed: int = 11
 
@@ -41,11 +57,23 @@ class NotionFaults:
 @dataclass
 class NotionState:
     token: str = "notion-test-token"
-    rate_per_s: float = 3.0
+    # developers.notion.com request-limits: per connection, a fixed budget of requests per
+    # 60-second window (180; 600 on Business and Enterprise), spendable at any pace within it;
+    # over it, 429 rate_limited with Retry-After "the time until the window resets"
+    window_requests: int = 180
+    window_s: float = 60.0
+    rate_per_s: float | None = None  # given: a token bucket of this average instead (older tests)
     burst: float = 10.0
+    # query-large-data-sources: "a single data source query returns at most 10,000 results"
+    result_limit: int = 10_000
+    # the data source query reference: by default a wiki data source returns pages and data
+    # sources alike; `result_type: "page"` (or "data_source") keeps one kind
+    wiki: bool = False
+    extra_data_sources: list[dict[str, str]] = field(default_factory=list)  # [{id, name}]
     faults: NotionFaults = field(default_factory=NotionFaults)
     database_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     data_source_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    queries: list[dict[str, Any]] = field(default_factory=list)  # the body of every query
     pages: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> page, in order
     children: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # block id -> blocks
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)  # every block, by id
@@ -54,19 +82,31 @@ class NotionState:
 
     def __post_init__(self) -> None:
         self.tokens = self.burst
-        self.refilled = time.monotonic()
+        self.refilled = self.started = time.monotonic()
+        self.window, self.spent = 0, 0  # the current fixed window's number, and its requests
         self.rng = random.Random(self.faults.seed)
 
     def take(self) -> float:
         """0 if the request may go, else the seconds until it could."""
         with self.lock:
             now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate_per_s)
-            self.refilled = now
-            if self.tokens >= 1:
-                self.tokens -= 1
+            if self.rate_per_s is not None:
+                return self._bucket(now, self.rate_per_s)
+            window = int((now - self.started) // self.window_s)
+            if window != self.window:
+                self.window, self.spent = window, 0
+            if self.spent < self.window_requests:
+                self.spent += 1
                 return 0.0
-            return (1 - self.tokens) / self.rate_per_s
+            return self.started + (window + 1) * self.window_s - now
+
+    def _bucket(self, now: float, rate: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.refilled) * rate)
+        self.refilled = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / rate
 
     def edit(self, page_id: str, **properties: Any) -> None:
         """Change a page as a person would: its properties, and last_edited_time (to the minute)."""
@@ -205,14 +245,16 @@ class NotionServer(ThreadedServer):
     def __init__(self, state: NotionState | None = None, port: int = 0) -> None:
         super().__init__(_Handler, state or NotionState(), port)
 
-    def add_pages(self, count: int, start: int = 1, seed: int = 3, **kwargs: Any) -> list[str]:
-        """Blog pages with bodies; returns their ids."""
+    def add_pages(self, count: int, start: int = 1, seed: int = 3, bodies: bool = True,
+                  **kwargs: Any) -> list[str]:  # fmt: skip
+        """Blog pages with bodies (or, `bodies=False`, empty ones: cheap by the thousand);
+        returns their ids."""
         rng = random.Random(seed)
         ids = []
         kwargs.setdefault("files", self.base_url.removesuffix("/v1"))
         for n in range(start, start + count):
             page = blog_page(n, self.state, **kwargs)
-            self.add(page, blog_blocks(n, rng))
+            self.add(page, blog_blocks(n, rng) if bodies else [])
             ids.append(page["id"])
         return ids
 
@@ -244,20 +286,19 @@ class _Handler(JsonHandler):
         if not self.headers.get("Notion-Version"):
             return self._error(400, "missing_version", "Notion-Version header failed validation: "
                                "Notion-Version should be defined, instead was `undefined`.", method)  # fmt: skip
+        if state.faults.blocked:  # request-limits: never lifted by waiting, never to be retried
+            return self._rate_limited(method, 60, "public_api_request_blocked")
         wait = state.take()
-        if wait > 0:
-            return self._error(429, "rate_limited", "You have been rate limited. Please try again "
-                               "in a few minutes.", method, {"Retry-After": str(max(1, round(wait)))})  # fmt: skip
+        if wait > 0:  # request-limits: Retry-After is an integer number of seconds
+            return self._rate_limited(method, max(1, math.ceil(wait)), "public_api_request_rate_limit")
         low, high = state.faults.latency
         if high:
             time.sleep(random.uniform(low, high))
         with state.lock:
             fault = state.rng.random() < state.faults.error_rate
-            status = state.rng.choice([500, 503, 529])
+            status = state.rng.choice(state.faults.statuses)
         if fault:
-            code = {500: "internal_server_error", 503: "service_unavailable",
-                    529: "service_overload"}[status]  # fmt: skip
-            return self._error(status, code, "Something went wrong.", method)
+            return self._fault(status, method)
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
@@ -279,6 +320,24 @@ class _Handler(JsonHandler):
                 return handler(method, _canon(found.group("id")), body, query)
         return self._error(400, "invalid_request_url", "Invalid request URL.", method)
 
+    def _rate_limited(self, method: str, retry_after: int, reason: str) -> None:
+        """429 rate_limited; `additional_data.rate_limit_reason` says which limit (request-limits)."""
+        self._send(429, {"object": "error", "status": 429, "code": "rate_limited",
+                         "message": "You have been rate limited. Please try again in a few minutes.",
+                         "request_id": str(uuid.uuid4()),
+                         "additional_data": {"rate_limit_reason": reason}},
+                   method, {"Retry-After": str(retry_after)})  # fmt: skip
+
+    def _fault(self, status: int, method: str) -> None:
+        """A server fault. A 502 comes from a proxy in front of the API: its body is not Notion's
+        JSON (unconfirmed; a reader must cope with either)."""
+        if status == 502:
+            return self._reply(method, 502, b"<html><body>502 Bad Gateway</body></html>",
+                               content_type="text/html")  # fmt: skip
+        code = {500: "internal_server_error", 503: "service_unavailable",
+                504: "gateway_timeout", 529: "service_overload"}[status]  # fmt: skip
+        return self._error(status, code, "Something went wrong.", method)
+
     # --- routes -------------------------------------------------------------------------------
 
     def _database(self, method: str, ident: str, body: Any, query: Any) -> None:
@@ -291,7 +350,8 @@ class _Handler(JsonHandler):
                          "created_time": "2025-09-01T00:00:00.000Z",
                          "last_edited_time": "2025-09-01T00:00:00.000Z",
                          "url": f"https://www.notion.so/{ident.replace('-', '')}",
-                         "data_sources": [{"id": self.state.data_source_id, "name": "Posts"}]},
+                         "data_sources": [{"id": self.state.data_source_id, "name": "Posts"},
+                                          *self.state.extra_data_sources]},
                    method)  # fmt: skip
 
     def _data_source(self, method: str, ident: str, body: Any, query: Any) -> None:
@@ -307,21 +367,44 @@ class _Handler(JsonHandler):
     def _query(self, method: str, ident: str, body: dict[str, Any], query: Any) -> None:
         if ident not in (_canon(self.state.data_source_id), _canon(self.state.database_id)):
             return self._not_found(method, ident)
+        with self.state.lock:
+            self.state.queries.append(body)
         window = _window(body.get("page_size"), body.get("start_cursor"), "body")
-        wrong = _bad_filter(body.get("filter")) or _bad_sorts(body.get("sorts"))
+        wrong = (_bad_filter(body.get("filter")) or _bad_sorts(body.get("sorts"))
+                 or _bad_result_type(body.get("result_type")))  # fmt: skip
         if wrong or isinstance(window, str):
             return self._error(400, "validation_error", wrong or str(window), method)
         size, start = window
         with self.state.lock:
             pages = [p for p in self.state.pages.values() if _matches(p, body.get("filter"))]
         pages = _sort(pages, body.get("sorts") or [])
+        results = self._of_type(pages, body.get("result_type"))
         if self.state.faults.repeat_cursor and start:
             start = size  # the second page keeps pointing at itself
-        chunk = pages[start : start + size]
-        more = start + size < len(pages)
-        self._send(200, {"object": "list", "results": chunk, "has_more": more,
-                         "next_cursor": _encode(start + size) if more else None,
-                         "type": "page_or_data_source", "page_or_data_source": {}}, method)  # fmt: skip
+        # query-large-data-sources: pagination stops at the cap, has_more is then false, and
+        # every page of a capped query says so in request_status
+        capped = len(results) > self.state.result_limit
+        end = min(start + size, self.state.result_limit)
+        chunk = results[start:end]
+        more = end < min(len(results), self.state.result_limit)
+        answer = {"object": "list", "results": chunk, "has_more": more,
+                  "next_cursor": _encode(end) if more else None,
+                  "type": "page_or_data_source", "page_or_data_source": {}}  # fmt: skip
+        if capped:
+            answer["request_status"] = {"type": "incomplete",
+                                        "incomplete_reason": "query_result_limit_reached"}  # fmt: skip
+        self._send(200, answer, method)
+
+    def _of_type(self, pages: list[dict[str, Any]], kind: str | None) -> list[dict[str, Any]]:
+        """A wiki's query holds its pages and its data sources unless result_type names one kind."""
+        if not self.state.wiki or kind == "page":
+            return pages
+        sources = [{"object": "data_source", "id": s["id"], "title": [text(s["name"])],
+                    "created_time": "2025-09-01T00:00:00.000Z",
+                    "last_edited_time": "2025-09-01T00:00:00.000Z", "properties": {}}
+                   for s in [{"id": self.state.data_source_id, "name": "Posts"},
+                             *self.state.extra_data_sources]]  # fmt: skip
+        return sources if kind == "data_source" else sources + pages
 
     def _page(self, method: str, ident: str, body: Any, query: Any) -> None:
         page = self.state.pages.get(ident)
@@ -344,6 +427,12 @@ class _Handler(JsonHandler):
         self._send(200, _fresh(found), method)
 
     def _children(self, method: str, ident: str, body: Any, query: dict[str, str]) -> None:
+        refused = self.state.faults.forbidden.get(ident)
+        if refused == 403:
+            return self._error(403, "restricted_resource", "API token does not have access to "
+                               "this resource.", method)  # fmt: skip
+        if refused == 404:
+            return self._not_found(method, ident)
         known = ident in self.state.blocks or ident in self.state.pages
         blocks = self.state.children.get(ident, [] if known else None)
         if blocks is None:
@@ -521,6 +610,13 @@ def _bad_filter(rule: dict[str, Any] | None) -> str | None:
         return (f"body failed validation: body.filter.{kind} should have one of "
                 f"{sorted(CONDITIONS[kind])}, instead was `{json.dumps(condition)}`.")  # fmt: skip
     return None
+
+
+def _bad_result_type(kind: Any) -> str | None:
+    if kind is None or kind in ("page", "data_source"):
+        return None
+    return (f"body failed validation: body.result_type should be `page` or `data_source`, "
+            f"instead was `{json.dumps(kind)}`.")  # fmt: skip
 
 
 def _bad_sorts(sorts: Any) -> str | None:
