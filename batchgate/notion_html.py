@@ -218,7 +218,7 @@ class _Renderer:
         figcaption = f"<figcaption>{caption}</figcaption>" if caption else ""
         src = html.escape(url, quote=True)
         return (
-            f'<figure class="w-richtext-align-fullwidth w-richtext-figure-type-image"><div>'
+            f'<figure class="w-richtext-figure-type-image w-richtext-align-fullwidth"><div>'
             f'<img src="{src}" alt="{alt}"></div>{figcaption}</figure>{self.children(block)}'
         )
 
@@ -234,7 +234,7 @@ class _Renderer:
         title = html.escape(plain_text(body.get("caption")) or "Video", quote=True)
         figcaption = f"<figcaption>{caption}</figcaption>" if caption else ""
         return (
-            '<figure class="w-richtext-align-fullwidth w-richtext-figure-type-video" '
+            '<figure class="w-richtext-figure-type-video w-richtext-align-fullwidth" '
             'style="padding-bottom:56.25%"><div><iframe allowfullscreen="true" frameborder="0" '
             f'scrolling="no" src="{html.escape(player, quote=True)}" title="{title}"></iframe>'
             f"</div>{figcaption}</figure>"

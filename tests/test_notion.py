@@ -80,7 +80,7 @@ def test_code_image_divider_and_unknown_blocks() -> None:
     image = block("image", [], type="file",
                   file={"url": "https://f.test/x.png?sig=1&t=2", "expiry_time": "2030-01-01"},
                   caption=[text("A <cat>")])  # fmt: skip
-    assert html_of(image) == ('<figure class="w-richtext-align-fullwidth w-richtext-figure-type-image">'
+    assert html_of(image) == ('<figure class="w-richtext-figure-type-image w-richtext-align-fullwidth">'
                               '<div><img src="https://f.test/x.png?sig=1&amp;t=2" alt="A &lt;cat&gt;"></div>'
                               '<figcaption>A &lt;cat&gt;</figcaption></figure>')  # fmt: skip
     assert html_of(block("divider")) == "<hr>"

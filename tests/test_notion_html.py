@@ -60,7 +60,7 @@ CASES = [
     (
         raw("image", external("https://img.test/a.png", "A cat")),
         [
-            '<figure class="w-richtext-align-fullwidth w-richtext-figure-type-image"><div>'
+            '<figure class="w-richtext-figure-type-image w-richtext-align-fullwidth"><div>'
             '<img src="https://img.test/a.png" alt="A cat"></div>'
             "<figcaption>A cat</figcaption></figure>"
         ],
@@ -151,7 +151,7 @@ CASES = [
     (
         raw("video", external("https://vimeo.com/12345", "Talk")),
         [
-            '<figure class="w-richtext-align-fullwidth w-richtext-figure-type-video"',
+            '<figure class="w-richtext-figure-type-video w-richtext-align-fullwidth"',
             '<iframe allowfullscreen="true" frameborder="0" scrolling="no" '
             'src="https://player.vimeo.com/video/12345" title="Talk"></iframe>',
             "<figcaption>Talk</figcaption>",
