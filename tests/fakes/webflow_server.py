@@ -96,6 +96,11 @@ class Faults:
     slow_seconds: float = 0.0
     drop_rate: float = 0.0  # close the connection with no answer; the write is applied first
     latency: tuple[float, float] = (0.0, 0.0)  # every answer waits uniform(lo, hi) seconds
+    # the cost of a write's content (a model, not a measurement of Webflow: see WRITE_MODEL):
+    # seconds per item written, per Image field fetched into the CDN, per KB of field data
+    item_latency_s: float = 0.0
+    image_latency_s: float = 0.0
+    kb_latency_s: float = 0.0
     # while this file exists every write waits slow_while_s (under a client's timeout), so a
     # test can keep a writer busy until something else has happened, then let it go on
     slow_while: str | None = None
@@ -242,6 +247,8 @@ class _Handler(JsonHandler):
         except ValueError:
             self._error(400, "validation_error", "Invalid JSON body", method)
             return
+        if method in ("POST", "PATCH") and isinstance(body, dict):
+            time.sleep(_write_cost(body, len(raw), state.faults))
         self._route(method, self.path, body)
 
     def _route(self, method: str, path: str, body: dict[str, Any]) -> None:
@@ -662,6 +669,24 @@ class _Handler(JsonHandler):
         self._error(409, "conflict", "Collection has not been published yet: publish the site "
                     "once before publishing its items", method)  # fmt: skip
         return False
+
+
+# The latency model README's "write timeouts" measure against: 0.1-0.4 s an answer, 80 ms an item,
+# 250 ms an Image fetched into the CDN, 2 ms a KB (an assumption: Webflow publishes no figures)
+WRITE_MODEL = {"latency": (0.1, 0.4), "item_latency_s": 0.08, "image_latency_s": 0.25,
+               "kb_latency_s": 0.002}  # fmt: skip
+
+
+def _write_cost(body: dict[str, Any], size: int, faults: Faults) -> float:
+    """Seconds a write's content costs under the fault's latency model."""
+    entries = body.get("items") if isinstance(body.get("items"), list) else [body]
+    if isinstance(body.get("fieldData"), list):
+        entries = [{"fieldData": d} for d in body["fieldData"]]
+    images = sum(1 for e in entries if isinstance(e, dict)
+                 for v in (e.get("fieldData") or {}).values()
+                 if isinstance(v, dict) and "url" in v)  # fmt: skip
+    return (faults.item_latency_s * len(entries) + faults.image_latency_s * images
+            + faults.kb_latency_s * size / 1024)  # fmt: skip
 
 
 def _queued(item: dict[str, Any], live: dict[str, Any] | None) -> bool:
