@@ -295,7 +295,23 @@ class WebflowDestination(DestinationBase, Block):
         return None
 
     def snapshot(self, dest_id: str) -> dict[str, Any] | None:
-        return _snapshot(self._item(dest_id))
+        return self._with_live(dest_id, _snapshot(self._item(dest_id)))
+
+    def _with_live(self, dest_id: str, snap: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A live item with changes in draft (isDraft true, lastPublished set: the publishing
+        guide's states) shows another version on the site: that one is read too (one GET of
+        .../live), so a rollback puts the live site back as well as the staged item."""
+        if not snap or not (snap.get("live") and snap.get("isDraft")):
+            return snap
+        try:
+            live = self._request(
+                "GET", f"/collections/{self.collection_id}/items/{dest_id}/live"
+            ).json()
+        except PermanentError as exc:
+            if exc.status_code != 404:
+                raise
+            return {**snap, "live": False}
+        return {**snap, "liveFieldData": dict(live.get("fieldData") or {})}
 
     def version(self, dest_id: str) -> str | None:
         item = self._item(dest_id)
@@ -341,7 +357,7 @@ class WebflowDestination(DestinationBase, Block):
         self._refresh(complete=True, max_age=SNAPSHOT_FRESH_S)
         with self._index_lock:
             items = {dest_id: self._index.get(dest_id) for dest_id in dest_ids}
-        return {dest_id: _snapshot(item) for dest_id, item in items.items()}
+        return {dest_id: self._with_live(dest_id, _snapshot(item)) for dest_id, item in items.items()}
 
     def upsert_many(
         self, entries: list[tuple[dict[str, Any], str | None, dict[str, Any] | None]], draft: bool
@@ -735,13 +751,19 @@ class WebflowDestination(DestinationBase, Block):
         """The live site as before the run: an item live then gets its restored version
         published again; one the run put live is unpublished. An item that failed is left."""
         done = [(d, p) for d, p in entries if isinstance(out.get(d), str)]
-        again = [d for d, previous in done if previous.get("live")]
+        again = [d for d, p in done if p.get("live") and "liveFieldData" not in p]
+        drafted = [(d, p) for d, p in done if p.get("live") and "liveFieldData" in p]
         down = [d for d, previous in done if not previous.get("live") and d in live]
         failures: dict[str, str] = {}
         try:
             failures.update(self.publish(again) if again else {})
         except WriteError as exc:
             failures.update(dict.fromkeys(again, exc.message))
+        for dest_id, previous in drafted:
+            try:
+                failures.update(self._republish(dest_id, previous))
+            except WriteError as exc:
+                failures[dest_id] = exc.message
         try:
             if down:
                 self._unpublish(down)
@@ -755,6 +777,18 @@ class WebflowDestination(DestinationBase, Block):
             self._live_changes[dest_id] = (dest_id in live, after)
         return out
 
+    def _republish(self, dest_id: str, previous: dict[str, Any]) -> dict[str, str]:
+        """An item that was live with changes in draft: its live version is written and
+        published, then its draft put back (isDraft true keeps the live one on the site)."""
+        path = f"/collections/{self.collection_id}/items/{dest_id}"
+        shown = {**previous, "fieldData": previous["liveFieldData"], "isDraft": False}
+        self._request("PATCH", path, json=self._restore_body(shown))
+        failed = self.publish([dest_id])
+        if not failed:
+            answer = self._request("PATCH", path, json={**self._restore_body(previous), "isDraft": True})
+            self._remember([answer.json()])
+        return failed
+
     def _restore_body(self, previous: dict[str, Any]) -> dict[str, Any]:
         """PATCH merges field data, so a field the snapshot lacks is cleared explicitly (null):
         the item is put back as it was, not as the snapshot merged over the newer version. An
@@ -762,7 +796,7 @@ class WebflowDestination(DestinationBase, Block):
         slugs = [f["slug"] for f in self._collection().get("fields", [])]
         fields = previous.get("fieldData") or {}
         body = {k: v for k, v in previous.items() if k in ("isDraft", "isArchived")}
-        if previous.get("live"):
+        if previous.get("live") and "liveFieldData" not in previous:
             body["isDraft"] = False
         return {**body, "fieldData": {**{s: None for s in slugs if s not in fields}, **fields}}
 

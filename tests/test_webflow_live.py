@@ -281,10 +281,11 @@ def test_rollback_of_a_published_run_leaves_the_live_site_as_it_was(
 
 
 @pytest.mark.prefect
-def test_a_sample_over_a_live_item_leaves_it_live_unchanged_until_approval(
+def test_a_sample_over_a_live_item_leaves_it_live_unchanged_until_approval_and_after_a_rollback(
     prefect_api: str, tmp_path: Path, write_csv: Callable[..., Path]
 ) -> None:
     from flows.full import full
+    from flows.rollback import rollback
     from flows.sample import sample
 
     with WebflowServer() as server:
@@ -297,11 +298,19 @@ def test_a_sample_over_a_live_item_leaves_it_live_unchanged_until_approval(
         assert staged["fieldData"]["name"] == "Post 2, revised" and staged["isDraft"] is True
         call(server, "POST", f"/sites/{server.state.site_id}/publish", json={})  # anyone's publish
         assert server.state.live_site()["post-number-2"]["name"] == "Post number 2"
+        before = server.state.live_site()
         summary = full(job)  # approved: the full run publishes
         live = server.state.live_site()
         creates = server.state.creates
+        # the full run rolled back: the live site as before it, post 2's sample a draft again
+        undone = rollback(summary["run_id"], ledger=job.ledger)
+        after = server.state.live_site()
+        staged = {i["fieldData"]["slug"]: i for i in server.items.values()}["post-number-2"]
     assert summary["succeeded"] == 4
     assert {s: f["name"] for s, f in live.items()} == {
         f"post-number-{n}": f"Post {n}, revised" for n in range(1, 5)
     }
     assert set(creates.values()) == {1}  # each item created once, then updated in place
+    assert after == before, undone["report"]
+    assert staged["fieldData"]["name"] == "Post 2, revised" and staged["isDraft"] is True
+    assert "Live site: 4 of these 4 items were live before the run" in undone["report"]
