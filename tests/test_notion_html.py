@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from batchgate.config import ValidationConfig
+from batchgate.config import NOTION_PROPERTIES, ValidationConfig
 from batchgate.models import Item
+from batchgate.notion import page_row
 from batchgate.notion_html import html_text, render, video_player
 from batchgate.notion_links import PageLinks
 from batchgate.schema import BLOG
@@ -442,3 +443,14 @@ def test_inline_equations_and_code_stay_inline() -> None:
     )
     assert out.html == "<p>if <code>x &lt; 2</code> run <code>f()</code></p>"
     assert out.text == "if x < 2 run f()" and out.lost == []
+
+
+def test_a_notion_pages_word_count_is_the_published_texts() -> None:
+    state = NotionState()
+    page = blog_page(1, state)
+    blocks, _ = every_block_type(1, OTHER)
+    row = page_row(page, attached(blocks), dict(NOTION_PROPERTIES), links)
+    record = blog_record(row["id"], row)
+    assert record["word_count"] == len(html_text(row["body_html"]).split()) > 50
+    assert "Tasks 1" not in row["body_text"]  # the child database is not published
+    assert {entry["type"] for entry in row["lost_blocks"]} == LOST_TYPES
