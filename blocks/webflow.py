@@ -228,8 +228,9 @@ class WebflowDestination(DestinationBase, Block):
         site = self._site_of_collection()
         if site is None:
             return  # the token cannot read sites: the publish itself will say
-        published, created = _stamp(site.get("lastPublished")), _stamp(
-            self._collection().get("createdOn")
+        published, created = (
+            _stamp(site.get("lastPublished")),
+            _stamp(self._collection().get("createdOn")),
         )
         if published is None or (created is not None and created > published + CLOCK_MARGIN_S):
             raise FatalError(
@@ -357,7 +358,9 @@ class WebflowDestination(DestinationBase, Block):
         self._refresh(complete=True, max_age=SNAPSHOT_FRESH_S)
         with self._index_lock:
             items = {dest_id: self._index.get(dest_id) for dest_id in dest_ids}
-        return {dest_id: self._with_live(dest_id, _snapshot(item)) for dest_id, item in items.items()}
+        return {
+            dest_id: self._with_live(dest_id, _snapshot(item)) for dest_id, item in items.items()
+        }
 
     def upsert_many(
         self, entries: list[tuple[dict[str, Any], str | None, dict[str, Any] | None]], draft: bool
@@ -785,7 +788,9 @@ class WebflowDestination(DestinationBase, Block):
         self._request("PATCH", path, json=self._restore_body(shown))
         failed = self.publish([dest_id])
         if not failed:
-            answer = self._request("PATCH", path, json={**self._restore_body(previous), "isDraft": True})
+            answer = self._request(
+                "PATCH", path, json={**self._restore_body(previous), "isDraft": True}
+            )
             self._remember([answer.json()])
         return failed
 
@@ -1069,7 +1074,8 @@ def _describe(response: httpx.Response) -> str:
         return response.reason_phrase or ""
     code, message = body.get("code", ""), body.get("message", "")
     details = "; ".join(
-        f"{d.get('param', '')}: {d.get('description', '')}".strip(": ") if isinstance(d, dict)
+        f"{d.get('param', '')}: {d.get('description', '')}".strip(": ")
+        if isinstance(d, dict)
         else str(d)
         for d in body.get("details") or []
         if isinstance(d, (dict, str))

@@ -541,7 +541,9 @@ class _Handler(JsonHandler):
         flags = {k: body[k] for k in ("isDraft", "isArchived") if k in body}
         entries = [{**flags, "fieldData": data}
                    for data in (body.get("fieldData") if many else [body.get("fieldData")])]  # fmt: skip
-        if self._files_refused(entries, query, method) or not self._accept(entries, method, many=many):
+        if self._files_refused(entries, query, method) or not self._accept(
+            entries, method, many=many
+        ):
             return
         created = [self._new(entry, False) for entry in entries]
         for item in created:  # a bulk item names every locale it was written in
@@ -658,7 +660,6 @@ class _Handler(JsonHandler):
                 self._publish_now(self.state.items[i])
         errors = [f"Item not found: {i}" for i in ids if i not in ok]
         self._send(202, {"publishedItemIds": ok, "errors": errors}, method)
-
 
     def _collection_live(self, method: str) -> bool:
         """A brand-new collection must be published once (a site publish) before its items can be
