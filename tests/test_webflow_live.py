@@ -192,9 +192,12 @@ def test_a_publishing_job_stops_before_any_write_on_a_never_published_collection
     assert writes == []
 
 
+@pytest.mark.parametrize("as_strings", [False, True])
 @pytest.mark.parametrize("clash", CLASHES)
-def test_a_clashing_slug_in_a_group_fails_that_item_alone_whatever_webflow_does(clash: str) -> None:
-    with WebflowServer(slug_clash=clash) as server:
+def test_a_clashing_slug_in_a_group_fails_that_item_alone_whatever_webflow_does(
+    clash: str, as_strings: bool
+) -> None:
+    with WebflowServer(slug_clash=clash, string_details=as_strings) as server:
         call(
             server,
             "POST",
