@@ -318,6 +318,22 @@ DEFAULT_FIELD_MAP = {
 }
 
 
+class ImagesConfig(_Section):
+    """The images a Webflow item carries: body images re-hosted in the site's assets, and what
+    happens to one over Webflow's 4 MB limit (issue 20)."""
+
+    fit_limit: bool = Field(
+        default=False,
+        description="Re-encode an image over 4 MB (hero or body) to fit, with Pillow; off: the "
+        "dry-run blocks it with the fix.",
+    )
+    upload: Literal["hosted", "all", "none"] = Field(
+        default="hosted",
+        description="Body images uploaded to the site's assets (src rewritten): hosted (those "
+        "whose URL expires, e.g. Notion's files), all, or none.",
+    )
+
+
 class WebflowDestinationConfig(_Section):
     """A Webflow CMS collection, through the Data API v2."""
 
@@ -360,6 +376,14 @@ class WebflowDestinationConfig(_Section):
         description="Where a reviewer opens an item, with {slug}, {id} and {collection_id}, e.g. "
         "https://my-site.webflow.io/blog/{slug} (drafts: the site's staging domain). Unset: "
         "site_url/{slug}, else the item's API URL.",
+    )
+    images: ImagesConfig = Field(
+        default_factory=ImagesConfig, description="Body images and the 4 MB limit."
+    )
+    create_missing_references: bool = Field(
+        default=False,
+        description="A category or tag (Reference/MultiReference) its collection lacks is created "
+        "there before the first write that needs it; off: the dry-run blocks the item.",
     )
 
     @field_validator("base_url")

@@ -18,6 +18,17 @@ HEADLINES = {
 }
 
 
+def destination_notes(destination: Any) -> list[str]:
+    """What a destination did besides writing items, for the run's report: images re-encoded to
+    fit a size limit (by how much), referenced items created (Webflow, issue 20)."""
+    notes = [f"Image {text}." for text in (getattr(destination, "images_reencoded", None) or {}).values()]
+    created = getattr(destination, "references_created", None) or []
+    if created:
+        notes.append(f"Created in referenced collections (create_missing_references): "
+                     f"{', '.join(created)}.")  # fmt: skip
+    return notes
+
+
 @dataclass
 class FullReport:
     """Counts, outcome and dead letters of one full run."""
@@ -39,6 +50,7 @@ class FullReport:
     published_failures: int = 0
     held: list[dict[str, Any]] = field(default_factory=list)  # not written on purpose, with why
     missing: int = 0  # the map said they were at the destination, which no longer held them
+    notes: list[str] = field(default_factory=list)  # what the destination did besides (images)
 
     @property
     def attempted(self) -> int:
@@ -76,6 +88,8 @@ class FullReport:
         if self.published_failures:
             lines.append(f"Written, not published: {self.published_failures} (the next run "
                          "publishes them)")  # fmt: skip
+        if self.notes:
+            lines += ["", "DESTINATION:"] + [f"- {one_line(note)}" for note in self.notes]
         if self.held:
             lines += ["", f"⏸️  HELD, NOT WRITTEN ({len(self.held)} items):"]
             lines += [f'- "{one_line(h["title"])}" ({one_line(h["item_id"])}): '
@@ -200,4 +214,5 @@ class FullReport:
                 }
                 for e in self.dlq
             ],
+            "notes": self.notes,
         }

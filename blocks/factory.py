@@ -58,10 +58,12 @@ def _destination(job: Job) -> Destination:
     if isinstance(config, WebflowDestinationConfig):
         # a job's own attempt timeout is every request's; unset, a group write's is fitted to it
         explicit = "attempt_timeout_s" in job.batch.model_fields_set
-        return WebflowDestination.from_config(
+        webflow = WebflowDestination.from_config(
             config, timeout_s=job.batch.attempt_timeout_s,
             write_timeout_s=job.batch.attempt_timeout_s if explicit else None,
         )  # fmt: skip
+        webflow.allow_private_hosts = job.network.allow_private_hosts  # image URLs (issue 20)
+        return webflow
     raise ConfigError(
         "this job has no destination section. Fix: add destination: {type: sql, url: ...} "
         "or {type: webflow, ...} to the job file."

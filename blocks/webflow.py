@@ -32,6 +32,10 @@ from batchgate.errors import (
 )
 from batchgate.pacer import Pacer, existing_pacer, pacer_for
 from batchgate.secrets import require_token_url
+from batchgate.webflow_assets import to_upload
+from batchgate.webflow_refs import REFERENCE_KINDS, is_reference
+from blocks.webflow_assets import AssetStore, ImageCheck, ImageFetcher, require_site
+from blocks.webflow_refs import References
 
 # HTTP status -> (what to do, DLQ error type). Unknown 4xx are permanent, unknown 5xx retryable.
 STATUS_ACTIONS: dict[int, tuple[str, str]] = {
@@ -102,6 +106,19 @@ class WebflowDestination(DestinationBase, Block):
         default=MAX_GROUP, ge=1, le=MAX_GROUP,
         description="Items one create, update or delete request carries (1-100); 1: one request per item.",
     )  # fmt: skip
+    # body images and references (issue 20): blocks/webflow_assets.py, blocks/webflow_refs.py
+    upload_images: str = Field(
+        default="hosted", pattern="^(hosted|all|none)$",
+        description="Body images uploaded to the site's assets: hosted (those whose URL expires, "
+        "e.g. Notion's files), all, or none.",
+    )  # fmt: skip
+    fit_images: bool = Field(default=False, description="Re-encode an image over 4 MB to fit.")
+    allow_private_hosts: bool = Field(
+        default=False, description="Image URLs may reach private addresses (network setting)."
+    )
+    create_missing_references: bool = Field(
+        default=False, description="Create a referenced name its collection lacks, first."
+    )
 
     _client: httpx.Client | None = PrivateAttr(default=None)
     _schema: dict[str, Any] | None = PrivateAttr(default=None)
@@ -121,6 +138,10 @@ class WebflowDestination(DestinationBase, Block):
     _lost: dict[str, float] = PrivateAttr(default_factory=dict)  # slug -> when its create was lost
     _refused: set[str] = PrivateAttr(default_factory=set)  # slugs whose create was refused whole
     _index_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _assets: AssetStore | None = PrivateAttr(default=None)
+    _refs: References | None = PrivateAttr(default=None)
+    _image_check: ImageCheck | None = PrivateAttr(default=None)
+    _check_notes: list[str] = PrivateAttr(default_factory=list)  # the dry-run's, added to late
 
     @classmethod
     def from_config(
@@ -134,6 +155,8 @@ class WebflowDestination(DestinationBase, Block):
             field_map=dict(config.field_map), site_url=config.site_url, timeout_s=timeout_s,
             write_timeout_s=write_timeout_s,
             link_template=config.link_template, items_per_request=config.items_per_request,
+            fit_images=config.images.fit_limit, upload_images=config.images.upload,
+            create_missing_references=config.create_missing_references,
         )  # fmt: skip
 
     # --- identity and limits ----------------------------------------------------------------
@@ -216,7 +239,8 @@ class WebflowDestination(DestinationBase, Block):
             missing_required=sorted(
                 s for s, f in slugs.items() if f.get("isRequired") and s not in mapped
             ),
-            notes=self._unsent_fields(),
+            notes=self._noted(self._unsent_fields()),
+            record_problems=self._record_problems,
         )
 
     def _require_live_collection(self) -> None:
@@ -877,9 +901,113 @@ class WebflowDestination(DestinationBase, Block):
                     )
                 value = ids[value]
             elif kind == "Image":
-                value = {"url": value, "alt": record.get("title") or ""}
+                value = {"url": self._image_url(value), "alt": record.get("title") or ""}
+            elif kind in REFERENCE_KINDS:
+                value = self._references().ids(field, value)
+            elif kind == "RichText" and isinstance(value, str):
+                value = self._rehosted(value)
             data[slug] = value
         return data
+
+    # --- body images and references (issue 20) ---------------------------------------------
+
+    def _references(self) -> References:
+        """The referenced collections (categories, tags), each listed once per run."""
+        with self._lock:
+            if self._refs is None:
+                self._refs = References(self._request, self.create_missing_references,
+                                        self.publish_live)  # fmt: skip
+            return self._refs
+
+    def _asset_store(self) -> AssetStore:
+        with self._lock:
+            if self._assets is None:
+                self._assets = AssetStore(
+                    self._request, lambda: require_site(self._site_of_collection(),
+                                                        self.collection_id),
+                    ImageFetcher(self.allow_private_hosts, max(self.timeout_s, 30.0)),
+                    self.fit_images,
+                )  # fmt: skip
+            return self._assets
+
+    def _rehosted(self, markup: str) -> str:
+        """A RichText body whose images are uploaded to the site's assets, each `src` the hosted
+        URL in Webflow's figure markup: nothing written depends on a Notion-signed URL."""
+        images = to_upload(markup, self.upload_images) if self.upload_images != "none" else []
+        if not images:
+            return markup
+        from batchgate.webflow_assets import rewrite
+
+        store = self._asset_store()
+        return rewrite(markup, {image.src: store.hosted(image.src) for image in images})
+
+    def _image_url(self, url: Any) -> Any:
+        """An Image field's URL: Webflow re-hosts it itself (at most 4 MB); one over the limit is
+        re-encoded and uploaded first when the job asks for it (images.fit_limit)."""
+        if not self.fit_images or not isinstance(url, str) or not url:
+            return url
+        return self._asset_store().hosted(url)
+
+    @property
+    def images_reencoded(self) -> dict[str, str]:
+        """{image: "re-encoded from X MB to Y MB (-n%)"} of the images this run re-encoded."""
+        return dict(self._assets.fitted) if self._assets is not None else {}
+
+    @property
+    def references_created(self) -> list[str]:
+        return list(self._refs.created) if self._refs is not None else []
+
+    def _noted(self, notes: list[str]) -> list[str]:
+        """The dry-run's notes: the record checks add theirs as they meet them."""
+        self._check_notes = notes
+        return notes
+
+    def _record_problems(self, record: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """The dry-run's look at one record: its references known to their collections (or to
+        be created), its images fetchable and under 4 MB (or re-encodable)."""
+        fields = {f["slug"]: f for f in self._collection().get("fields", [])}
+        problems: list[tuple[str, str, str]] = []
+        images: list[tuple[str, str, bool]] = []
+        for source_field, slug in self.field_map.items():
+            field, value = fields.get(slug), record.get(source_field)
+            if field is None or value in (None, "", []):
+                continue
+            if is_reference(field):
+                problems += self._reference_problems(source_field, field, value)
+            elif field.get("type") == "Image" and isinstance(value, str):
+                images.append((source_field, value, False))
+            elif field.get("type") == "RichText" and self.upload_images != "none":
+                images += [(source_field, i.src, True)
+                           for i in to_upload(str(value), self.upload_images)]  # fmt: skip
+        if images:
+            with self._lock:
+                if self._image_check is None:
+                    self._image_check = ImageCheck(ImageFetcher(self.allow_private_hosts,
+                                                                self.timeout_s), self.fit_images)  # fmt: skip
+            check = self._image_check
+            problems += check.problems(images)
+            with self._lock:
+                self._check_notes += [n for n in check.notes if n not in self._check_notes]
+        return problems
+
+    def _reference_problems(self, source_field: str, field: dict[str, Any],
+                            value: Any) -> list[tuple[str, str, str]]:  # fmt: skip
+        index, unknown = self._references().unknown(field, value)
+        if not unknown:
+            return []
+        shown = ", ".join(repr(n) for n in unknown)
+        if self.create_missing_references:
+            note = (f"{field['slug']}: {shown} will be created in {index.shown} before the first "
+                    "write that needs it (destination.create_missing_references).")  # fmt: skip
+            with self._lock:
+                if note not in self._check_notes:
+                    self._check_notes.append(note)
+            return []
+        return [(source_field, f"{field['slug']}: {shown} not found in {index.shown} (a "
+                 f"{field['type']} field takes the ids of that collection's items)",
+                 f"Create {shown} in {index.shown} (known: {', '.join(index.known[:20]) or 'none'}), "
+                 "or set destination.create_missing_references: true to create them before the "
+                 "first write.")]  # fmt: skip
 
     # --- HTTP ---------------------------------------------------------------------------------
 
@@ -973,6 +1101,8 @@ class WebflowDestination(DestinationBase, Block):
         return self._quota_low
 
     def close(self) -> None:
+        if self._assets is not None:
+            self._assets.close()
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -50,7 +50,7 @@ from batchgate.planner import (
     plan_run,
 )
 from batchgate.progress import ConsoleProgress, Progress, duration
-from batchgate.report_full import FullReport
+from batchgate.report_full import FullReport, destination_notes
 from batchgate.secrets import secret_values
 from batchgate.sources import Source
 from batchgate.writer import Outcome, RetryPolicy, RunContext, WorkItem, record_failures
@@ -179,6 +179,7 @@ class Ending:
             threshold=threshold_value(job.batch.success_threshold), destination=destination.key,
             dlq=ledger.dead_letters(run_id), reason=reason, job_ref=self.job_ref,
             published_failures=publish_failures, missing=plan.missing,
+            notes=destination_notes(destination),
         )  # fmt: skip
         ledger.finish_run(
             run_id, status, message=reason, total=report.total, succeeded=report.succeeded,

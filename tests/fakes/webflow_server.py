@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from tests.fakes import webflow_assets, webflow_refs
 from tests.fakes.base import JsonHandler, ThreadedServer
 
 CATEGORIES = ["Engineering", "Data", "Cloud", "Security", "AI"]
@@ -201,15 +202,26 @@ class WebflowServer(ThreadedServer):
                  window_s: float = 60.0, faults: Faults | None = None,
                  site_id: str | None = None, plan: str | None = None,
                  collection_published: bool = True, slug_clash: str | None = None,
-                 string_details: bool = False) -> None:  # fmt: skip
-        """`plan` ("cms" or "basic") sets the real limit per 60 s; else `rate_limit` per window."""
+                 string_details: bool = False,
+                 ref_collections: list[webflow_refs.RefCollection] | None = None,
+                 rehost_body: bool = False) -> None:  # fmt: skip
+        """`plan` ("cms" or "basic") sets the real limit per 60 s; else `rate_limit` per window.
+        `ref_collections`: the collections Reference fields name (webflow_refs.blog_template);
+        `rehost_body`: RichText `<img>` copied to the CDN too (an open question, webflow_assets)."""
         collection_id = collection_id or uuid.uuid4().hex[:24]
         if plan is not None:
             rate_limit, window_s = PLAN_LIMITS[plan], 60.0
         state = WebflowState(collection_id, token, fields or blog_fields(), rate_limit,
                              window_s, faults or Faults(), site_id, collection_published,
                              slug_clash, string_details)  # fmt: skip
+        state.assets = webflow_assets.AssetState(state.site_id, rehost_body)  # type: ignore[attr-defined]
+        state.ref_collections = {c.id: c for c in ref_collections or []}  # type: ignore[attr-defined]
         super().__init__(_Handler, state)
+        self.asset_host = webflow_assets.AssetHost(state.assets)  # S3 upload and CDN
+
+    def close(self) -> None:
+        super().close()
+        self.asset_host.close()
 
     @property
     def items(self) -> dict[str, dict[str, Any]]:
@@ -255,6 +267,11 @@ class _Handler(JsonHandler):
         cid, site = re.escape(self.state.collection_id), re.escape(self.state.site_id)
         items = rf"/v2/collections/{cid}/items"
         url_path, _, query = path.partition("?")
+        params = {k: v[0] for k, v in parse_qs(query).items()}  # assets, referenced collections:
+        if webflow_assets.route(self, method, url_path, params, body) or webflow_refs.route(
+            self, method, url_path, params, body
+        ):
+            return
         one = r"/(?P<item>(?!live$|bulk$|publish$)[^/]+)"
         routes = [  # the /live variants publish (or unpublish) what they write
             ("GET", r"/v2/sites", self._list_sites),
@@ -414,6 +431,13 @@ class _Handler(JsonHandler):
                 self._error(400, "validation_error", "Validation Error", method,
                             [{"param": f"fieldData.{slug}", "description": "Field not found"}])  # fmt: skip
                 return False
+        # a Reference takes only item ids of its collection (webflow_refs.refused, its sources)
+        wrong = webflow_refs.refused(self.state.fields, field_data,
+                                     getattr(self.state, "ref_collections", {}))  # fmt: skip
+        if wrong is not None:
+            self._error(400, "validation_error", "Validation Error", method,
+                        [{"param": wrong[0], "description": wrong[1]}])  # fmt: skip
+            return False
         for slug, spec in known.items():
             if spec["isRequired"] and item_id is None and not field_data.get(slug):
                 self._error(400, "validation_error", "Validation Error", method,
@@ -504,6 +528,8 @@ class _Handler(JsonHandler):
         for slug, value in field_data.items():
             if kinds.get(slug) == "RichText" and isinstance(value, str):
                 value = CODE_BLOCK.sub(r"\1\2", value)
+                if hasattr(self.state, "assets"):  # <img> re-hosted too? (webflow_assets)
+                    value = self.state.assets.rehost_html(value)
             if kinds.get(slug) == "Image" and entry.get("_skip_image"):
                 continue
             kept[slug] = value
@@ -515,6 +541,7 @@ class _Handler(JsonHandler):
         strict = parse_qs(query).get("skipInvalidFiles", ["true"])[0] == "false"
         bad = [e for e in entries if (e.get("fieldData") or {}).get("slug")
                in self.state.faults.skip_image_slugs]  # fmt: skip
+        bad += [e for e in entries if e not in bad and self._rehost_images(e)]
         if bad and strict:
             self._error(400, "validation_error", "Validation Error", method,
                         [{"param": "fieldData.main-image", "description": "Invalid file"}])  # fmt: skip
@@ -522,6 +549,20 @@ class _Handler(JsonHandler):
         for entry in bad:
             entry["_skip_image"] = True
         return False
+
+    def _rehost_images(self, entry: dict[str, Any]) -> bool:
+        """Copy the entry's Image fields into the CDN as {fileId, url, alt} (webflow_assets,
+        its sources); True if one is an invalid file (unreachable, an error, over 4 MB)."""
+        assets = getattr(self.state, "assets", None)
+        data = entry.get("fieldData")
+        if assets is None or not isinstance(data, dict):
+            return False
+        invalid = False
+        for spec in self.state.fields:
+            if spec["type"] == "Image" and spec["slug"] in data:
+                data[spec["slug"]], why = assets.rehost(data[spec["slug"]])
+                invalid = invalid or why is not None
+        return invalid
 
     def _create_item(self, method: str, body: dict, query: str, live: str | None = None) -> None:
         """One item, or several with an `items` list (answered as a list)."""
