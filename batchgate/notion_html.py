@@ -62,11 +62,6 @@ def blocks_html(blocks: list[dict[str, Any]], links: PageLinks | None = None) ->
     return render(blocks, links).html
 
 
-def blocks_text(blocks: list[dict[str, Any]], links: PageLinks | None = None) -> str:
-    """The text the blocks publish, for word counts and content checks."""
-    return render(blocks, links).text
-
-
 def plain_text(rich: Iterable[dict[str, Any]] | None) -> str:
     """A rich-text array's text, its parts joined back together."""
     return "".join(part.get("plain_text") or _text_content(part) for part in rich or [])
