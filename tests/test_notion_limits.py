@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -265,3 +266,35 @@ def test_several_data_sources_are_a_warning_naming_them() -> None:
     assert "2 data sources" in note and "'Posts'" in note and "'Archive'" in note
     assert archive["id"] in note and "source.data_source_id" in note
     assert len(batch.items) == 2 and named.notes == []  # the one named: nothing to say
+
+
+# --- through the dry-run ----------------------------------------------------------------------------
+
+
+@pytest.mark.prefect
+def test_the_dry_run_blocks_the_unreadable_page_and_names_the_data_sources(
+    tmp_path: Path, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchgate.config import load_job
+    from flows.dry_run import dry_run
+    from tests.fakes.webflow_server import WebflowServer
+    from tests.test_notion_migration import migration_job, report_items
+
+    monkeypatch.setenv("NOTION_TOKEN", TOKEN)
+    monkeypatch.setenv("WEBFLOW_TOKEN", "test-token")
+    archive = {"id": "5b2c6a43-5f4e-4d1a-9b8e-3f1f0f6c2a11", "name": "Archive"}
+    state = roomy(extra_data_sources=[archive], faults=NotionFaults(error_rate=0.05, seed=3,
+                                                                    statuses=(502, 504)))  # fmt: skip
+    with NotionServer(state) as notion, WebflowServer() as webflow:
+        ids = notion.add_pages(6)
+        state.faults.forbidden = {ids[2]: 404}
+        report = dry_run(load_job(migration_job(tmp_path, notion, webflow)))
+    assert (report["total"], report["blocked"]) == (6, 1)  # the 502/504s retried, not the end
+    statuses = Counter(status for _, _, _, status in state.requests)
+    assert statuses[502] + statuses[504] > 0, statuses
+    (blocked,) = [i for i in report_items(tmp_path) if i["status"] == "blocked"]
+    assert blocked["id"] == ids[2]
+    (issue,) = [i for i in blocked["issues"] if i["field"] == "body_html"]
+    assert "Notion refused reading its blocks" in issue["message"] and "404" in issue["message"]
+    assert "Connections" in issue["fix"]
+    assert "2 data sources" in report["report"] and "'Archive'" in report["report"]
