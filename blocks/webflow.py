@@ -31,6 +31,7 @@ from batchgate.errors import (
     WriteError,
 )
 from batchgate.pacer import Pacer, existing_pacer, pacer_for
+from batchgate.richtext import keep_code_blocks
 from batchgate.secrets import require_token_url
 from batchgate.webflow_assets import to_upload
 from batchgate.webflow_refs import REFERENCE_KINDS, is_reference
@@ -905,7 +906,8 @@ class WebflowDestination(DestinationBase, Block):
             elif kind in REFERENCE_KINDS:
                 value = self._references().ids(field, value)
             elif kind == "RichText" and isinstance(value, str):
-                value = self._rehosted(value)
+                # a Markdown body's <pre> blocks would be emptied by Webflow: inline code instead
+                value = self._rehosted(keep_code_blocks(value))
             data[slug] = value
         return data
 
