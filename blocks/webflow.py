@@ -948,7 +948,7 @@ class WebflowDestination(DestinationBase, Block):
         re-encoded and uploaded first when the job asks for it (images.fit_limit)."""
         if not self.fit_images or not isinstance(url, str) or not url:
             return url
-        return self._asset_store().hosted(url)
+        return self._asset_store().fitted_url(url)
 
     @property
     def images_reencoded(self) -> dict[str, str]:

@@ -137,6 +137,14 @@ class AssetStore:
     _hash_locks: dict[str, threading.Lock] = field(default_factory=dict)
     _s3: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60.0))
 
+    def fitted_url(self, url: str) -> str:
+        """An Image field's URL: as it is when its answer says it is under 4 MB (Webflow copies
+        it itself), else the hosted URL of the image re-encoded to fit (see `hosted`)."""
+        stated = self.fetcher.size(url)
+        if stated is not None and stated <= IMAGE_LIMIT:
+            return url
+        return self.hosted(url)
+
     def hosted(self, url: str) -> str:
         fetched = self.fetcher.get(url)
         data, kind = fetched.data, fetched.content_type

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
+from batchgate.config import load_job
 from batchgate.errors import PermanentError
 from batchgate.transform import blog_record
 from batchgate.webflow_assets import body_images, expires, md5, rewrite
@@ -181,3 +184,103 @@ def test_the_body_rewrite_and_which_images_expire() -> None:
     assert rewrite(markup, {"a.png?x=1&y=2": "https://cdn/a.png"}) == (
         f'<p>{FIGURE}<img src="https://cdn/a.png" alt="A &amp; B"></div></figure></p>'
     )
+
+
+def notion_job(tmp_path: Path, notion: Any, webflow: WebflowServer, images: str) -> Path:
+    path = tmp_path / "notion.yaml"
+    path.write_text(
+        "source:\n"
+        "  type: notion\n"
+        f"  base_url: {notion.base_url}\n"
+        f"  database_id: {notion.state.database_id}\n"
+        "  token: notion-test-token\n"
+        "  requests_per_second: 400\n"
+        "destination:\n"
+        "  type: webflow\n"
+        f"  base_url: {webflow.base_url}\n"
+        f"  collection_id: {webflow.state.collection_id}\n"
+        "  token: test-token\n"
+        "  rate_per_minute: 60000\n"
+        "  items_per_request: 10\n"
+        f"  images: {images}\n"
+        "validation: {preset: blog, rules: {hero_aspect_ratio: {enabled: false}}}\n"
+        "batch: {backoff_base_s: 0.05, attempt_timeout_s: 5.0, pause_seconds: 0.1}\n"
+        f"ledger: {{path: {tmp_path / 'ledger.db'}}}\n"
+        "network: {allow_private_hosts: true}   # the images are served by the test servers\n"
+    )
+    return path
+
+
+@pytest.mark.prefect
+def test_a_notion_migration_re_hosts_body_images_and_fits_a_6mb_hero(
+    prefect_api: str, tmp_path: Path, http_server: HttpServer
+) -> None:
+    """Notion pages with Notion-hosted body images (the same bytes three times), a 6 MB cover, and a
+    body image whose file is gone; the blog template's Reference category. The dry-run blocks the
+    6 MB cover with its fix and the missing file; under fit_limit the full run writes every
+    body image at the fake's CDN (uploaded once), the cover re-encoded under
+    4 MB, and the report says by how much."""
+    from flows.dry_run import dry_run
+    from flows.full import full
+    from tests.fakes.notion_server import NotionServer, NotionState, block, blog_page, hosted_file
+    from tests.fakes.notion_server import text as rich
+    from tests.fakes.webflow_refs import blog_template
+
+    for n in (1, 2, 4):
+        http_server.add(
+            f"/img/cover-{n}.png", Route(png_header(1600, 900), content_type="image/png")
+        )
+    http_server.add("/img/cover-3.png", Route(big_png(6), content_type="image/png"))
+    fields, collections = blog_template()
+    with (
+        NotionServer(NotionState(rate_per_s=400, burst=40)) as notion,
+        WebflowServer(fields=fields, ref_collections=collections) as webflow,
+    ):
+        files = notion.base_url.removesuffix("/v1")
+        shared = hosted_file(f"{files}/files/diagram.png")  # the same bytes in posts 1 and 2
+        gone = hosted_file(f"{http_server.base}/files/expired.png")  # nothing there: 404
+        bodies = {
+            1: [shared],
+            2: [shared, hosted_file(f"{files}/files/other.png")],
+            3: [],
+            4: [gone],
+        }
+        for n, images in bodies.items():
+            blocks = [block("paragraph", [rich(f"Post {n}.")])]
+            blocks += [
+                block("image", [], caption=[rich(f"Figure {n}")], **image) for image in images
+            ]
+            notion.add(blog_page(n, notion.state, files=http_server.base), blocks)
+        strict = dry_run(load_job(notion_job(tmp_path, notion, webflow, "{fit_limit: false}")))
+        assert (strict["total"], strict["blocked"]) == (4, 2)
+        assert (
+            "over Webflow's 4 MB limit" in strict["report"]
+            and "fit_limit: true" in strict["report"]
+        )
+        assert "expired.png cannot be fetched" in strict["report"]
+        job = load_job(notion_job(tmp_path, notion, webflow, "{fit_limit: true}"))
+        checked = dry_run(job)
+        assert (checked["total"], checked["blocked"]) == (4, 1)  # the missing file only
+        assert "cover-3.png: re-encoded from 6.0 MB to" in checked["report"]
+        assert not [r for r in webflow.state.requests if r[1] != "GET"]  # the dry-run wrote nothing
+        done = full(job)
+        assert (done["succeeded"], done["skipped"]) == (3, 1)
+        by_slug = {i["fieldData"]["slug"]: i["fieldData"] for i in webflow.items.values()}
+        cdn = webflow.asset_host.base_url
+        for slug, count in (("post-1", 1), ("post-2", 2), ("post-3", 0)):
+            body = by_slug[slug]["post-body"]
+            srcs = re.findall(r'<img src="([^"]+)"', body)
+            assert len(srcs) == count and all(s.startswith(cdn) for s in srcs), slug
+            assert "X-Amz-Signature" not in body and body.count(FIGURE) == count
+        # the fake Notion serves the same bytes for every file: three body images, one upload;
+        # and the re-encoded cover (a cover under 4 MB is sent as its URL: Webflow copies it)
+        uploads = webflow.state.assets.uploads
+        assert uploads[md5(png_header(1600, 900))] == 1 and list(uploads.values()) == [1, 1]
+        hero = by_slug["post-3"]["main-image"]
+        assert (
+            hero["url"].startswith(cdn) and len(httpx.get(hero["url"]).content) <= 4 * 1024 * 1024
+        )
+        cats = collections[0]
+        assert {d["category"] for d in by_slug.values()} <= set(cats.items)
+        assert any("cover-3.png: re-encoded from 6.0 MB" in n for n in done["notes"])
+        assert "re-encoded from 6.0 MB" in done["report"]
