@@ -12,8 +12,22 @@ from pydantic import Field, SecretStr
 
 from batchgate.config import NOTION_PROPERTIES, NotionSourceConfig
 from batchgate.connectors import SourceBase, SourceCapabilities
-from batchgate.errors import ConfigError, RetryableError, SourceError
-from batchgate.notion import NotionReader, build_filter, check_properties, page_row, property_value
+from batchgate.errors import (
+    ConfigError,
+    FatalError,
+    PermanentError,
+    RetryableError,
+    SourceError,
+    WriteError,
+)
+from batchgate.notion import (
+    NotionReader,
+    NotionRefused,
+    build_filter,
+    check_properties,
+    page_row,
+    property_value,
+)
 from batchgate.notion_links import DEFAULT_PAGE_URL, PageLinks
 from batchgate.schema import Schema, build_items
 from batchgate.sources import SourceBatch
@@ -160,14 +174,22 @@ class NotionSource(SourceBase, Block):
             parent = (page.get("parent") or {}).get("data_source_id") or self.data_source_id or ""
             row = page_row(page, reader.blocks(item_id), self.properties,
                            self.links(reader, parent))  # fmt: skip
-        except SourceError as exc:  # a write attempt that can be tried again
-            raise RetryableError(
-                f"re-reading Notion page {item_id} before the write (its file URLs expire): {exc}",
-                error_type="api-error",
-            ) from None
+        except SourceError as exc:
+            raise _refresh_error(item_id, exc) from None
         finally:
             reader.close()
         return {**data, **{k: v for k, v in row.items() if k in _REFRESHED}}
+
+
+def _refresh_error(item_id: str, exc: SourceError) -> WriteError:
+    """A failed re-read as a write error: a blocked integration stops the run, a page no longer
+    shared (403, 404) fails its item for good, anything else can be tried again."""
+    message = f"re-reading Notion page {item_id} before the write (its file URLs expire): {exc}"
+    if isinstance(exc, NotionRefused) and exc.status == 429:  # public_api_request_blocked
+        return FatalError(message, status_code=429)
+    if isinstance(exc, NotionRefused) and exc.status in (403, 404):
+        return PermanentError(message, status_code=exc.status, error_type="api-error")
+    return RetryableError(message, error_type="api-error")
 
 
 _REFRESHED = ("hero_image_url", "body_html", "media_expires_at", "content_key")

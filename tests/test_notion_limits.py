@@ -298,3 +298,21 @@ def test_the_dry_run_blocks_the_unreadable_page_and_names_the_data_sources(
     assert "Notion refused reading its blocks" in issue["message"] and "404" in issue["message"]
     assert "Connections" in issue["fix"]
     assert "2 data sources" in report["report"] and "'Archive'" in report["report"]
+
+
+def test_a_re_read_before_the_write_fails_its_item_or_stops_the_run_as_notion_answers() -> None:
+    """A page re-read for its expiring file URLs: no longer shared fails that item for good (the
+    DLQ), a blocked integration stops the run; neither is retried."""
+    from batchgate.errors import FatalError, PermanentError
+
+    state = roomy()
+    with NotionServer(state) as server:
+        (page_id,) = server.add_pages(1, hosted=True)
+        stale = {"media_expires_at": "2020-01-01T00:00:00.000Z"}
+        state.faults.forbidden = {page_id: 403}
+        with pytest.raises(PermanentError, match="403 restricted_resource") as gone:
+            source(server).refresh(page_id, stale)
+        state.faults.blocked = True
+        with pytest.raises(FatalError, match="public_api_request_blocked") as blocked:
+            source(server).refresh(page_id, stale)
+    assert gone.value.status_code == 403 and blocked.value.status_code == 429
