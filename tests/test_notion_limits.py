@@ -316,3 +316,29 @@ def test_a_re_read_before_the_write_fails_its_item_or_stops_the_run_as_notion_an
         with pytest.raises(FatalError, match="public_api_request_blocked") as blocked:
             source(server).refresh(page_id, stale)
     assert gone.value.status_code == 403 and blocked.value.status_code == 429
+
+
+@pytest.mark.prefect
+def test_the_cli_stops_a_blocked_integration_with_one_line(
+    tmp_path: Path, prefect_api: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.fakes.webflow_server import WebflowServer
+    from tests.test_notion_migration import migration_job
+
+    state = NotionState(faults=NotionFaults(blocked=True))
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "NOTION_TOKEN": TOKEN,
+           "WEBFLOW_TOKEN": "test-token"}  # fmt: skip
+    batchgate = str(Path(sys.executable).with_name("batchgate"))
+    with NotionServer(state) as notion, WebflowServer() as webflow:
+        job = migration_job(tmp_path, notion, webflow)
+        result = subprocess.run([batchgate, "dry-run", "--job", str(job)], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+    said = [line for line in result.stderr.splitlines() if "blocked this integration" in line]
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and len(said) == 1, result.stderr
+    assert "public_api_request_blocked" in said[0] and "Fix:" in said[0]
+    assert len(state.requests) == 1  # asked once, never retried
