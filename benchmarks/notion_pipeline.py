@@ -31,7 +31,7 @@ os.environ.setdefault("NOTION_TOKEN", "notion-test-token")
 os.environ.setdefault("WEBFLOW_TOKEN", "test-token")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchgate import pacer  # noqa: E402
+from batchgate import pacer, window_pacer  # noqa: E402
 from batchgate.config import load_job  # noqa: E402
 from blocks.ledger import open_ledger  # noqa: E402
 from tests.fakes.notion_server import NotionFaults, NotionServer, NotionState  # noqa: E402
@@ -88,7 +88,8 @@ def whole_pipeline(job: Any) -> dict[str, Any]:
 
 def measure(name: str, pages: int, rate: float, run: Any) -> dict[str, Any]:
     pacer._PACERS.clear()  # each run starts at the full pace, as a new process would
-    state = NotionState(rate_per_s=rate, burst=10, faults=NotionFaults(latency=(0.05, 0.25)))
+    window_pacer._PACERS.clear()
+    state = NotionState(window_requests=int(rate * 60), faults=NotionFaults(latency=(0.05, 0.25)))
     with NotionServer(state) as notion, WebflowServer() as webflow:
         notion.add_pages(pages, seed=9, hosted=True)
         with tempfile.TemporaryDirectory() as where:

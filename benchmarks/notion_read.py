@@ -1,10 +1,11 @@
-"""How close to Notion's limit (an average of 3 requests/s) does reading a workspace get?
+"""How close to Notion's limit (180 requests per 60-second window) does reading a workspace get?
 
 Both readers read the same blog workspace from the fake Notion API, which enforces Notion's limit
-as a token bucket (3 requests/s, bursts of 10) and answers after 50-250 ms:
+as a fixed window (180 requests per 60 s, developers.notion.com request-limits) and answers after
+50-250 ms:
 
-- batchgate's NotionReader: one pacer at 2.94 requests/s shared by 4 page readers; a 429 holds
-  every reader for its Retry-After and slows the pace.
+- batchgate's NotionReader: one pacer per token keeping 98% of the budget in every 60 s, shared by
+  4 page readers; a 429 holds every reader for its Retry-After and shrinks the budget.
 - a plain script: one request after another as fast as answers come, sleeping Retry-After on a
   429 (what a hand-written migration usually does).
 
@@ -25,7 +26,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from batchgate import pacer  # noqa: E402
+from batchgate import window_pacer  # noqa: E402
 from batchgate.notion import NotionReader  # noqa: E402
 from tests.fakes.notion_server import NotionFaults, NotionServer, NotionState  # noqa: E402
 
@@ -34,7 +35,7 @@ LIMIT = 3.0
 
 
 def workspace(pages: int) -> NotionServer:
-    state = NotionState(token=TOKEN, rate_per_s=LIMIT, burst=10,
+    state = NotionState(token=TOKEN, window_requests=int(LIMIT * 60), window_s=60.0,
                         faults=NotionFaults(latency=(0.05, 0.25)))  # fmt: skip
     server = NotionServer(state)
     server.add_pages(pages, seed=9)
@@ -46,7 +47,7 @@ def api_requests(server: NotionServer) -> list[tuple[float, str, str, int]]:
 
 
 def with_batchgate(server: NotionServer) -> int:
-    pacer._PACERS.clear()
+    window_pacer._PACERS.clear()
     reader = NotionReader(server.base_url, TOKEN)
     source = reader.data_source(server.state.database_id)
     pages = list(reader.query(str(source["id"]), None))
