@@ -83,6 +83,17 @@ def test_a_hold_stops_every_caller_and_a_429_shrinks_the_budget() -> None:
     assert pacer.budget == 8
 
 
+def test_one_pacer_per_token_whatever_reads_with_it() -> None:
+    """The limit is per connection: the source's reader and a refresh's share one budget."""
+    url = "https://api.notion.test/v1"
+    first, again = NotionReader(url, "secret-a"), NotionReader(url, "secret-a")
+    other = NotionReader(url, "secret-b")
+    assert first.pacer is again.pacer and first.pacer is not other.pacer
+    assert first.pacer.budget == 176 and first.pacer.window_s == 60.0  # 98% of 180 per 60 s
+    for reader_ in (first, again, other):
+        reader_.close()
+
+
 @pytest.mark.parametrize("header, expected", [
     (None, 7.0), ("", 7.0), ("2", 2.0), ("0.5", 0.5), ("-3", 0.0),
     ("nan", 7.0), ("NaN", 7.0), ("soon", 7.0), ("1e12", RETRY_AFTER_MAX_S),
