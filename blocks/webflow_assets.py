@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -35,6 +36,10 @@ from batchgate.webflow_assets import (
 MAX_IMAGE_BYTES = 64 * 1024 * 1024  # an image bigger than this is not fetched whole
 MAX_REDIRECTS = 5
 Request = Callable[..., httpx.Response]  # the destination's paced, error-mapped request
+
+
+class Unreachable(RetryableError):
+    """The image's host could not be reached (no address, refused, no answer in time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +84,11 @@ class ImageFetcher:
                                      f"not reach private addresses unless {SETTING}",
                                      error_type="validation") from None  # fmt: skip
             except (httpx.TimeoutException, ResolveTimeout):
-                raise RetryableError(f"image {shown_url(url)}: no answer in time",
-                                     error_type="timeout") from None  # fmt: skip
+                raise Unreachable(f"image {shown_url(url)}: {urlsplit(current).netloc} did not answer in time",
+                                  error_type="timeout") from None  # fmt: skip
+            except httpx.ConnectError as exc:
+                raise Unreachable(f"image {shown_url(url)}: {urlsplit(current).netloc} could not be reached "
+                                  f"({type(exc).__name__}: {exc})", error_type="api-error") from None  # fmt: skip
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise RetryableError(f"image {shown_url(url)} could not be fetched "
                                      f"({type(exc).__name__})", error_type="api-error") from None  # fmt: skip
@@ -250,6 +258,9 @@ class ImageCheck:
     fit_limit: bool = False
     notes: list[str] = field(default_factory=list)  # re-encodings, for the report
     _seen: dict[str, tuple[str, str, str] | None] = field(default_factory=dict)
+    # a host that could not be reached is not tried again for every image on it (a dry-run of
+    # thousands of pages whose covers sit on one unreachable host costs one attempt)
+    _down: dict[str, Unreachable] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def problems(self, images: list[tuple[str, str, bool]]) -> list[tuple[str, str, str]]:
@@ -263,12 +274,21 @@ class ImageCheck:
         return [p for _, u, _ in images if (p := self._seen.get(u)) is not None]
 
     def _look(self, where: str, url: str, unfetchable: bool) -> tuple[str, str, str] | None:
+        host = urlsplit(url).netloc
         try:
+            with self._lock:
+                down = self._down.get(host)
+            if down is not None:
+                raise Unreachable(f"its host {host} could not be reached (as for an earlier image)",
+                                  error_type=down.error_type)  # fmt: skip
             stated = self.fetcher.size(url)
             if stated is not None and stated <= IMAGE_LIMIT:
                 return None  # under the limit: the body need not be read
             data = self.fetcher.get(url).data
         except WriteError as exc:
+            if isinstance(exc, Unreachable):
+                with self._lock:
+                    self._down.setdefault(host, exc)
             if not unfetchable:
                 return None  # the hero's own rule says it (hero_aspect_ratio)
             return (where, f"Body image {shown_url(url)} cannot be fetched: {exc.message}",
