@@ -59,8 +59,10 @@ def run(prefect_api: str, cwd: Path, *args: str, **extra: str) -> tuple[int, str
 
 
 def writes(server: Any, since: int) -> list[tuple[str, str, int]]:
-    """The write requests the fake received after the `since`-th request: (method, path, status)."""
-    return [(method, path, status) for _, method, path, status in server.state.requests[since:]
+    """The write requests the fake received after the `since`-th request: (method, path, status),
+    the path without its query (writes send skipInvalidFiles=false)."""
+    return [(method, path.split("?")[0], status)
+            for _, method, path, status in server.state.requests[since:]
             if method in ("POST", "PATCH", "DELETE")]  # fmt: skip
 
 
