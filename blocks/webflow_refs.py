@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from batchgate.errors import PermanentError
+from batchgate.errors import AlreadyExists, PermanentError
 from batchgate.webflow_refs import RefIndex, names, slugify, target
 
 Request = Callable[..., httpx.Response]  # the destination's paced, error-mapped request
@@ -83,9 +83,16 @@ class References:
                 return found
             body = {"isArchived": False, "isDraft": False,
                     "fieldData": {"name": name, "slug": slugify(name)}}  # fmt: skip
-            item = self.request(
-                "POST", f"/collections/{index.collection_id}/items", json=body
-            ).json()
+            try:
+                item = self.request(
+                    "POST", f"/collections/{index.collection_id}/items", json=body
+                ).json()
+            except AlreadyExists:  # another process (a shard) created it since the listing
+                again = self._indexes[index.collection_id] = self._read(index.collection_id)
+                found = again.find(name)
+                if found is None:
+                    raise
+                return found
             if self.publish:
                 self.request("POST", f"/collections/{index.collection_id}/items/publish",
                              json={"itemIds": [item["id"]]})  # fmt: skip

@@ -180,3 +180,17 @@ def test_option_categories_still_map_to_option_ids() -> None:
         result = dest.upsert(record(1, category="AI"), None, draft=True)
         assert server.items[result.dest_id]["fieldData"]["category"] == "opt-ai"
         assert dest.check().categories == ["Engineering", "Data", "Cloud", "Security", "AI"]
+
+
+def test_a_name_another_process_created_meanwhile_is_found_not_failed() -> None:
+    """Two shards meet the same missing category: the second create is refused as a duplicate
+    slug, and the item takes the item the first one made."""
+    with template_server() as server:
+        cats, _ = collections(server)
+        dest = webflow(server, create_missing_references=True)
+        dest.check()  # the listing is read: no DevOps yet
+        dest._references().index(cats.id)
+        cats.add("DevOps", "devops")  # another shard's create
+        result = dest.upsert(record(1, category="DevOps"), None, draft=True)
+        assert server.items[result.dest_id]["fieldData"]["category"] == cats.by_name("DevOps")["id"]
+        assert len([i for i in cats.items.values() if i["fieldData"]["slug"] == "devops"]) == 1
