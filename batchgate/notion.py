@@ -492,14 +492,14 @@ def _missing(name: str, properties: dict[str, Any], setting: str) -> str:
 def _code(response: httpx.Response) -> str:
     try:
         return str(response.json().get("code") or "")
-    except ValueError:
+    except (ValueError, AttributeError):  # a proxy's HTML (a 502), or JSON not an object
         return ""
 
 
 def _message(response: httpx.Response) -> str:
     try:
         return str(response.json().get("message") or "")[:300]
-    except ValueError:
+    except (ValueError, AttributeError):
         return response.text[:300]
 
 
