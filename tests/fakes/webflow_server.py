@@ -209,6 +209,10 @@ class WebflowServer(ThreadedServer):
         `ref_collections`: the collections Reference fields name (webflow_refs.blog_template);
         `rehost_body`: RichText `<img>` copied to the CDN too (an open question, webflow_assets)."""
         collection_id = collection_id or uuid.uuid4().hex[:24]
+        # BATCHGATE_FAKE_COLLECTION=template serves Webflow's blog template by default (a Reference
+        # category, MultiReference tags: webflow_refs.blog_template) to any test file
+        if fields is None and os.environ.get("BATCHGATE_FAKE_COLLECTION") == "template":
+            fields, ref_collections = webflow_refs.blog_template()
         if plan is not None:
             rate_limit, window_s = PLAN_LIMITS[plan], 60.0
         state = WebflowState(collection_id, token, fields or blog_fields(), rate_limit,
