@@ -150,6 +150,10 @@ class WebflowState:
         # refused because its own slug was taken), by the slug sent. A client that creates an
         # item twice shows a count of 2 whichever way the fake answers the clash
         self.creates: Counter[str] = Counter()
+        # the site's assets and the referenced collections (WebflowServer sets its own; a state
+        # built directly, as some tests do, has none of either)
+        self.assets = webflow_assets.AssetState(self.site_id, False)
+        self.ref_collections: dict[str, Any] = {}
 
     @property
     def published(self) -> set[str]:
@@ -218,14 +222,16 @@ class WebflowServer(ThreadedServer):
         state = WebflowState(collection_id, token, fields or blog_fields(), rate_limit,
                              window_s, faults or Faults(), site_id, collection_published,
                              slug_clash, string_details)  # fmt: skip
-        state.assets = webflow_assets.AssetState(state.site_id, rehost_body)  # type: ignore[attr-defined]
-        state.ref_collections = {c.id: c for c in ref_collections or []}  # type: ignore[attr-defined]
+        state.assets = webflow_assets.AssetState(state.site_id, rehost_body)
+        state.ref_collections = {c.id: c for c in ref_collections or []}
         super().__init__(_Handler, state)
         self.asset_host = webflow_assets.AssetHost(state.assets)  # S3 upload and CDN
 
     def close(self) -> None:
         super().close()
-        self.asset_host.close()
+        host = getattr(self, "asset_host", None)  # a subclass may build its server another way
+        if host is not None:
+            host.close()
 
     @property
     def items(self) -> dict[str, dict[str, Any]]:
