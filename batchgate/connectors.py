@@ -291,6 +291,7 @@ class SourceBase:
             batch.total_rows += chunk.total_rows
             batch.filtered_out += chunk.filtered_out
             batch.description = chunk.description
+            batch.notes += chunk.notes
         return batch
 
     def refresh(self, item_id: str, data: dict[str, Any]) -> dict[str, Any]:

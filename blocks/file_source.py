@@ -78,19 +78,6 @@ class FileSource(SourceBase, Block):
     def name(self) -> str:
         return Path(self.path).name
 
-    def read(self, schema: Schema, since: datetime | None = None) -> SourceBatch:
-        """Read every row, check columns and cell sizes, apply the filter, type the items.
-
-        `since` keeps the items whose last_edited is at or after it (an incremental sync); an
-        item without a last_edited value is kept. `iter_chunks` reads the same a chunk at a time."""
-        batch = SourceBatch(items=[], total_rows=0, filtered_out=0, description="")
-        for chunk in self.iter_chunks(schema, since):
-            batch.items += chunk.items
-            batch.total_rows += chunk.total_rows
-            batch.filtered_out += chunk.filtered_out
-            batch.description = chunk.description
-        return batch
-
     def iter_chunks(
         self, schema: Schema, since: datetime | None = None, chunk_size: int = CHUNK_SIZE
     ) -> Iterator[SourceBatch]:

@@ -186,9 +186,6 @@ class SqlDestination(DestinationBase, Block):
                 f"the SQL destination {self.key} cannot be used: {_reason(exc)}"
             ) from None
 
-    def find(self, record: dict[str, Any]) -> str | None:
-        return self.find_many([str(record[self._spec.key])]).get(str(record[self._spec.key]))
-
     def find_many(self, keys: list[str]) -> dict[str, str]:
         """The items written before, by key, in one query."""
         if not keys or not self._has_table():
@@ -196,24 +193,6 @@ class SqlDestination(DestinationBase, Block):
         pk = self._pk
         with self._errors("looking up"), self.engine.connect() as conn:
             return {str(k): str(k) for k in conn.execute(select(pk).where(pk.in_(keys))).scalars()}
-
-    def snapshot(self, dest_id: str) -> dict[str, Any] | None:
-        """The row as it is now (what a rollback would restore), or None if there is none."""
-        return self.snapshot_many([dest_id])[dest_id]
-
-    def version(self, dest_id: str) -> str | None:
-        """A hash of the row's content as it is now, or None if the row is gone."""
-        return self.versions([dest_id])[dest_id]
-
-    def upsert(
-        self,
-        record: dict[str, Any],
-        dest_id: str | None,
-        draft: bool,
-        current: dict[str, Any] | None = None,
-    ) -> WriteResult:
-        """One item: a group of one (see `upsert_many`)."""
-        return self._upsert_group([record], draft)[0]
 
     @property
     def group_size(self) -> int:
